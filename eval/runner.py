@@ -1,0 +1,68 @@
+"""Run a pipeline over every judged query of a split and score it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from eval.metrics import evaluate
+from indexer.build import ensure_indexes
+from pipeline.collection import dataset_name, load_qrels, load_queries
+from pipeline.config import ServiceConfig
+from pipeline.registry import BuildContext, build_pipeline, required_indexes
+from pipeline.types import Query, Results
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    pipeline: str
+    dataset: str
+    split: str
+    metrics: dict[str, float]
+    results: Results
+    seconds: float
+    num_queries: int
+
+
+def remove_self_hits(results: Results) -> Results:
+    """BEIR convention: a query never retrieves the document that has its own id."""
+    return {qid: [h for h in hits if h.doc_id != qid] for qid, hits in results.items()}
+
+
+def judged_queries(dataset: Path, split: str, lang: str | None = None) -> tuple[list[Query], dict[str, dict[str, int]]]:
+    qrels = load_qrels(dataset, split)
+    queries = load_queries(dataset, lang=lang)
+    missing = [q for q in qrels if q not in queries]
+    if missing:
+        raise ValueError(f"{len(missing)} judged queries are not in queries.jsonl, e.g. {missing[:3]}")
+    return [queries[q] for q in qrels], qrels
+
+
+def run_eval(
+    dataset: Path,
+    split: str,
+    pipeline: str,
+    config: ServiceConfig,
+    index_root: Path,
+    models_dir: Path,
+    batch_size: int = 64,
+    collection: str | None = None,
+) -> EvalResult:
+    collection = collection or dataset_name(dataset)
+    ensure_indexes(dataset, collection, config, required_indexes(config, pipeline), index_root)
+    ctx = BuildContext(index_root=index_root, collection=collection, config=config, models_dir=models_dir)
+    pipe = build_pipeline(pipeline, ctx)
+    queries, qrels = judged_queries(dataset, split)
+    start = time.perf_counter()
+    results: Results = {}
+    for i in range(0, len(queries), batch_size):
+        results.update(pipe(queries[i : i + batch_size]))
+        logger.info("%s: %d/%d queries", pipeline, min(i + batch_size, len(queries)), len(queries))
+    seconds = time.perf_counter() - start
+    results = remove_self_hits(results)
+    run = {qid: {h.doc_id: h.score for h in hits} for qid, hits in results.items()}
+    return EvalResult(pipeline, collection, split, evaluate(qrels, run), results, seconds, len(queries))

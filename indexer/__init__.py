@@ -1,0 +1,1 @@
+"""The indexer job: batch-builds indexes of a collection and publishes them atomically."""

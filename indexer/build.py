@@ -1,0 +1,63 @@
+"""Build, or reuse, the indexes a collection needs, and publish each atomically."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import Iterable
+
+from pipeline.collection import corpus_path, file_checksum
+from pipeline.config import IndexConfig, ServiceConfig, parse_index
+from pipeline.errors import IndexCorruptError, IndexNotFoundError
+from pipeline.index_store import Manifest, publishing, resolve
+
+logger = logging.getLogger(__name__)
+
+# index type -> "module:function" building it into a temporary folder
+BUILDERS = {
+    "lucene": "indexer.lucene:build_lucene",
+    "faiss": "indexer.dense:build_faiss",
+}
+
+
+def index_params_match(manifest: Manifest, cfg: IndexConfig, checksum: str) -> bool:
+    """True when a published index was built from the same source with the same settings."""
+    if manifest.source_checksum != checksum or manifest.kind != cfg.type:
+        return False
+    wanted = cfg.model_dump(exclude={"type", "batch_size"})
+    return all(manifest.params.get(k) == v for k, v in wanted.items())
+
+
+def ensure_index(
+    dataset: Path, collection: str, name: str, cfg: IndexConfig, index_root: Path, force: bool = False, threads: int = 2
+) -> tuple[Path, Manifest, bool]:
+    """Return ``(folder, manifest, built)``; builds only when missing, stale or forced."""
+    checksum = file_checksum(corpus_path(dataset))
+    if not force:
+        try:
+            folder, manifest = resolve(index_root, collection, name)
+            if index_params_match(manifest, cfg, checksum):
+                logger.info("index %s/%s is up to date (version %s)", collection, name, manifest.version)
+                return folder, manifest, False
+            logger.info("index %s/%s is stale: rebuilding", collection, name)
+        except (IndexNotFoundError, IndexCorruptError) as exc:
+            logger.info("index %s/%s: %s; building", collection, name, exc)
+    module, func = BUILDERS[cfg.type].split(":")
+    build = getattr(importlib.import_module(module), func)
+    with publishing(index_root, collection, name) as tmp:
+        build(dataset, tmp, cfg, collection=collection, threads=threads)
+    folder, manifest = resolve(index_root, collection, name)
+    logger.info("published %s/%s version %s (%d docs)", collection, name, manifest.version, manifest.doc_count)
+    return folder, manifest, True
+
+
+def ensure_indexes(
+    dataset: Path, collection: str, config: ServiceConfig, names: Iterable[str], index_root: Path, force: bool = False
+) -> dict[str, Manifest]:
+    out = {}
+    for name in names:
+        cfg = parse_index(name, config.indexes[name])
+        _, manifest, _ = ensure_index(dataset, collection, name, cfg, index_root, force=force)
+        out[name] = manifest
+    return out

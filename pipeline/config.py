@@ -1,0 +1,144 @@
+"""Declarative pipeline configuration (YAML), validated at start-up.
+
+A config file names the indexes a collection needs and the pipelines built on
+them. Each stage entry has a ``type`` that selects its schema from the stage
+registry (:mod:`pipeline.registry`); unknown types and wrong fields fail with a
+:class:`~pipeline.errors.ConfigError` that names the field, e.g.
+``pipelines.bm25.stages[0].k1: Input should be a valid number``.
+
+Example::
+
+    indexes:
+      lucene: {type: lucene, language: en}
+    pipelines:
+      bm25:
+        stages:
+          - {type: bm25, index: lucene, k1: 0.9, b: 0.4, cutoff: 1000}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from pipeline.errors import ConfigError
+from pipeline.index_store import check_name
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StageConfig(StrictModel):
+    """Fields every stage accepts; each stage type extends this."""
+
+    type: str
+    name: str | None = None
+    cutoff: int | None = Field(default=None, ge=1, le=10_000)
+    fail_open: bool = False
+
+
+class LuceneIndexConfig(StrictModel):
+    type: Literal["lucene"] = "lucene"
+    language: str = "en"
+    """Analyzer language (Anserini codes: en, de, es, ar, zh, ru, ...; 'sw' style codes fall back to whitespace)."""
+    fields: Literal["title+text", "text"] = "title+text"
+
+
+class FaissIndexConfig(StrictModel):
+    type: Literal["faiss"] = "faiss"
+    model: str = "minilm"
+    factory: str = "Flat"
+    normalize: bool = True
+    max_length: int = Field(default=512, ge=8, le=8192)
+    batch_size: int = Field(default=64, ge=1, le=4096)
+
+
+IndexConfig = LuceneIndexConfig | FaissIndexConfig
+
+
+class PipelineConfig(StrictModel):
+    description: str = ""
+    stages: list[dict[str, Any]] = Field(min_length=1)
+
+
+class ServiceConfig(StrictModel):
+    indexes: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    pipelines: dict[str, PipelineConfig]
+
+    @field_validator("indexes", "pipelines")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        for key in value:
+            if not key or len(key) > 100 or "/" in key.replace(">>", "") or ".." in key:
+                raise ValueError(f"invalid name {key!r}")
+        return value
+
+
+def parse_index(name: str, raw: dict[str, Any]) -> IndexConfig:
+    check_name(name)
+    kind = raw.get("type", "lucene")
+    model = {"lucene": LuceneIndexConfig, "faiss": FaissIndexConfig}.get(kind)
+    if model is None:
+        raise ConfigError(f"indexes.{name}.type: unknown index type {kind!r} (known: lucene, faiss)")
+    try:
+        return model(**raw)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, f"indexes.{name}")) from exc
+
+
+def parse_stage(where: str, raw: dict[str, Any]) -> StageConfig:
+    from pipeline.registry import stage_types
+
+    types = stage_types()
+    kind = raw.get("type")
+    if kind not in types:
+        raise ConfigError(f"{where}.type: unknown stage type {kind!r} (known: {', '.join(sorted(types))})")
+    try:
+        return types[kind].config(**raw)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, where)) from exc
+
+
+def load_config(path: Path | str) -> ServiceConfig:
+    """Read and fully validate a YAML config (stages and indexes included)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_config(raw, source=str(path))
+
+
+def parse_config(raw: Any, source: str = "config") -> ServiceConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping with 'pipelines' (and 'indexes')")
+    try:
+        config = ServiceConfig(**raw)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, source)) from exc
+    for name, spec in config.indexes.items():
+        parse_index(name, spec)
+    for name, pipe in config.pipelines.items():
+        for i, stage in enumerate(pipe.stages):
+            parsed = parse_stage(f"pipelines.{name}.stages[{i}]", stage)
+            index = getattr(parsed, "index", None)
+            if index is not None and index not in config.indexes:
+                raise ConfigError(
+                    f"pipelines.{name}.stages[{i}].index: {index!r} is not declared under 'indexes' "
+                    f"(declared: {sorted(config.indexes)})"
+                )
+    return config
+
+
+def _format(exc: ValidationError, prefix: str) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])
+        parts.append(f"{prefix}{loc}: {err['msg']}")
+    return "; ".join(parts)

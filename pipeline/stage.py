@@ -1,0 +1,144 @@
+"""The one stage protocol that retrievers, rerankers and fusion implement.
+
+A :class:`Stage` is batch-first: ``stage(queries, candidates)`` returns
+``Results`` for the whole batch. Retrievers ignore ``candidates``; rerankers
+(``needs_candidates = True``) require them. Stages compose with ``>>`` into a
+flat :class:`Pipeline`, and ``stage % k`` sets the cutoff after that stage::
+
+    pipeline = (bm25 % 100) >> (cross_encoder % 10)
+    results = pipeline([Query("q1", "what is BM25?")])
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar, Sequence
+
+from pipeline.errors import StageContractError, StageError
+from pipeline.types import Query, Results, sort_hits
+
+logger = logging.getLogger(__name__)
+
+
+class Stage(ABC):
+    """Base class of every stage.
+
+    Subclasses implement :meth:`transform`; a subclass that forgets it fails at
+    construction (``TypeError: Can't instantiate abstract class``).
+    """
+
+    name: str = "stage"
+    needs_candidates: ClassVar[bool] = False
+    fail_open: bool = False
+    """If True and the stage raises, the pipeline keeps the previous stage's
+    ranking and marks the run ``degraded`` instead of failing the request."""
+
+    @abstractmethod
+    def transform(self, queries: Sequence[Query], candidates: Results | None = None) -> Results:
+        """Return ``query_id -> hits`` (sorted, best first) for every query of the batch."""
+
+    def __call__(self, queries: Sequence[Query], candidates: Results | None = None) -> Results:
+        if self.needs_candidates and candidates is None:
+            raise StageContractError(
+                f"stage {self.name!r} reranks candidates: put a retriever before it, "
+                f"e.g. bm25 >> {self.name}"
+            )
+        results = self.transform(list(queries), candidates)
+        missing = [q.query_id for q in queries if q.query_id not in results]
+        if missing:
+            raise StageContractError(f"stage {self.name!r} returned no results for queries {missing[:5]}")
+        return results
+
+    def __rshift__(self, other: "Stage") -> "Pipeline":
+        return Pipeline([self]) >> other
+
+    def __mod__(self, cutoff: int) -> "Pipeline":
+        return Pipeline([self], cutoffs=[cutoff])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+@dataclass
+class PipelineRun:
+    """What :meth:`Pipeline.run` returns: results plus how each stage went."""
+
+    results: Results
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    degraded: list[str] = field(default_factory=list)
+    """Names of stages that failed open (their input ranking was kept)."""
+
+
+class Pipeline(Stage):
+    """A flat sequence of stages with an optional cutoff after each one."""
+
+    def __init__(self, stages: Sequence[Stage], cutoffs: Sequence[int | None] | None = None, name: str = "pipeline"):
+        if not stages:
+            raise ValueError("a pipeline needs at least one stage")
+        cutoffs = list(cutoffs) if cutoffs is not None else [None] * len(stages)
+        if len(cutoffs) != len(stages):
+            raise ValueError("one cutoff per stage (None for no cutoff)")
+        self.stages: list[Stage] = []
+        self.cutoffs: list[int | None] = []
+        for stage, cutoff in zip(stages, cutoffs):
+            if cutoff is not None and cutoff < 1:
+                raise ValueError(f"cutoff after stage {stage.name!r} must be >= 1, got {cutoff}")
+            if isinstance(stage, Pipeline):  # flatten nested pipelines
+                self.stages.extend(stage.stages)
+                self.cutoffs.extend(stage.cutoffs[:-1] + [_min_cutoff(stage.cutoffs[-1], cutoff)])
+            else:
+                self.stages.append(stage)
+                self.cutoffs.append(cutoff)
+        names = [s.name for s in self.stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"stage names must be unique within a pipeline, got {names}")
+        self.name = name
+
+    @property
+    def needs_candidates(self) -> bool:  # type: ignore[override]
+        return self.stages[0].needs_candidates
+
+    def __rshift__(self, other: Stage) -> "Pipeline":
+        return Pipeline([*self.stages, other], cutoffs=[*self.cutoffs, None], name=self.name)
+
+    def __mod__(self, cutoff: int) -> "Pipeline":
+        return Pipeline(self.stages, cutoffs=[*self.cutoffs[:-1], _min_cutoff(self.cutoffs[-1], cutoff)], name=self.name)
+
+    def transform(self, queries: Sequence[Query], candidates: Results | None = None) -> Results:
+        return self.run(queries, candidates).results
+
+    def run(self, queries: Sequence[Query], candidates: Results | None = None) -> PipelineRun:
+        """Run every stage in order, timing each, failing open where a stage allows it."""
+        run = PipelineRun(results=candidates or {})
+        current = candidates
+        for stage, cutoff in zip(self.stages, self.cutoffs):
+            start = time.perf_counter()
+            try:
+                current = stage(queries, current)
+            except StageContractError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - decide between fail-open and typed error
+                if stage.fail_open and current is not None:
+                    logger.warning("stage %s failed open: %s", stage.name, exc)
+                    run.degraded.append(stage.name)
+                else:
+                    raise StageError(f"stage {stage.name!r} failed: {exc}") from exc
+            if cutoff is not None:
+                current = {qid: hits[:cutoff] for qid, hits in current.items()}
+            run.timings_ms[stage.name] = (time.perf_counter() - start) * 1000
+        run.results = current or {}
+        return run
+
+
+def _min_cutoff(a: int | None, b: int | None) -> int | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return min(a, b)
+
+
+__all__ = ["Stage", "Pipeline", "PipelineRun", "sort_hits"]

@@ -1,0 +1,1 @@
+"""Stage implementations: retrievers, rerankers and fusion. Each registers itself."""

@@ -1,0 +1,50 @@
+"""Declarative configs: valid ones load, wrong ones fail naming the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import load_config, parse_config
+from pipeline.errors import ConfigError
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_shipped_config_is_valid():
+    config = load_config(REPO / "configs" / "pipelines.yaml")
+    assert "bm25" in config.pipelines
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"pipelines": {"p": {"stages": [{"type": "bm25", "index": "lucene", "k1": "high"}]}}, "indexes": {"lucene": {}}},
+         "pipelines.p.stages[0].k1"),
+        ({"pipelines": {"p": {"stages": [{"type": "bm42"}]}}}, "pipelines.p.stages[0].type: unknown stage type 'bm42'"),
+        ({"pipelines": {"p": {"stages": [{"type": "bm25", "index": "nope"}]}}, "indexes": {}},
+         "pipelines.p.stages[0].index: 'nope' is not declared"),
+        ({"pipelines": {"p": {"stages": [{"type": "bm25", "cutoff": 0}]}}, "indexes": {"lucene": {}}},
+         "pipelines.p.stages[0].cutoff"),
+        ({"pipelines": {"p": {"stages": []}}}, "pipelines.p.stages"),
+        ({"pipelines": {"p": {"stages": [{"type": "bm25", "colour": "red"}]}}, "indexes": {"lucene": {}}},
+         "pipelines.p.stages[0].colour"),
+        ({"indexes": {"x": {"type": "lucene", "language": 3}}, "pipelines": {"p": {"stages": [{"type": "bm25", "index": "x"}]}}},
+         "indexes.x.language"),
+        ({"pipelines": {}, "extra": 1}, "extra"),
+        ([1, 2], "expected a mapping"),
+    ],
+)
+def test_wrong_config_names_the_field(raw, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        parse_config(raw)
+
+
+def test_missing_and_invalid_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("pipelines: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)

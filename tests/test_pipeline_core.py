@@ -1,0 +1,110 @@
+"""The stage protocol and pipeline composition, with small in-memory stages."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.errors import StageContractError, StageError
+from pipeline.stage import Pipeline, Stage
+from pipeline.testing import StageContract
+from pipeline.types import Hit, Query, sort_hits
+
+
+class FixedRetriever(Stage):
+    """Returns the same ranked list of 5 docs for every query."""
+
+    name = "fixed"
+
+    def transform(self, queries, candidates=None):
+        return {q.query_id: [Hit(q.query_id, f"d{i}", 5.0 - i, {self.name: 5.0 - i}) for i in range(5)] for q in queries}
+
+
+class ReverseReranker(Stage):
+    """Reverses the candidate order (a reranker that disagrees with everything)."""
+
+    name = "reverse"
+    needs_candidates = True
+
+    def transform(self, queries, candidates=None):
+        out = {}
+        for q in queries:
+            hits = candidates[q.query_id]
+            out[q.query_id] = sort_hits([h.rescored(self.name, float(i)) for i, h in enumerate(hits)])
+        return out
+
+
+class BrokenReranker(ReverseReranker):
+    name = "broken"
+
+    def transform(self, queries, candidates=None):
+        raise RuntimeError("model crashed")
+
+
+class TestFixedRetrieverContract(StageContract):
+    @pytest.fixture
+    def stage(self):
+        return FixedRetriever()
+
+
+class TestRerankerContract(StageContract):
+    @pytest.fixture
+    def stage(self):
+        return ReverseReranker()
+
+    @pytest.fixture
+    def candidates(self):
+        return FixedRetriever()(self.queries)
+
+
+Q = [Query("a", "x"), Query("b", "y")]
+
+
+def test_compose_and_cutoff():
+    pipe = (FixedRetriever() % 3) >> ReverseReranker()
+    assert isinstance(pipe, Pipeline) and [s.name for s in pipe.stages] == ["fixed", "reverse"]
+    res = pipe(Q)
+    assert [h.doc_id for h in res["a"]] == ["d2", "d1", "d0"]  # top-3 kept, then reversed
+    assert res["a"][0].stage_scores == {"fixed": 3.0, "reverse": 2.0}
+
+
+def test_nested_pipelines_flatten():
+    pipe = Pipeline([FixedRetriever() % 4]) >> (ReverseReranker() % 2)
+    assert len(pipe.stages) == 2 and pipe.cutoffs == [4, 2]
+    assert len(pipe(Q)["b"]) == 2
+
+
+def test_reranker_without_candidates_is_a_contract_error():
+    with pytest.raises(StageContractError, match="put a retriever before it"):
+        ReverseReranker()(Q)
+
+
+def test_stage_without_transform_fails_at_construction():
+    class Forgot(Stage):
+        pass
+
+    with pytest.raises(TypeError, match="abstract"):
+        Forgot()
+
+
+def test_failing_stage_raises_typed_error():
+    with pytest.raises(StageError, match="model crashed"):
+        (FixedRetriever() >> BrokenReranker())(Q)
+
+
+def test_fail_open_keeps_first_stage_order_and_flags_degraded():
+    broken = BrokenReranker()
+    broken.fail_open = True
+    run = (FixedRetriever() >> broken).run(Q)
+    assert run.degraded == ["broken"]
+    assert [h.doc_id for h in run.results["a"]] == ["d0", "d1", "d2", "d3", "d4"]
+    assert set(run.timings_ms) == {"fixed", "broken"}
+
+
+def test_duplicate_stage_names_rejected():
+    with pytest.raises(ValueError, match="unique"):
+        FixedRetriever() >> FixedRetriever()
+
+
+def test_bad_cutoff_rejected():
+    with pytest.raises(ValueError, match=">= 1"):
+        FixedRetriever() % 0

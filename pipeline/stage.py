@@ -52,6 +52,11 @@ class Stage(ABC):
             raise StageContractError(f"stage {self.name!r} returned no results for queries {missing[:5]}")
         return results
 
+    def with_depth(self, k: int) -> "Stage":
+        """This stage retrieving at most ``k`` hits per query (a retriever overrides this to
+        search less deeply when a request needs fewer hits); default: unchanged."""
+        return self
+
     def __rshift__(self, other: "Stage") -> "Pipeline":
         return Pipeline([self]) >> other
 
@@ -110,11 +115,19 @@ class Pipeline(Stage):
     def transform(self, queries: Sequence[Query], candidates: Results | None = None) -> Results:
         return self.run(queries, candidates).results
 
-    def run(self, queries: Sequence[Query], candidates: Results | None = None) -> PipelineRun:
-        """Run every stage in order, timing each, failing open where a stage allows it."""
+    def run(self, queries: Sequence[Query], candidates: Results | None = None, k: int | None = None) -> PipelineRun:
+        """Run every stage in order, timing each, failing open where a stage allows it.
+
+        ``k`` (optional) caps the final list; a final retriever then searches only ``k`` deep.
+        """
         run = PipelineRun(results=candidates or {})
         current = candidates
-        for stage, cutoff in zip(self.stages, self.cutoffs):
+        stages, cutoffs = list(self.stages), list(self.cutoffs)
+        if k is not None:
+            if not stages[-1].needs_candidates:
+                stages[-1] = stages[-1].with_depth(k)
+            cutoffs[-1] = _min_cutoff(cutoffs[-1], k)
+        for stage, cutoff in zip(stages, cutoffs):
             start = time.perf_counter()
             try:
                 current = stage(queries, current)

@@ -53,7 +53,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         collection = engine.collection(body.collection).name
         pipe = engine.pipeline(body.pipeline, collection)
         query = Query("q", body.query, body.lang)
-        run = await asyncio.to_thread(pipe.run, [query])
+        run = await asyncio.to_thread(pipe.run, [query], None, body.k)
         hits = run.results.get("q", [])[: body.k]
         docs = await asyncio.to_thread(engine.documents, [h.doc_id for h in hits], collection)
         out = []

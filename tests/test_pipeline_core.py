@@ -108,3 +108,20 @@ def test_duplicate_stage_names_rejected():
 def test_bad_cutoff_rejected():
     with pytest.raises(ValueError, match=">= 1"):
         FixedRetriever() % 0
+
+
+def test_run_with_k_caps_final_list_and_retriever_depth():
+    class DepthRetriever(FixedRetriever):
+        depth = 5
+
+        def with_depth(self, k):
+            clone = DepthRetriever()
+            clone.depth = k
+            return clone
+
+        def transform(self, queries, candidates=None):
+            return {q: hits[: self.depth] for q, hits in super().transform(queries).items()}
+
+    assert len(Pipeline([DepthRetriever()]).run(Q, k=2).results["a"]) == 2
+    run = (DepthRetriever() >> ReverseReranker()).run(Q, k=2)
+    assert [h.doc_id for h in run.results["a"]] == ["d4", "d3"]  # reranker saw all 5 candidates

@@ -7,6 +7,7 @@ the index's language, and searches a batch with several threads.
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Sequence
@@ -67,6 +68,13 @@ class BM25(Stage):
         manifest = Manifest.read(folder)
         manifest.verify(folder)
         return cls(folder, manifest, **kwargs)
+
+    def with_depth(self, k: int) -> "BM25":
+        if k >= self.k:
+            return self
+        shallow = copy.copy(self)  # shares the searcher; only the depth differs
+        shallow.k = k
+        return shallow
 
     def transform(self, queries: Sequence[Query], candidates: Results | None = None) -> Results:
         if not queries:

@@ -45,3 +45,7 @@ class StageError(PipelineError):
 
 class StageContractError(PipelineError):
     """A stage was called the wrong way (e.g. a reranker without candidates)."""
+
+
+class ModelNotFoundError(PipelineError):
+    """A stage's trained model is not where the config says. The message names the command that builds it."""

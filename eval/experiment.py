@@ -1,0 +1,238 @@
+"""Many pipelines over one dataset in one run, sharing the results of identical stage prefixes.
+
+Pipelines that start with the same stages (same validated stage configs and cutoffs,
+e.g. ``bm25`` and ``bm25>>ce``) compute that prefix once; each pipeline still reports
+the latency of every stage it consists of. Per-query metrics are kept for the
+statistics, and rerank-depth sweeps give the effectiveness/latency trade-off::
+
+    exp = Experiment(Path("../shared/data/scifact"), "test", config, index_root, models_dir)
+    outcome = exp.run_all(["bm25", "bm25>>ce"])
+    outcome.systems["bm25>>ce"].metrics["nDCG@10"], outcome.curves["bm25>>ce"]
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from eval.metrics import evaluate, per_query
+from eval.runner import judged_queries, remove_self_hits
+from indexer.build import ensure_indexes
+from pipeline.collection import dataset_name
+from pipeline.config import ServiceConfig, parse_stage
+from pipeline.errors import PipelineError
+from pipeline.registry import BuildContext, build_stage, required_indexes
+from pipeline.stage import Pipeline, Stage
+from pipeline.types import Query, Results
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DEPTHS = (10, 20, 50, 100)
+CURVE_MEASURE = "nDCG@10"
+
+
+@dataclass
+class SystemResult:
+    """One evaluated system: aggregate and per-query metrics, and its latency."""
+
+    name: str
+    metrics: dict[str, float]
+    per_query: dict[str, dict[str, float]]
+    ms_per_query: float | None = None
+    stage_ms_per_query: dict[str, float] = field(default_factory=dict)
+    reused_stages: int = 0
+    """How many leading stages came from another pipeline's identical prefix."""
+    degraded: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DepthPoint:
+    """Effectiveness and latency when the reranker sees ``depth`` candidates (0: no reranking)."""
+
+    depth: int
+    metrics: dict[str, float]
+    ms_per_query: float
+
+
+@dataclass
+class DatasetOutcome:
+    dataset: str
+    split: str
+    num_queries: int
+    systems: dict[str, SystemResult] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    curves: dict[str, list[DepthPoint]] = field(default_factory=dict)
+    results: dict[str, Results] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "split": self.split,
+            "num_queries": self.num_queries,
+            "systems": {k: asdict(v) for k, v in self.systems.items()},
+            "skipped": self.skipped,
+            "curves": {k: [asdict(p) for p in v] for k, v in self.curves.items()},
+        }
+
+
+@dataclass
+class _Prefix:
+    results: Results
+    stage_ms: dict[str, float]
+    degraded: list[str]
+
+
+def stage_key(raws: Iterable[dict[str, Any]], where: str = "stage") -> str:
+    """A canonical key for a stage sequence: validated configs (defaults filled), sorted keys."""
+    return json.dumps([parse_stage(where, raw).model_dump() for raw in raws], sort_keys=True, default=str)
+
+
+class Experiment:
+    """Runs pipelines over every judged query of one dataset split, caching shared prefixes."""
+
+    def __init__(
+        self,
+        dataset: Path,
+        split: str,
+        config: ServiceConfig,
+        index_root: Path,
+        models_dir: Path,
+        collection: str | None = None,
+        batch_size: int = 64,
+    ):
+        self.dataset, self.split, self.config = Path(dataset), split, config
+        self.index_root = Path(index_root)
+        self.collection = collection or dataset_name(self.dataset)
+        self.batch_size = batch_size
+        self.queries, self.qrels = judged_queries(self.dataset, split)
+        self.ctx = BuildContext(index_root=self.index_root, collection=self.collection, config=config, models_dir=Path(models_dir))
+        self._prefixes: dict[str, _Prefix] = {}
+        self._stages: dict[str, Stage] = {}
+
+    # -- building -----------------------------------------------------------------------------
+    def build_stages(self, name: str) -> list[Stage]:
+        """Build (or reuse) every stage of a pipeline, building its indexes first if needed."""
+        if name not in self.config.pipelines:
+            raise PipelineError(f"unknown pipeline {name!r} (configured: {sorted(self.config.pipelines)})")
+        ensure_indexes(self.dataset, self.collection, self.config, required_indexes(self.config, name), self.index_root)
+        raws = self.config.pipelines[name].stages
+        stages = []
+        for i, raw in enumerate(raws):
+            where = f"pipelines.{name}.stages[{i}]"
+            key = stage_key([raw], where)
+            if key not in self._stages:
+                self._stages[key] = build_stage(raw, self.ctx, where)
+            stages.append(self._stages[key])
+        Pipeline(stages, [raw.get("cutoff") for raw in raws], name=name)  # validates names and cutoffs
+        return stages
+
+    # -- running ------------------------------------------------------------------------------
+    def _run_stage(self, stage: Stage, cutoff: int | None, candidates: Results | None) -> tuple[Results, float, list[str]]:
+        """Run one stage over all queries in batches; returns results, total ms and degraded names."""
+        single = Pipeline([stage], [cutoff], name=stage.name)
+        out: Results = {}
+        degraded: list[str] = []
+        total = 0.0
+        for i in range(0, len(self.queries), self.batch_size):
+            batch = self.queries[i : i + self.batch_size]
+            cand = None if candidates is None else {q.query_id: candidates.get(q.query_id, []) for q in batch}
+            start = time.perf_counter()
+            run = single.run(batch, cand)
+            total += (time.perf_counter() - start) * 1000
+            out.update(run.results)
+            degraded.extend(d for d in run.degraded if d not in degraded)
+        return out, total, degraded
+
+    def _prefix(self, name: str, stages: list[Stage], upto: int) -> tuple[_Prefix, int]:
+        """Results after ``stages[:upto]``; returns it and how many stages came from the cache."""
+        raws = self.config.pipelines[name].stages
+        keys = [stage_key(raws[: i + 1], f"pipelines.{name}") for i in range(upto)]
+        reused = 0
+        current = _Prefix({}, {}, [])
+        for i in range(upto):
+            if keys[i] in self._prefixes:
+                current, reused = self._prefixes[keys[i]], i + 1
+                continue
+            results, ms, degraded = self._run_stage(stages[i], raws[i].get("cutoff"), current.results if i else None)
+            current = _Prefix(results, {**current.stage_ms, stages[i].name: ms}, current.degraded + degraded)
+            self._prefixes[keys[i]] = current
+            logger.info("%s: stage %s done (%.1f ms/query)", name, stages[i].name, ms / max(1, len(self.queries)))
+        return current, reused
+
+    def _score(self, results: Results) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        run = {qid: {h.doc_id: h.score for h in hits} for qid, hits in remove_self_hits(results).items()}
+        return evaluate(self.qrels, run), per_query(self.qrels, run)
+
+    def run_pipeline(self, name: str) -> tuple[SystemResult, Results]:
+        stages = self.build_stages(name)
+        prefix, reused = self._prefix(name, stages, len(stages))
+        metrics, pq = self._score(prefix.results)
+        n = max(1, len(self.queries))
+        stage_ms = {k: v / n for k, v in prefix.stage_ms.items()}
+        system = SystemResult(name, metrics, pq, sum(stage_ms.values()), stage_ms, reused, prefix.degraded)
+        return system, remove_self_hits(prefix.results)
+
+    def depth_curve(self, name: str, depths: Iterable[int] = DEFAULT_DEPTHS) -> list[DepthPoint]:
+        """nDCG@10 and ms/query when the first reranker sees the top ``depth`` candidates.
+
+        Depth 0 is the first stage(s) alone. Depths beyond the configured candidate cutoff
+        are left out; the candidates are computed once and truncated per depth.
+        """
+        stages = self.build_stages(name)
+        first = next((i for i, s in enumerate(stages) if s.needs_candidates), None)
+        if not first:
+            return []
+        raws = self.config.pipelines[name].stages
+        prefix, _ = self._prefix(name, stages, first)
+        n = max(1, len(self.queries))
+        base_ms = sum(prefix.stage_ms.values()) / n
+        available = max((len(h) for h in prefix.results.values()), default=0)
+        points = [DepthPoint(0, self._score(prefix.results)[0], base_ms)]
+        for depth in sorted({d for d in depths if 0 < d <= available}):
+            if depth == available:  # no truncation: this is the configured pipeline, already run
+                full, _ = self._prefix(name, stages, len(stages))
+                points.append(DepthPoint(depth, self._score(full.results)[0], sum(full.stage_ms.values()) / n))
+                continue
+            current: Results = {q: hits[:depth] for q, hits in prefix.results.items()}
+            ms = 0.0
+            for stage, raw in zip(stages[first:], raws[first:]):
+                current, stage_ms, _ = self._run_stage(stage, raw.get("cutoff"), current)
+                ms += stage_ms
+            points.append(DepthPoint(depth, self._score(current)[0], base_ms + ms / n))
+            logger.info("%s depth %d: %s=%.4f", name, depth, CURVE_MEASURE, points[-1].metrics[CURVE_MEASURE])
+        return points
+
+    def run_all(self, names: Iterable[str], depths: Iterable[int] | None = DEFAULT_DEPTHS) -> DatasetOutcome:
+        """Evaluate every named pipeline; one that cannot be built is recorded as skipped with the reason."""
+        outcome = DatasetOutcome(self.collection, self.split, len(self.queries))
+        for name in names:
+            try:
+                system, results = self.run_pipeline(name)
+                outcome.systems[name], outcome.results[name] = system, results
+                if depths:
+                    curve = self.depth_curve(name, depths)
+                    if curve:
+                        outcome.curves[name] = curve
+            except (PipelineError, ImportError, OSError) as exc:
+                outcome.skipped[name] = f"{type(exc).__name__}: {exc}"
+                logger.warning("%s/%s skipped: %s", self.collection, name, exc)
+        return outcome
+
+
+def outcome_from_runs(
+    dataset: str, split: str, qrels: dict[str, dict[str, int]], runs: dict[str, Results]
+) -> DatasetOutcome:
+    """Score existing runs (e.g. read from TREC files): no pipeline runs, so no latency.
+
+    Runs are scored on the judged queries only; a judged query absent from a run counts as zero.
+    """
+    outcome = DatasetOutcome(dataset, split, len(qrels))
+    for name, results in runs.items():
+        run = {qid: {h.doc_id: h.score for h in hits} for qid, hits in results.items() if qid in qrels}
+        outcome.systems[name] = SystemResult(name, evaluate(qrels, run), per_query(qrels, run))
+        outcome.results[name] = results
+    return outcome

@@ -1,0 +1,238 @@
+"""The evaluation report: markdown + JSON + PNG plots, with significance against a baseline.
+
+``build_report`` turns :class:`~eval.experiment.DatasetOutcome` objects into one
+JSON-able dict (metrics, bootstrap CIs, paired tests with Holm correction, latency,
+rerank-depth curves, skipped pipelines with reasons, the machine and commit);
+``write_report`` writes ``report.md``, ``report.json``, ``per_query/<dataset>.json``
+and ``plots/<dataset>-tradeoff.png`` / ``plots/<dataset>-ndcg-ci.png``::
+
+    report = build_report([outcome], baseline="bm25")
+    write_report(report, [outcome], Path("reports/"))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from eval.experiment import CURVE_MEASURE, DatasetOutcome
+from eval.stats import bootstrap_ci, compare_to_baseline
+
+TESTED_MEASURES = ("nDCG@10", "R@100")
+TABLE_MEASURES = ("nDCG@10", "R@100", "RR@10", "MAP")
+ALPHA = 0.05
+
+
+def machine() -> dict[str, Any]:
+    """Where the numbers came from: CPU, cores, Python, torch/GPU when loaded, git commit."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "os": platform.platform()}
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        info["torch"] = torch.__version__
+        info["gpu"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    info["commit"] = _git("rev-parse", "--short", "HEAD")
+    info["dirty"] = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    return info
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, cwd=Path(__file__).parent)
+        return out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def build_report(
+    outcomes: Sequence[DatasetOutcome], baseline: str = "bm25", command: str | None = None, trials: int = 10_000
+) -> dict[str, Any]:
+    """Everything the markdown, the plots and a later reader need, as plain data."""
+    datasets = []
+    for outcome in outcomes:
+        systems = {}
+        for name, system in outcome.systems.items():
+            ci = bootstrap_ci(system.per_query["nDCG@10"]) if system.per_query.get("nDCG@10") else (None, None)
+            systems[name] = {
+                "metrics": system.metrics,
+                "ndcg10_ci95": list(ci),
+                "ms_per_query": system.ms_per_query,
+                "stage_ms_per_query": system.stage_ms_per_query,
+                "reused_stages": system.reused_stages,
+                "degraded": system.degraded,
+            }
+        comparisons = []
+        if baseline in outcome.systems and len(outcome.systems) > 1:
+            for measure in TESTED_MEASURES:
+                per_system = {n: s.per_query[measure] for n, s in outcome.systems.items()}
+                comparisons += [c.to_dict() | {"mark": c.mark(ALPHA)} for c in compare_to_baseline(per_system, baseline, measure, trials)]
+        datasets.append({
+            "dataset": outcome.dataset,
+            "split": outcome.split,
+            "num_queries": outcome.num_queries,
+            "baseline": baseline if baseline in outcome.systems else None,
+            "systems": systems,
+            "comparisons": comparisons,
+            "skipped": outcome.skipped,
+            "curves": {k: [p.__dict__ for p in v] for k, v in outcome.curves.items()},
+        })
+    return {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": command,
+        "machine": machine(),
+        "alpha": ALPHA,
+        "tests": "paired t-test and paired randomisation test (sign flips), Holm-Bonferroni over the pipelines "
+        "compared with the baseline, per dataset and measure",
+        "datasets": datasets,
+    }
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """The report as markdown: one table per dataset, marks against the baseline, skipped pipelines."""
+    m = report["machine"]
+    lines = [
+        "# Evaluation report",
+        "",
+        f"Created {report['created']} on {m['cpu']} ({m['cores']} cores)"
+        + (f", GPU {m['gpu']}" if m.get("gpu") else "")
+        + f", commit {m.get('commit')}{' (dirty)' if m.get('dirty') else ''}.",
+    ]
+    if report.get("command"):
+        lines += ["", f"Command: `{report['command']}`"]
+    lines += [
+        "",
+        f"Marks against the baseline: ▲/▼ both the paired t-test and the randomisation test reject at "
+        f"α={report['alpha']} after Holm-Bonferroni correction; (▲)/(▼) only one of them does. "
+        "nDCG@10 brackets: 95% bootstrap CI over queries. ms/query: batch (64 queries) wall time per query "
+        "on this machine, summed over the pipeline's stages (a stage shared with another pipeline is computed "
+        "once and counted in each).",
+    ]
+    for ds in report["datasets"]:
+        lines += ["", f"## {ds['dataset']} ({ds['split']}, {ds['num_queries']} queries)", ""]
+        marks = {(c["system"], c["measure"]): c for c in ds["comparisons"]}
+        header = ["pipeline", *TABLE_MEASURES, f"Δ{TESTED_MEASURES[0]}", "p (t / rand, Holm)", "ms/query", "stages (ms/query)"]
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for name, sys_ in ds["systems"].items():
+            cells = [f"`{name}`"]
+            for measure in TABLE_MEASURES:
+                value = f"{sys_['metrics'][measure]:.4f}"
+                comp = marks.get((name, measure))
+                if comp and comp["mark"]:
+                    value += f" {comp['mark']}"
+                if measure == "nDCG@10" and sys_["ndcg10_ci95"][0] is not None:
+                    lo, hi = sys_["ndcg10_ci95"]
+                    value += f" [{lo:.3f}, {hi:.3f}]"
+                cells.append(value)
+            comp = marks.get((name, TESTED_MEASURES[0]))
+            cells.append(f"{comp['delta']:+.4f}" if comp else "baseline" if name == ds["baseline"] else "")
+            cells.append(f"{comp['t_p_holm']:.3g} / {comp['rand_p_holm']:.3g}" if comp else "")
+            cells.append(f"{sys_['ms_per_query']:.1f}" if sys_["ms_per_query"] is not None else "n/a")
+            stage_ms = ", ".join(f"{k} {v:.1f}" for k, v in sys_["stage_ms_per_query"].items())
+            cells.append(stage_ms + (f" ({sys_['reused_stages']} shared)" if sys_["reused_stages"] else ""))
+            lines.append("| " + " | ".join(cells) + " |")
+        if ds["curves"]:
+            lines += ["", f"Rerank depth (candidates the first reranker sees) vs {CURVE_MEASURE} and ms/query "
+                      "(depth 0 = first stage alone):", ""]
+            lines += ["| pipeline | depth | " + CURVE_MEASURE + " | ms/query |", "|---|---|---|---|"]
+            for name, points in ds["curves"].items():
+                for p in points:
+                    lines.append(f"| `{name}` | {p['depth']} | {p['metrics'][CURVE_MEASURE]:.4f} | {p['ms_per_query']:.1f} |")
+        if ds["skipped"]:
+            lines += ["", "Skipped (cannot be built here):", ""]
+            lines += [f"- `{name}`: {reason}" for name, reason in ds["skipped"].items()]
+        slug = _slug(ds["dataset"])
+        lines += ["", f"![trade-off](plots/{slug}-tradeoff.png) ![nDCG@10 with CIs](plots/{slug}-ndcg-ci.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_dataset(ds: dict[str, Any], folder: Path) -> list[Path]:
+    """Two PNGs: nDCG@10 vs ms/query (depth curves as lines), and nDCG@10 with 95% CIs."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError("plots need matplotlib: pip install -e '.[report]'") from exc
+    folder.mkdir(parents=True, exist_ok=True)
+    slug = _slug(ds["dataset"])
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, sys_ in ds["systems"].items():
+        curve = ds["curves"].get(name)
+        if curve:
+            xs = [p["ms_per_query"] for p in curve]
+            ys = [p["metrics"][CURVE_MEASURE] for p in curve]
+            (line,) = ax.plot(xs, ys, marker="o", label=f"{name} (by rerank depth)")
+            for p, x, y in zip(curve, xs, ys):
+                ax.annotate(str(p["depth"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=line.get_color())
+        elif sys_["ms_per_query"] is not None:
+            ax.scatter([sys_["ms_per_query"]], [sys_["metrics"][CURVE_MEASURE]], marker="s", label=name, zorder=3)
+    ax.set_xscale("log")
+    ax.set_xlabel("ms/query (log scale)")
+    ax.set_ylabel(CURVE_MEASURE)
+    ax.set_title(f"{ds['dataset']} {ds['split']}: effectiveness vs latency")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    tradeoff = folder / f"{slug}-tradeoff.png"
+    fig.tight_layout()
+    fig.savefig(tradeoff, dpi=120)
+    plt.close(fig)
+
+    names = list(ds["systems"])
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.5))
+    values = [ds["systems"][n]["metrics"]["nDCG@10"] for n in names]
+    cis = [ds["systems"][n]["ndcg10_ci95"] for n in names]
+    err = [[v - (c[0] if c[0] is not None else v) for v, c in zip(values, cis)],
+           [(c[1] if c[1] is not None else v) - v for v, c in zip(values, cis)]]
+    ax.barh(names, values, xerr=err, capsize=4, color="tab:blue", alpha=0.7)
+    ax.invert_yaxis()
+    ax.set_xlabel("nDCG@10 (95% bootstrap CI)")
+    ax.set_title(f"{ds['dataset']} {ds['split']}")
+    ci_plot = folder / f"{slug}-ndcg-ci.png"
+    fig.tight_layout()
+    fig.savefig(ci_plot, dpi=120)
+    plt.close(fig)
+    return [tradeoff, ci_plot]
+
+
+def write_report(report: dict[str, Any], outcomes: Sequence[DatasetOutcome], out: Path, plots: bool = True) -> list[Path]:
+    """Write the report files under ``out``; returns the paths written."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "report.json", out / "report.md"]
+    _atomic_write(written[0], json.dumps(report, indent=2, sort_keys=False))
+    for outcome in outcomes:
+        path = out / "per_query" / f"{_slug(outcome.dataset)}.json"
+        per_q = {name: s.per_query for name, s in outcome.systems.items()}
+        _atomic_write(path, json.dumps({"dataset": outcome.dataset, "split": outcome.split, "systems": per_q}))
+        written.append(path)
+    if plots:
+        for ds in report["datasets"]:
+            if ds["systems"]:
+                written += plot_dataset(ds, out / "plots")
+    _atomic_write(written[1], render_markdown(report))
+    return written
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

@@ -42,11 +42,17 @@ def write_docstore(path: Path, docs: Iterable[Document]) -> int:
         con.close()
 
 
+PRELOAD_MAX_DOCS = 200_000
+"""Collections up to this size are held in memory (SciFact: 5k docs, ~10 MB): a dict lookup
+costs microseconds where SQLite costs ~0.1 ms per request."""
+
+
 class DocStore:
     """Thread-safe lookups of documents by id."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, preload_max_docs: int = PRELOAD_MAX_DOCS):
         self.path = Path(path)
+        self._memory: dict[str, Document] | None = None
         if not self.path.is_file():
             raise IndexCorruptError(f"document store missing: {self.path}")
         self._local = threading.local()
@@ -54,6 +60,9 @@ class DocStore:
             self.count = self._con().execute("SELECT COUNT(*) FROM docs").fetchone()[0]
         except sqlite3.DatabaseError as exc:
             raise IndexCorruptError(f"document store {self.path} is unreadable: {exc}") from exc
+        if self.count <= preload_max_docs:
+            rows = self._con().execute("SELECT doc_id, title, text FROM docs")
+            self._memory = {d: Document(d, t or "", x or "") for d, t, x in rows}
 
     def _con(self) -> sqlite3.Connection:
         con = getattr(self._local, "con", None)
@@ -66,6 +75,8 @@ class DocStore:
         """Documents by id; ids that are not stored are absent from the result."""
         if not doc_ids:
             return {}
+        if self._memory is not None:
+            return {d: self._memory[d] for d in doc_ids if d in self._memory}
         out: dict[str, Document] = {}
         ids = list(dict.fromkeys(doc_ids))
         for i in range(0, len(ids), 500):

@@ -1,109 +1,83 @@
-"""FastAPI app factory: ``create_app(settings)``; the lifespan loads the pipelines once."""
+"""FastAPI app factory: ``create_app(settings)``; the lifespan loads the pipelines once.
+
+Wiring: request-id/access-log middleware (outermost), body size limit, CORS; result cache
+(Redis or in-process LRU); per-key rate limiter; Prometheus metrics; the index reloader and,
+with ``reload_poll_s``, its watcher; the search page at ``/``.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
 from contextlib import asynccontextmanager
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
 
-from pipeline.types import Query
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
 from service import errors
-from service.deps import EngineDep
+from service.cache import QUERY_EMBEDDING_CACHE, QueryEmbeddingCache, build_cache
 from service.engine import Engine
-from service.schemas import ErrorResponse, PipelineStatus, SearchHit, SearchRequest, SearchResponse
+from service.metrics import Metrics
+from service.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from service.page import mount_page
+from service.rate_limit import RateLimiter
+from service.reload import Reloader
+from service.routes_ops import router as ops_router
+from service.routes_search import router as search_router
+from service.search import Searcher
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-ERRORS = {
-    400: {"model": ErrorResponse},
-    404: {"model": ErrorResponse, "description": "Unknown pipeline or collection"},
-    503: {"model": ErrorResponse, "description": "Pipeline temporarily unavailable"},
-}
 
 
 def create_app(settings: Settings | None = None, engine: Engine | None = None) -> FastAPI:
     """Build the app. Pass ``engine`` to serve an already loaded engine (tests)."""
     settings = settings or Settings()
+    metrics = Metrics()
+    cache = build_cache(settings, on_outcome=metrics.cache_outcome,
+                        on_error=lambda op: metrics.cache_errors.labels("redis", op).inc())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        app.state.engine = engine or await asyncio.to_thread(Engine.from_settings, settings)
+        if engine is not None:
+            loaded = engine
+        else:
+            import importlib
+
+            for module in settings.stage_plugins:
+                importlib.import_module(module)
+            shared = {QUERY_EMBEDDING_CACHE: QueryEmbeddingCache(cache, settings.cache_namespace)}
+            loaded = await asyncio.to_thread(Engine.from_settings, settings, shared)
+        loaded.on_rerank_batch = lambda pipe, stage, n: metrics.rerank_batch.labels(pipe, stage).observe(n)
+        app.state.searcher = Searcher(loaded, cache, metrics, settings)
+        app.state.reloader = Reloader(loaded, metrics)
+        app.state.engine = loaded
+        watcher = asyncio.create_task(app.state.reloader.watch(settings.reload_poll_s)) if settings.reload_poll_s else None
+        logger.info("serving %s (cache: %s, keys: %s, rate limit: %s/min)", sorted(loaded.collections),
+                    cache.backend.name, "on" if settings.api_key_hashes else "off", settings.rate_limit_per_minute or "off")
         yield
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
 
     app = FastAPI(
         title="Neural search service",
         description="BM25, dense and hybrid retrieval with neural reranking, behind one endpoint.",
-        version="0.1.0",
+        version="0.2.0",
         lifespan=lifespan,
     )
-    app.state.settings = settings
+    app.state.settings, app.state.metrics, app.state.cache = settings, metrics, cache
+    app.state.limiter = RateLimiter(settings.rate_limit_per_minute, settings.burst)
     errors.install(app)
-
-    # PERF: /search must stay within 2x of an in-process LuceneSearcher call for BM25
-    # (benchmarks/bm25_http_latency.py). One thread hop per request, the response serialised
-    # once by pydantic-core, and only pure-ASGI middleware (Starlette's BaseHTTPMiddleware
-    # alone costs more than a BM25 search).
-    @app.post("/search", response_model=SearchResponse, responses=ERRORS, response_model_exclude_none=True)
-    async def search(body: SearchRequest, engine: EngineDep) -> Response:
-        if len(body.query) > settings.max_query_chars:
-            raise HTTPException(422, detail=f"query is {len(body.query)} characters; the limit is {settings.max_query_chars}")
-        if body.k > settings.max_k:
-            raise HTTPException(422, detail=f"k={body.k} is over the limit of {settings.max_k}")
-        engine.pipeline(body.pipeline, body.collection)  # unknown names fail here, before the thread hop
-        result = await asyncio.to_thread(_search, engine, body, settings.snippet_chars)
-        return Response(result.model_dump_json(exclude_none=True), media_type="application/json")
-
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        """Liveness: the process answers."""
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz(request: Request):
-        """Readiness: pipelines are loaded and at least one can serve."""
-        engine_ = getattr(request.app.state, "engine", None)
-        if engine_ is None or not engine_.ready():
-            return JSONResponse({"status": "not ready"}, status_code=503)
-        return {"status": "ready", "collections": {n: sorted(s.pipelines) for n, s in engine_.collections.items()}}
-
-    @app.get("/pipelines", response_model=list[PipelineStatus])
-    async def pipelines(engine: EngineDep) -> list[PipelineStatus]:
-        """Every configured pipeline per collection: loaded, or off with the reason."""
-        out = []
-        for name, state in engine.collections.items():
-            for p in engine.config.pipelines:
-                desc = engine.config.pipelines[p].description
-                if p in state.pipelines:
-                    out.append(PipelineStatus(name=p, collection=name, loaded=True, description=desc))
-                elif p in state.off:
-                    out.append(PipelineStatus(name=p, collection=name, loaded=False, reason=state.off[p], description=desc))
-        return out
-
+    app.include_router(search_router)
+    app.include_router(ops_router)
+    mount_page(app)
+    # added last = outermost: ids and logs cover every response, 413 and CORS preflights included
+    app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                       allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
+                       expose_headers=["x-request-id", "retry-after"])
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app
-
-
-def _search(engine: Engine, body: SearchRequest, snippet_chars: int) -> SearchResponse:
-    """The blocking part of a search (pipeline and document lookups), run off the event loop."""
-    start = time.perf_counter()
-    collection = engine.collection(body.collection).name
-    pipe = engine.pipeline(body.pipeline, collection)
-    run = pipe.run([Query("q", body.query, body.lang)], None, body.k)
-    hits = run.results.get("q", [])[: body.k]
-    docs = engine.documents([h.doc_id for h in hits], collection)
-    out = []
-    for rank, h in enumerate(hits, 1):
-        doc = docs.get(h.doc_id)
-        text = doc.text if doc else ""
-        if snippet_chars and len(text) > snippet_chars:
-            text = text[:snippet_chars] + "…"
-        out.append(SearchHit(rank=rank, doc_id=h.doc_id, score=h.score, title=doc.title if doc else "", text=text,
-                             stage_scores=dict(h.stage_scores) if body.explain else None))
-    return SearchResponse(
-        query=body.query, pipeline=body.pipeline, collection=collection, hits=out,
-        took_ms=(time.perf_counter() - start) * 1000, degraded=run.degraded,
-        timings_ms=run.timings_ms if body.explain else None,
-    )

@@ -1,11 +1,14 @@
-"""Domain errors mapped to HTTP status codes, once."""
+"""Domain errors mapped to HTTP status codes, once; every error response is ``{"detail": ...}``."""
 
 from __future__ import annotations
 
 import logging
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pipeline.errors import (
     ConfigError,
@@ -19,6 +22,11 @@ from pipeline.errors import (
 
 logger = logging.getLogger(__name__)
 
+
+class RerankerUnavailableError(PipelineError):
+    """``/rerank`` was called but no usable reranker is loaded (503)."""
+
+
 STATUS = {
     UnknownPipelineError: 404,
     UnknownCollectionError: 404,
@@ -26,7 +34,11 @@ STATUS = {
     StageContractError: 400,
     IndexNotFoundError: 503,
     IndexCorruptError: 503,
+    RerankerUnavailableError: 503,
 }
+
+HTTP_KINDS = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+              413: "body_too_large", 422: "validation", 429: "rate_limited", 503: "unavailable"}
 
 
 def status_for(exc: PipelineError) -> int:
@@ -37,13 +49,31 @@ def status_for(exc: PipelineError) -> int:
 
 
 def install(app: FastAPI) -> None:
+    def count(kind: str) -> None:
+        metrics = getattr(app.state, "metrics", None)
+        if metrics is not None:
+            metrics.errors.labels(kind).inc()
+
     @app.exception_handler(PipelineError)
     async def _pipeline_error(request: Request, exc: PipelineError) -> JSONResponse:
         code = status_for(exc)
+        count(type(exc).__name__)
         if code >= 500:
             logger.error("request failed: %s", exc)
         return JSONResponse({"detail": str(exc)}, status_code=code)
 
     @app.exception_handler(ValueError)
     async def _value_error(request: Request, exc: ValueError) -> JSONResponse:
+        count("bad_request")
         return JSONResponse({"detail": str(exc)}, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        if exc.status_code != 413:  # counted where the body limit is enforced
+            count(HTTP_KINDS.get(exc.status_code, f"http_{exc.status_code}"))
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError):
+        count("validation")
+        return await request_validation_exception_handler(request, exc)

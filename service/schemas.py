@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
 MAX_QUERY_CHARS = 2048
 """Documented query length limit (characters); the service enforces ``Settings.max_query_chars``."""
+
+
+def _query_text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("query must not be empty or whitespace")
+    if len(value) > MAX_QUERY_CHARS:
+        raise ValueError(f"query is {len(value)} characters; the limit is {MAX_QUERY_CHARS}")
+    return value
 
 
 class SearchRequest(BaseModel):
@@ -21,11 +31,7 @@ class SearchRequest(BaseModel):
     @field_validator("query")
     @classmethod
     def _not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("query must not be empty or whitespace")
-        if len(value) > MAX_QUERY_CHARS:
-            raise ValueError(f"query is {len(value)} characters; the limit is {MAX_QUERY_CHARS}")
-        return value
+        return _query_text(value)
 
 
 class SearchHit(BaseModel):
@@ -45,6 +51,95 @@ class SearchResponse(BaseModel):
     took_ms: float
     degraded: list[str] = Field(default_factory=list, description="Stages that failed open (their input order was kept).")
     timings_ms: dict[str, float] | None = None
+    cached: bool = Field(default=False, description="Served from the result cache (timings are those of the original run).")
+
+
+class BatchQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: StrictStr | None = Field(default=None, max_length=200, description="Your id for this query; default: its position.")
+    query: StrictStr = Field(description="Query text; not empty, at most 2048 characters.")
+    lang: StrictStr | None = Field(default=None, max_length=16)
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        return _query_text(value)
+
+
+class BatchSearchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    queries: list[BatchQuery] = Field(min_length=1, max_length=1000, description="At most Settings.max_batch queries (default 64).")
+    k: StrictInt = Field(default=10, ge=1, le=1000)
+    pipeline: StrictStr = Field(default="bm25", max_length=100)
+    collection: StrictStr | None = Field(default=None, max_length=100)
+    explain: StrictBool = False
+
+
+class BatchResult(BaseModel):
+    id: str
+    query: str
+    hits: list[SearchHit]
+    degraded: list[str] = Field(default_factory=list)
+    timings_ms: dict[str, float] | None = None
+    cached: bool = False
+
+
+class BatchSearchResponse(BaseModel):
+    pipeline: str
+    collection: str
+    results: list[BatchResult]
+    took_ms: float
+
+
+class RerankDocument(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: StrictStr = Field(max_length=100_000)
+    title: StrictStr | None = Field(default=None, max_length=1000)
+
+
+class RerankRequest(BaseModel):
+    """The shape of Cohere's and Jina's rerank APIs: a query and the documents to order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: StrictStr = Field(description="Query text; not empty, at most 2048 characters.")
+    documents: list[StrictStr | RerankDocument] = Field(min_length=1, max_length=10_000, description="Strings or {text, title?}.")
+    top_n: StrictInt | None = Field(default=None, ge=1, le=10_000, description="Return only the best n (default: all).")
+    model: StrictStr | None = Field(default=None, max_length=100, description="A reranking pipeline name (GET /pipelines); default: the first loaded.")
+    return_documents: StrictBool = False
+    collection: StrictStr | None = Field(default=None, max_length=100)
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        return _query_text(value)
+
+
+class RerankedDocument(BaseModel):
+    text: str
+    title: str | None = None
+
+
+class RerankResult(BaseModel):
+    index: int = Field(description="Position of the document in the request.")
+    relevance_score: float
+    document: RerankedDocument | None = None
+
+
+class RerankResponse(BaseModel):
+    model: str
+    results: list[RerankResult]
+    took_ms: float
+
+
+class ReloadResponse(BaseModel):
+    swapped: list[str]
+    unchanged: list[str]
+    refused: dict[str, str]
+    versions: dict[str, dict[str, str]]
 
 
 class PipelineStatus(BaseModel):
@@ -56,4 +151,4 @@ class PipelineStatus(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    detail: str
+    detail: str | list[dict[str, Any]] = Field(description="A message, or the list of validation errors (422).")

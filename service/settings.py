@@ -1,18 +1,43 @@
-"""Service settings from the environment (prefix ``SEARCH_``); nothing is read at import time."""
+"""Service settings from the environment (prefix ``SEARCH_``); nothing is read at import time.
+
+``SEARCH_ENV=production`` turns on a validator that refuses insecure defaults (no API keys,
+no admin key or a well-known one, CORS ``*``, no rate limit). The development default stays
+open so that ``./scripts/serve.sh`` works without keys.
+
+API keys are configured as SHA-256 hex digests, never in clear: ``python -m service
+--hash-key KEY`` prints the digest of a key.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import re
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.settings_paths import default_config_path, default_data_dir, default_index_root, default_models_dir
+
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+WEAK_ADMIN_KEYS = ("admin", "changeme", "change-me", "changethis", "secret", "password", "dev", "test")
+"""Keys whose digest a production admin key must not have."""
+
+
+def hash_key(key: str) -> str:
+    """The stored form of an API key: SHA-256 hex of its UTF-8 bytes."""
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+class InsecureSettingsError(ValueError):
+    """The production profile was asked to start with an insecure setting."""
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEARCH_", env_file=None, extra="ignore")
 
+    env: Literal["development", "production"] = "development"
     config: Path = Field(default_factory=default_config_path)
     index_root: Path = Field(default_factory=default_index_root)
     models_dir: Path = Field(default_factory=default_models_dir)
@@ -21,8 +46,82 @@ class Settings(BaseSettings):
     """Collections served; the first is the default of a request without ``collection``."""
     pipelines: list[str] | None = None
     """Pipelines to load (default: every pipeline in the config)."""
+    stage_plugins: list[str] = []
+    """Extra modules imported before the config is read (they call ``register_stage``)."""
     max_query_chars: int = Field(default=2048, ge=1)
     max_k: int = Field(default=1000, ge=1)
-    max_batch: int = Field(default=64, ge=1)
+    max_batch: int = Field(default=64, ge=1, le=1000)
+    """Most queries in one ``POST /search/batch``."""
     snippet_chars: int = Field(default=0, ge=0)
     """Truncate returned texts to this many characters (0: full text)."""
+
+    # access
+    api_key_hashes: list[str] = []
+    """SHA-256 hex digests of the accepted API keys; empty: no key needed (development only)."""
+    admin_key_hashes: list[str] = []
+    """Digests of the admin keys (``POST /admin/reload``); empty: admin endpoints open in development, off in production."""
+    rate_limit_per_minute: int = Field(default=0, ge=0)
+    """Requests per minute per API key (per client address without keys); 0: no limit."""
+    rate_limit_burst: int = Field(default=0, ge=0)
+    """Requests a client may send at once before the rate applies (0: a tenth of a minute's worth)."""
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)
+    cors_origins: list[str] = ["*"]
+
+    # cache
+    redis_url: str | None = None
+    """e.g. ``redis://127.0.0.1:6379/0``; unset: an in-process LRU."""
+    cache_ttl_s: int = Field(default=300, ge=0)
+    """Lifetime of a cached result; 0 turns the result cache off."""
+    cache_max_entries: int = Field(default=10_000, ge=1)
+    cache_namespace: str = Field(default="ns", pattern=r"^[A-Za-z0-9_.:-]{1,40}$")
+    redis_timeout_s: float = Field(default=0.05, gt=0, le=5)
+    redis_retry_s: float = Field(default=2.0, gt=0, le=600)
+    """After a Redis error the cache is bypassed for this long, then reconnects."""
+
+    # index lifecycle
+    reload_poll_s: float = Field(default=0.0, ge=0)
+    """Check the published ``current`` versions every N seconds and swap on change (0: only the admin endpoint)."""
+
+    # rerank endpoint
+    rerank_pipelines: list[str] | None = None
+    """Pipelines whose last stage ``POST /rerank`` may use (``model`` field); default: every loaded one ending in a reranker."""
+    max_rerank_documents: int = Field(default=1000, ge=1, le=10_000)
+
+    # logging
+    log_json: bool = True
+    log_level: str = "INFO"
+
+    @field_validator("api_key_hashes", "admin_key_hashes")
+    @classmethod
+    def _digests(cls, value: list[str]) -> list[str]:
+        out = [v.strip().lower() for v in value]
+        bad = [v[:8] + "..." for v in out if not _HEX64.match(v)]
+        if bad:
+            raise ValueError(f"key digests must be 64 hex characters (python -m service --hash-key KEY), got {bad}")
+        return out
+
+    @model_validator(mode="after")
+    def _production_is_locked_down(self) -> "Settings":
+        if self.env != "production":
+            return self
+        problems = []
+        if not self.api_key_hashes:
+            problems.append("SEARCH_API_KEY_HASHES is empty (the API would be open)")
+        if not self.admin_key_hashes:
+            problems.append("SEARCH_ADMIN_KEY_HASHES is empty")
+        weak = {hash_key(k) for k in WEAK_ADMIN_KEYS}
+        if weak & set(self.admin_key_hashes) or weak & set(self.api_key_hashes):
+            problems.append("a key is a well-known default (e.g. 'changeme')")
+        if set(self.admin_key_hashes) & set(self.api_key_hashes):
+            problems.append("an API key is also an admin key")
+        if "*" in self.cors_origins:
+            problems.append("SEARCH_CORS_ORIGINS allows every origin ('*')")
+        if self.rate_limit_per_minute == 0:
+            problems.append("SEARCH_RATE_LIMIT_PER_MINUTE is 0 (no limit)")
+        if problems:
+            raise InsecureSettingsError("refusing to start in production: " + "; ".join(problems))
+        return self
+
+    @property
+    def burst(self) -> int:
+        return self.rate_limit_burst or max(1, self.rate_limit_per_minute // 10)

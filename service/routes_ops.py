@@ -1,0 +1,68 @@
+"""Health, readiness, pipelines, metrics, served index versions and the admin reload."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from service.deps import AdminDep, EngineDep
+from service.schemas import ErrorResponse, PipelineStatus, ReloadResponse
+
+router = APIRouter()
+
+ADMIN_ERRORS = {
+    401: {"model": ErrorResponse, "description": "Missing admin key"},
+    403: {"model": ErrorResponse, "description": "Invalid admin key, or admin endpoints disabled"},
+    503: {"model": ErrorResponse, "description": "The service is still loading"},
+}
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """Liveness: the process answers."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", responses={503: {"description": "Not ready"}})
+async def readyz(request: Request):
+    """Readiness: pipelines are loaded and at least one can serve."""
+    engine = getattr(request.app.state, "engine", None)
+    if engine is None or not engine.ready():
+        return JSONResponse({"status": "not ready"}, status_code=503)
+    return {"status": "ready", "collections": {n: sorted(s.pipelines) for n, s in engine.collections.items()}}
+
+
+@router.get("/pipelines", response_model=list[PipelineStatus], responses={503: {"model": ErrorResponse}})
+async def pipelines(engine: EngineDep) -> list[PipelineStatus]:
+    """Every configured pipeline per collection: loaded, or off with the reason."""
+    out = []
+    for name, state in engine.collections.items():
+        for p in engine.config.pipelines:
+            desc = engine.config.pipelines[p].description
+            if p in state.pipelines:
+                out.append(PipelineStatus(name=p, collection=name, loaded=True, description=desc))
+            elif p in state.off:
+                out.append(PipelineStatus(name=p, collection=name, loaded=False, reason=state.off[p], description=desc))
+    return out
+
+
+@router.get("/indexes", responses={503: {"model": ErrorResponse}})
+async def indexes(engine: EngineDep) -> dict[str, dict[str, str]]:
+    """The index versions being served, per collection."""
+    return engine.served_versions()
+
+
+@router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition format."""
+    return Response(request.app.state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+@router.post("/admin/reload", response_model=ReloadResponse, responses=ADMIN_ERRORS)
+async def reload(request: Request, engine: EngineDep, admin: AdminDep) -> ReloadResponse:
+    """Load newly published index versions and swap them in; corrupt ones are refused (see ``refused``)."""
+    report = await asyncio.to_thread(request.app.state.reloader.reload)
+    return ReloadResponse(swapped=report.swapped, unchanged=report.unchanged, refused=report.refused,
+                          versions=engine.served_versions())

@@ -1,0 +1,113 @@
+"""``POST /search``, ``POST /search/batch`` and ``POST /rerank``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from fastapi import APIRouter, HTTPException, Request
+
+from pipeline.types import Document, Query
+from service.deps import ClientDep, EngineDep, SearcherDep
+from service.schemas import (
+    BatchResult,
+    BatchSearchRequest,
+    BatchSearchResponse,
+    ErrorResponse,
+    RerankDocument,
+    RerankedDocument,
+    RerankRequest,
+    RerankResponse,
+    RerankResult,
+    SearchRequest,
+    SearchResponse,
+)
+from service.search import pick_reranker, rerank_documents
+
+ERRORS = {
+    400: {"model": ErrorResponse},
+    401: {"model": ErrorResponse, "description": "Missing API key"},
+    403: {"model": ErrorResponse, "description": "Invalid API key"},
+    404: {"model": ErrorResponse, "description": "Unknown pipeline, collection or reranker"},
+    413: {"model": ErrorResponse, "description": "Request body over the size limit"},
+    422: {"model": ErrorResponse, "description": "Invalid request"},
+    429: {"model": ErrorResponse, "description": "Rate limit exceeded (see Retry-After)"},
+    500: {"model": ErrorResponse, "description": "Internal error"},
+    503: {"model": ErrorResponse, "description": "Pipeline temporarily unavailable"},
+}
+
+router = APIRouter()
+
+
+def _check_limits(request: Request, query: str, k: int) -> None:
+    settings = request.app.state.settings
+    if len(query) > settings.max_query_chars:
+        raise HTTPException(422, detail=f"query is {len(query)} characters; the limit is {settings.max_query_chars}")
+    if k > settings.max_k:
+        raise HTTPException(422, detail=f"k={k} is over the limit of {settings.max_k}")
+
+
+@router.post("/search", response_model=SearchResponse, responses=ERRORS, response_model_exclude_none=True)
+async def search(body: SearchRequest, request: Request, searcher: SearcherDep, client: ClientDep) -> SearchResponse:
+    """Rank the collection for one query; ``explain`` adds per-stage scores and timings."""
+    _check_limits(request, body.query, body.k)
+    start = time.perf_counter()
+    state, results, docs = await searcher.search(body.collection, body.pipeline, [Query("q", body.query, body.lang)], body.k)
+    result = results[0]
+    return SearchResponse(
+        query=body.query, pipeline=body.pipeline, collection=state.name, hits=searcher.hits(state, result, docs, body.explain),
+        took_ms=(time.perf_counter() - start) * 1000, degraded=result.degraded,
+        timings_ms=result.timings_ms if body.explain else None, cached=result.cached,
+    )
+
+
+@router.post("/search/batch", response_model=BatchSearchResponse, responses=ERRORS, response_model_exclude_none=True)
+async def search_batch(body: BatchSearchRequest, request: Request, searcher: SearcherDep, client: ClientDep) -> BatchSearchResponse:
+    """Rank the collection for many queries in one pipeline batch (at most ``max_batch``)."""
+    settings = request.app.state.settings
+    if len(body.queries) > settings.max_batch:
+        raise HTTPException(422, detail=f"a batch of {len(body.queries)} queries is over the limit of {settings.max_batch}")
+    for q in body.queries:
+        _check_limits(request, q.query, body.k)
+    ids = [q.id if q.id is not None else str(i) for i, q in enumerate(body.queries)]
+    start = time.perf_counter()
+    queries = [Query(f"q{i}", q.query, q.lang) for i, q in enumerate(body.queries)]
+    state, results, docs = await searcher.search(body.collection, body.pipeline, queries, body.k)
+    out = [
+        BatchResult(id=qid, query=q.query, hits=searcher.hits(state, r, docs, body.explain), degraded=r.degraded,
+                    timings_ms=r.timings_ms if body.explain else None, cached=r.cached)
+        for qid, q, r in zip(ids, body.queries, results, strict=True)
+    ]
+    return BatchSearchResponse(pipeline=body.pipeline, collection=state.name, results=out,
+                               took_ms=(time.perf_counter() - start) * 1000)
+
+
+@router.post("/rerank", response_model=RerankResponse, responses=ERRORS, response_model_exclude_none=True)
+async def rerank(body: RerankRequest, request: Request, engine: EngineDep, client: ClientDep) -> RerankResponse:
+    """Order your own documents for a query (Cohere/Jina rerank shape); ``model`` names a reranking pipeline."""
+    settings = request.app.state.settings
+    metrics = request.app.state.metrics
+    _check_limits(request, body.query, 1)
+    if len(body.documents) > settings.max_rerank_documents:
+        raise HTTPException(422, detail=f"{len(body.documents)} documents is over the limit of {settings.max_rerank_documents}")
+    model, stage = pick_reranker(engine, body.model, settings.rerank_pipelines, body.collection)
+    docs = [
+        Document(str(i), "", d) if isinstance(d, str) else Document(str(i), d.title or "", d.text)
+        for i, d in enumerate(body.documents)
+    ]
+    start = time.perf_counter()
+    metrics.rerank_batch.labels(model, "rerank_endpoint").observe(len(docs))
+    scores = await asyncio.to_thread(rerank_documents, stage, Query("q", body.query), docs)
+    metrics.request_seconds.labels("rerank", model).observe(time.perf_counter() - start)
+    order = sorted(range(len(docs)), key=lambda i: (-scores[i], i))[: body.top_n or len(docs)]
+    results = []
+    for i in order:
+        doc = body.documents[i]
+        shown = None
+        if body.return_documents:
+            shown = RerankedDocument(text=doc) if isinstance(doc, str) else RerankedDocument(text=doc.text, title=doc.title)
+        results.append(RerankResult(index=i, relevance_score=scores[i], document=shown))
+    return RerankResponse(model=model, results=results, took_ms=(time.perf_counter() - start) * 1000)
+
+
+__all__ = ["router", "ERRORS", "RerankDocument"]

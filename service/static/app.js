@@ -1,0 +1,127 @@
+// Search page: calls POST /search with explain=true and renders highlighted hits with per-stage scores.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const KEY = "neural-search-api-key";
+
+function headers() {
+  const h = { "content-type": "application/json" };
+  const key = $("apikey").value.trim();
+  if (key) h["authorization"] = "Bearer " + key;
+  return h;
+}
+
+function queryTerms(query) {
+  const seen = new Set();
+  for (const t of query.toLowerCase().match(/[\p{L}\p{N}]+/gu) || []) {
+    if (t.length >= 2 || /[^\x00-\x7f]/.test(t)) seen.add(t);
+  }
+  return [...seen].sort((a, b) => b.length - a.length);
+}
+
+// Append `text` to `parent` with every query term wrapped in <mark>; text nodes only (no innerHTML).
+function highlight(parent, text, terms) {
+  if (!terms.length) { parent.append(text); return; }
+  const escaped = terms.map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+  const re = new RegExp("(" + escaped.join("|") + ")", "giu");
+  let last = 0;
+  for (const m of text.matchAll(re)) {
+    parent.append(text.slice(last, m.index));
+    const mark = document.createElement("mark");
+    mark.textContent = m[0];
+    parent.append(mark);
+    last = m.index + m[0].length;
+  }
+  parent.append(text.slice(last));
+}
+
+function scoresTable(stageScores) {
+  const table = document.createElement("table");
+  table.className = "scores";
+  const row = table.insertRow();
+  for (const [stage, score] of Object.entries(stageScores || {})) {
+    const th = document.createElement("th");
+    th.textContent = stage;
+    row.append(th);
+    const td = row.insertCell();
+    td.className = "stage-score";
+    td.dataset.stage = stage;
+    td.textContent = Number(score).toFixed(4);
+  }
+  return table;
+}
+
+function render(body, query) {
+  const terms = queryTerms(query);
+  const list = $("results");
+  list.replaceChildren();
+  for (const hit of body.hits) {
+    const li = document.createElement("li");
+    li.className = "hit";
+    const title = document.createElement("div");
+    const t = document.createElement("span");
+    t.className = "title";
+    highlight(t, hit.title || "(untitled)", terms);
+    const id = document.createElement("span");
+    id.className = "docid";
+    id.textContent = hit.doc_id + " · " + hit.score.toFixed(4);
+    title.append(t, id);
+    const p = document.createElement("p");
+    p.className = "text";
+    highlight(p, hit.text, terms);
+    li.append(title, p, scoresTable(hit.stage_scores));
+    list.append(li);
+  }
+  const timings = Object.entries(body.timings_ms || {}).map(([s, ms]) => `${s} ${ms.toFixed(1)} ms`).join(", ");
+  $("summary").textContent = `${body.hits.length} results from ${body.pipeline} on ${body.collection} in ${body.took_ms.toFixed(1)} ms`
+    + (timings ? ` (${timings})` : "") + (body.cached ? " · cached" : "")
+    + (body.degraded && body.degraded.length ? ` · degraded: ${body.degraded.join(", ")}` : "");
+}
+
+async function fillPipelines() {
+  const r = await fetch("/pipelines");
+  if (!r.ok) { $("status").textContent = "service not ready"; return; }
+  const all = await r.json();
+  const collections = [...new Set(all.map((p) => p.collection))];
+  $("collection").replaceChildren(...collections.map((c) => new Option(c, c)));
+  const update = () => {
+    const c = $("collection").value;
+    const loaded = all.filter((p) => p.collection === c && p.loaded);
+    $("pipeline").replaceChildren(...loaded.map((p) => new Option(p.name, p.name)));
+  };
+  $("collection").addEventListener("change", update);
+  update();
+  $("status").textContent = "ready";
+}
+
+async function search(event) {
+  event.preventDefault();
+  $("error").textContent = "";
+  const query = $("query").value;
+  sessionStorage.setItem(KEY, $("apikey").value);
+  const payload = { query, k: Number($("k").value) || 10, pipeline: $("pipeline").value, explain: true };
+  if ($("collection").value) payload.collection = $("collection").value;
+  if ($("lang").value) payload.lang = $("lang").value;
+  $("go").disabled = true;
+  try {
+    const r = await fetch("/search", { method: "POST", headers: headers(), body: JSON.stringify(payload) });
+    const body = await r.json();
+    if (!r.ok) {
+      $("results").replaceChildren();
+      $("summary").textContent = "";
+      $("error").textContent = `${r.status}: ${typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail)}`;
+      return;
+    }
+    render(body, query);
+  } catch (err) {
+    $("error").textContent = String(err);
+  } finally {
+    $("go").disabled = false;
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("apikey").value = sessionStorage.getItem(KEY) || "";
+  $("search-form").addEventListener("submit", search);
+  fillPipelines();
+});

@@ -122,15 +122,21 @@ class Engine:
                    settings.pipelines, shared=shared)
 
     # ------------------------------------------------------------------ loading
-    def _context(self, collection: str) -> BuildContext:
+    def _context(self, collection: str, old: BuildContext | None = None) -> BuildContext:
+        """A fresh build context; on reload it keeps the old one's models (not its index-derived resources)."""
         ctx = BuildContext(index_root=self.index_root, collection=collection, config=self.config, models_dir=self.models_dir)
         for key, value in self.shared.items():
             ctx.shared(key, lambda value=value: value)
+        if old is not None:
+            words = {collection, "docstore", *self.config.indexes}
+            for key, value in list(old._shared.items()):
+                if not _mentions(key, words, str(self.index_root.resolve())):
+                    ctx.shared(key, lambda value=value: value)
         return ctx
 
     def _load(self, collection: str, old: CollectionState | None, report: ReloadReport) -> CollectionState:
         """A new state: pipelines whose index versions are unchanged are reused from ``old``."""
-        ctx = self._context(collection)
+        ctx = self._context(collection, old.context if old is not None else None)
         state = CollectionState(collection, ctx)
         for name in self.pipeline_names:
             where = f"{collection}/{name}"
@@ -277,6 +283,17 @@ class Engine:
                 loaded[name] = last.inner if isinstance(last, ObservedStage) else last
         off = {name: reason for name, reason in state.off.items() if _ends_in_reranker(self.config, name)}
         return loaded, off
+
+
+def _mentions(key: Any, words: set[str], index_root: str) -> bool:
+    """True if a shared-resource key names an index, the collection, a document store or a path under the index root.
+
+    Such resources derive from index files and are rebuilt on reload; others (models,
+    tokenizers, language detectors) are reused. Keys of index-derived resources must
+    therefore name their index, version or folder.
+    """
+    parts = key if isinstance(key, (tuple, list)) else (key,)
+    return any(str(part) in words or index_root in str(part) for part in parts)
 
 
 def _ends_in_reranker(config: ServiceConfig, pipeline: str) -> bool:

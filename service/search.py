@@ -127,9 +127,20 @@ def pick_reranker(engine: Engine, model: str | None, allowed: list[str] | None, 
     raise UnknownPipelineError(f"unknown reranker {model!r}; loaded: {sorted(usable)}")
 
 
+DOC_ATTRIBUTES = ("docstore", "docs")
+"""Attributes through which rerankers read candidate texts (``.get_many(ids) -> {id: Document}``)."""
+
+
+def _doc_attribute(stage: Stage) -> str | None:
+    for name in DOC_ATTRIBUTES:
+        if callable(getattr(getattr(stage, name, None), "get_many", None)):
+            return name
+    return None
+
+
 def can_score_documents(stage: Stage) -> bool:
-    """A reranker can take request documents through ``score_texts`` or a swappable ``docstore``."""
-    return callable(getattr(stage, "score_texts", None)) or hasattr(stage, "docstore")
+    """A reranker can take request documents through ``score_texts`` or a swappable document store."""
+    return callable(getattr(stage, "score_texts", None)) or _doc_attribute(stage) is not None
 
 
 def rerank_documents(stage: Stage, query: Query, docs: Sequence[Document]) -> list[float]:
@@ -154,12 +165,18 @@ def _score(stage: Stage, query: Query, docs: Sequence[Document]) -> list[float]:
     if callable(scorer):
         return [float(s) for s in scorer(query, list(docs))]
     local = copy.copy(stage)
-    local.docstore = InMemoryDocs(docs)  # type: ignore[attr-defined]
-    candidates = {query.query_id: [Hit(query.query_id, d.doc_id, 0.0, {}) for d in docs]}
-    ranked = local([query], candidates)[query.query_id]
-    by_id: dict[str, Any] = {h.doc_id: h.score for h in ranked}
-    lowest = min(by_id.values(), default=0.0)
-    return [float(by_id.get(d.doc_id, lowest - 1.0)) for d in docs]
+    setattr(local, _doc_attribute(stage) or DOC_ATTRIBUTES[0], InMemoryDocs(docs))
+    chunk = getattr(stage, "top_n", None)
+    chunk = chunk if isinstance(chunk, int) and chunk > 0 else len(docs)
+    by_id: dict[str, float] = {}
+    for start in range(0, len(docs), chunk):  # a reranker that scores only its top_n gets chunks of top_n
+        part = docs[start : start + chunk]
+        candidates = {query.query_id: [Hit(query.query_id, d.doc_id, 0.0, {}) for d in part]}
+        by_id.update({h.doc_id: float(h.score) for h in local([query], candidates)[query.query_id]})
+    missing = [d.doc_id for d in docs if d.doc_id not in by_id]
+    if missing:
+        raise StageError(f"reranker {stage.name!r} returned no score for documents {missing[:5]}")
+    return [by_id[d.doc_id] for d in docs]
 
 
 def _to_cache(result: QueryResult) -> dict[str, Any]:

@@ -1,16 +1,205 @@
-"""``python -m eval --dataset DIR --split test --pipeline NAME [--run-file OUT]``, plus the
-``report``, ``score``, ``regress`` and ``convert`` subcommands (see :mod:`eval.cli`).
+"""``python -m eval``: the eval job's command line, dispatched on the first argument.
 
-The plain form runs every judged query of the split through the pipeline (building or
-reusing the indexes it needs), writes a TREC run file and prints nDCG@10, RR@10, R@100,
-R@1000 and MAP. Several ``--pipeline`` flags evaluate several pipelines.
+    python -m eval --dataset DIR --split test --pipeline NAME [--run-file OUT]   # one dataset, print metrics
+    python -m eval report --datasets DIR [DIR ...] --out reports/                # every servable pipeline
+    python -m eval score --qrels DIR_OR_QRELS --run A.trec --run B.trec          # existing run files
+    python -m eval regress [eval/regressions/*.yaml] [--pipeline NAME]           # regression matrix
+    python -m eval convert --collection C.tsv --topics T --qrels Q --out DIR     # MS MARCO/TREC -> BEIR
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import logging
+import shlex
 import sys
+from pathlib import Path
 
-from eval.cli import main
+from pipeline.errors import PipelineError
+from pipeline.settings_paths import default_config_path, default_index_root, default_models_dir
+
+SUBCOMMANDS = ("report", "score", "regress", "convert")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=default_config_path())
+    parser.add_argument("--index-root", type=Path, default=default_index_root())
+    parser.add_argument("--models-dir", type=Path, default=default_models_dir())
+
+
+def eval_parser() -> argparse.ArgumentParser:
+    """The plain form: ``python -m eval --dataset DIR --split test --pipeline NAME``."""
+    parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", type=Path, required=True, help="BEIR-layout folder")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--pipeline", action="append", help="pipeline name (repeatable; default: bm25)")
+    parser.add_argument("--run-file", type=Path, help="TREC run output (with several pipelines: a folder)")
+    parser.add_argument("--collection", help="collection name (default: from the folder name)")
+    parser.add_argument("--json", action="store_true", help="print metrics as JSON lines")
+    _common(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    command = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    handlers = {None: _plain, "report": _report, "score": _score, "regress": _regress, "convert": _convert}
+    try:
+        return handlers[command](argv[1:] if command else argv)
+    except (PipelineError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _plain(argv: list[str]) -> int:
+    from eval.runner import run_eval
+    from eval.trec import write_run
+    from pipeline.config import load_config
+
+    args = eval_parser().parse_args(argv)
+    pipelines = args.pipeline or ["bm25"]
+    config = load_config(args.config)
+    for name in pipelines:
+        res = run_eval(args.dataset, args.split, name, config, args.index_root, args.models_dir, collection=args.collection)
+        if args.run_file:
+            path = args.run_file / f"{_file_name(name)}.trec" if len(pipelines) > 1 else args.run_file
+            write_run(res.results, path, tag=_file_name(name))
+        if args.json:
+            print(json.dumps({"dataset": res.dataset, "split": res.split, "pipeline": name, **res.metrics,
+                              "queries": res.num_queries, "seconds": round(res.seconds, 2)}))
+        else:
+            cols = "  ".join(f"{k}={v:.4f}" for k, v in res.metrics.items())
+            print(f"{res.dataset}\t{res.split}\t{name}\t{cols}\t({res.num_queries} queries, {res.seconds:.1f}s)")
+    return 0
+
+
+def _report(argv: list[str]) -> int:
+    from eval.experiment import DEFAULT_DEPTHS, Experiment
+    from eval.report import build_report, write_report
+    from eval.trec import write_run
+    from pipeline.config import load_config
+
+    parser = argparse.ArgumentParser(prog="python -m eval report", description="Evaluate every servable pipeline "
+                                     "on each dataset; write report.md/.json, per-query JSON, run files and plots.")
+    parser.add_argument("--datasets", type=Path, nargs="+", required=True, help="BEIR-layout folders")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (e.g. reports/)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--pipelines", nargs="+", help="default: every pipeline in the config")
+    parser.add_argument("--baseline", default="bm25")
+    parser.add_argument("--depths", type=int, nargs="*", default=list(DEFAULT_DEPTHS),
+                        help="rerank depths for the trade-off curves (none: no curves)")
+    parser.add_argument("--trials", type=int, default=10_000, help="randomisation-test trials")
+    parser.add_argument("--no-plots", action="store_true")
+    _common(parser)
+    args = parser.parse_args(argv)
+    config = load_config(args.config)
+    names = args.pipelines or list(config.pipelines)
+    outcomes = []
+    for dataset in args.datasets:
+        exp = Experiment(dataset, args.split, config, args.index_root, args.models_dir)
+        outcome = exp.run_all(names, depths=args.depths)
+        for name, results in outcome.results.items():
+            write_run(results, args.out / "runs" / outcome.dataset / f"{_file_name(name)}.trec", tag=_file_name(name))
+        outcomes.append(outcome)
+        _print_summary(outcome)
+    report = build_report(outcomes, args.baseline, command="python -m eval report " + shlex.join(argv), trials=args.trials)
+    for path in write_report(report, outcomes, args.out, plots=not args.no_plots):
+        print(f"wrote {path}")
+    return 0
+
+
+def _score(argv: list[str]) -> int:
+    from eval.experiment import outcome_from_runs
+    from eval.formats import load_judgements
+    from eval.report import build_report, write_report
+    from eval.trec import read_run
+
+    parser = argparse.ArgumentParser(prog="python -m eval score", description="Evaluate existing TREC run files "
+                                     "(no pipeline is run), with significance tests against a baseline run.")
+    parser.add_argument("--qrels", type=Path, required=True, help="BEIR folder (with --split) or a TREC/BEIR qrels file")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--run", action="append", required=True, help="FILE or NAME=FILE (repeatable)")
+    parser.add_argument("--baseline", help="name of the baseline run (default: the first)")
+    parser.add_argument("--out", type=Path, help="also write a report folder")
+    parser.add_argument("--trials", type=int, default=10_000)
+    args = parser.parse_args(argv)
+    qrels, _ = load_judgements(args.qrels, args.split)
+    runs = {}
+    for spec in args.run:
+        name, _, file = spec.rpartition("=") if "=" in spec else (Path(spec).stem, "", spec)
+        if name in runs:
+            raise ValueError(f"two runs are named {name!r}: use NAME=FILE")
+        runs[name] = read_run(Path(file))
+    label = args.qrels.name if args.qrels.is_dir() else args.qrels.stem
+    outcome = outcome_from_runs(label, args.split, qrels, runs)
+    report = build_report([outcome], args.baseline or next(iter(runs)), command="python -m eval score " + shlex.join(argv),
+                          trials=args.trials)
+    ds = report["datasets"][0]
+    marks = {c["system"]: c for c in ds["comparisons"] if c["measure"] == "nDCG@10"}
+    for name, sys_ in ds["systems"].items():
+        cols = "  ".join(f"{k}={v:.4f}" for k, v in sys_["metrics"].items())
+        comp = marks.get(name)
+        sig = f"\tvs {comp['baseline']}: Δ={comp['delta']:+.4f} p_t={comp['t_p_holm']:.3g} p_rand={comp['rand_p_holm']:.3g} {comp['mark']}" if comp else ""
+        print(f"{label}\t{name}\t{cols}{sig}")
+    if args.out:
+        for path in write_report(report, [outcome], args.out):
+            print(f"wrote {path}")
+    return 0
+
+
+def _regress(argv: list[str]) -> int:
+    from eval.regression import check_matrix, load_matrix, matrix_files
+    from pipeline.config import load_config
+
+    parser = argparse.ArgumentParser(prog="python -m eval regress", description="Run regression matrices fresh and "
+                                     "compare with the expected scores; exit 1 on any deviation.")
+    parser.add_argument("matrices", type=Path, nargs="*", help="default: eval/regressions/*.yaml")
+    parser.add_argument("--pipeline", action="append", help="only these conditions (repeatable)")
+    _common(parser)
+    args = parser.parse_args(argv)
+    config = load_config(args.config)
+    failed = 0
+    for path in args.matrices or matrix_files():
+        matrix = load_matrix(path)
+        names = [p for p in args.pipeline if p in matrix.conditions] if args.pipeline else None
+        for check in check_matrix(matrix, config, args.index_root, args.models_dir, pipelines=names):
+            status = "OK  " if check.ok else "FAIL"
+            detail = check.error or "; ".join(map(str, check.deviations)) or "  ".join(f"{k}={v:.4f}" for k, v in check.measured.items())
+            print(f"{status}\t{path.stem}\t{check.pipeline}\t{detail}")
+            failed += not check.ok
+    return 1 if failed else 0
+
+
+def _convert(argv: list[str]) -> int:
+    from eval.formats import convert_to_beir
+
+    parser = argparse.ArgumentParser(prog="python -m eval convert", description="Write a BEIR folder from an MS MARCO "
+                                     "tsv collection, TREC topics (or a queries tsv) and TREC qrels.")
+    parser.add_argument("--collection", type=Path, required=True)
+    parser.add_argument("--topics", type=Path, required=True)
+    parser.add_argument("--qrels", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="new folder (refused if it exists)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--field", default="title", choices=["title", "desc", "narr"], help="TREC topic field")
+    args = parser.parse_args(argv)
+    print(f"wrote {convert_to_beir(args.collection, args.topics, args.qrels, args.out, args.split, args.field)}")
+    return 0
+
+
+def _print_summary(outcome) -> None:
+    for name, system in outcome.systems.items():
+        cols = "  ".join(f"{k}={v:.4f}" for k, v in system.metrics.items())
+        print(f"{outcome.dataset}\t{outcome.split}\t{name}\t{cols}\t({system.ms_per_query:.1f} ms/query)")
+    for name, reason in outcome.skipped.items():
+        print(f"{outcome.dataset}\t{outcome.split}\t{name}\tSKIPPED: {reason}")
+
+
+def _file_name(pipeline: str) -> str:
+    """A pipeline name as a file name / run tag: ``bm25>>ce`` -> ``bm25__ce``."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in pipeline)
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -27,7 +27,7 @@ from pipeline.config import ServiceConfig, parse_stage
 from pipeline.errors import PipelineError
 from pipeline.registry import BuildContext, build_stage, required_indexes
 from pipeline.stage import Pipeline, Stage
-from pipeline.types import Query, Results
+from pipeline.types import Results
 
 logger = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ class Experiment:
                 continue
             current: Results = {q: hits[:depth] for q, hits in prefix.results.items()}
             ms = 0.0
-            for stage, raw in zip(stages[first:], raws[first:]):
+            for stage, raw in zip(stages[first:], raws[first:], strict=True):
                 current, stage_ms, _ = self._run_stage(stage, raw.get("cutoff"), current)
                 ms += stage_ms
             points.append(DepthPoint(depth, self._score(current)[0], base_ms + ms / n))

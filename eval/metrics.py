@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Mapping
 
 import ir_measures
-from ir_measures import AP, R, RR, nDCG
+from ir_measures import AP, RR, R, nDCG
 
 DEFAULT_MEASURES = [nDCG @ 10, RR @ 10, R @ 100, R @ 1000, AP]
 # Names as printed (ir-measures calls MAP "AP").

@@ -29,6 +29,7 @@ from eval.experiment import Experiment
 from eval.metrics import DISPLAY
 from pipeline.config import ServiceConfig
 from pipeline.errors import ConfigError
+from pipeline.settings_paths import default_data_dir
 
 REGRESSIONS_DIR = Path(__file__).parent / "regressions"
 REPO = Path(__file__).resolve().parent.parent
@@ -53,7 +54,13 @@ class Matrix(_Strict):
     conditions: dict[str, Condition] = Field(min_length=1)
 
     def dataset_path(self, repo: Path = REPO) -> Path:
-        return (repo / self.dataset).resolve() if not Path(self.dataset).is_absolute() else Path(self.dataset)
+        """The dataset folder: relative to the repository, else under ``$SEARCH_DATA_DIR``."""
+        path = Path(self.dataset)
+        path = path if path.is_absolute() else (repo / path).resolve()
+        parts = Path(self.dataset).parts
+        if not path.exists() and parts[:3] == ("..", "shared", "data"):
+            path = default_data_dir().joinpath(*parts[3:])
+        return path
 
 
 @dataclass(frozen=True)
@@ -102,7 +109,7 @@ def load_matrix(path: Path) -> Matrix:
 
 def check_command(command: str, matrix: Matrix, pipeline: str, where: Path | str = "matrix") -> None:
     """The command must be the eval job (as the CLI parses it) on this matrix's dataset, split and pipeline."""
-    from eval.cli import eval_parser
+    from eval.__main__ import eval_parser
 
     argv = shlex.split(command)
     if argv[:3] != ["python", "-m", "eval"]:

@@ -154,7 +154,9 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines += ["", "Skipped (cannot be built here):", ""]
             lines += [f"- `{name}`: {reason}" for name, reason in ds["skipped"].items()]
         slug = _slug(ds["dataset"])
-        lines += ["", f"![trade-off](plots/{slug}-tradeoff.png) ![nDCG@10 with CIs](plots/{slug}-ndcg-ci.png)"]
+        if ds["systems"]:
+            tradeoff = f"![trade-off](plots/{slug}-tradeoff.png) " if _has_latency(ds) else ""
+            lines += ["", f"{tradeoff}![nDCG@10 with CIs](plots/{slug}-ndcg-ci.png)"]
     return "\n".join(lines) + "\n"
 
 
@@ -169,6 +171,17 @@ def plot_dataset(ds: dict[str, Any], folder: Path) -> list[Path]:
         raise ImportError("plots need matplotlib: pip install -e '.[report]'") from exc
     folder.mkdir(parents=True, exist_ok=True)
     slug = _slug(ds["dataset"])
+    written = [_plot_ci(ds, folder / f"{slug}-ndcg-ci.png", plt)]
+    if _has_latency(ds):
+        written.append(_plot_tradeoff(ds, folder / f"{slug}-tradeoff.png", plt))
+    return written
+
+
+def _has_latency(ds: dict[str, Any]) -> bool:
+    return any(s["ms_per_query"] is not None for s in ds["systems"].values())
+
+
+def _plot_tradeoff(ds: dict[str, Any], path: Path, plt: Any) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name, sys_ in ds["systems"].items():
         curve = ds["curves"].get(name)
@@ -176,7 +189,7 @@ def plot_dataset(ds: dict[str, Any], folder: Path) -> list[Path]:
             xs = [p["ms_per_query"] for p in curve]
             ys = [p["metrics"][CURVE_MEASURE] for p in curve]
             (line,) = ax.plot(xs, ys, marker="o", label=f"{name} (by rerank depth)")
-            for p, x, y in zip(curve, xs, ys):
+            for p, x, y in zip(curve, xs, ys, strict=True):
                 ax.annotate(str(p["depth"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=line.get_color())
         elif sys_["ms_per_query"] is not None:
             ax.scatter([sys_["ms_per_query"]], [sys_["metrics"][CURVE_MEASURE]], marker="s", label=name, zorder=3)
@@ -186,26 +199,27 @@ def plot_dataset(ds: dict[str, Any], folder: Path) -> list[Path]:
     ax.set_title(f"{ds['dataset']} {ds['split']}: effectiveness vs latency")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    tradeoff = folder / f"{slug}-tradeoff.png"
     fig.tight_layout()
-    fig.savefig(tradeoff, dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
+    return path
 
+
+def _plot_ci(ds: dict[str, Any], path: Path, plt: Any) -> Path:
     names = list(ds["systems"])
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.5))
     values = [ds["systems"][n]["metrics"]["nDCG@10"] for n in names]
     cis = [ds["systems"][n]["ndcg10_ci95"] for n in names]
-    err = [[v - (c[0] if c[0] is not None else v) for v, c in zip(values, cis)],
-           [(c[1] if c[1] is not None else v) - v for v, c in zip(values, cis)]]
+    err = [[v - (c[0] if c[0] is not None else v) for v, c in zip(values, cis, strict=True)],
+           [(c[1] if c[1] is not None else v) - v for v, c in zip(values, cis, strict=True)]]
     ax.barh(names, values, xerr=err, capsize=4, color="tab:blue", alpha=0.7)
     ax.invert_yaxis()
     ax.set_xlabel("nDCG@10 (95% bootstrap CI)")
     ax.set_title(f"{ds['dataset']} {ds['split']}")
-    ci_plot = folder / f"{slug}-ndcg-ci.png"
     fig.tight_layout()
-    fig.savefig(ci_plot, dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
-    return [tradeoff, ci_plot]
+    return path
 
 
 def write_report(report: dict[str, Any], outcomes: Sequence[DatasetOutcome], out: Path, plots: bool = True) -> list[Path]:

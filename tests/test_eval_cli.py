@@ -1,0 +1,78 @@
+"""The eval subcommands end to end on the tiny fixture: report, score (run files), convert."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from eval.__main__ import main as eval_main
+from eval.formats import write_trec_qrels
+from eval.trec import read_run, write_run
+from pipeline.collection import load_qrels
+from pipeline.types import Hit
+from tests.conftest import TINY_CONFIG
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(TINY_CONFIG))
+    return path
+
+
+def test_report_command_writes_everything(tiny_dataset, tiny_index_root, cfg, tmp_path, capsys):
+    out = tmp_path / "reports"
+    rc = eval_main(["report", "--datasets", str(tiny_dataset), "--out", str(out), "--config", str(cfg),
+                    "--index-root", str(tiny_index_root), "--pipelines", "bm25", "nope", "--trials", "200"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "tiny\ttest\tbm25\tnDCG@10=1.0000" in printed and "nope\tSKIPPED" in printed
+    report = json.loads((out / "report.json").read_text())
+    ds = report["datasets"][0]
+    assert ds["systems"]["bm25"]["metrics"]["nDCG@10"] == pytest.approx(1.0)
+    assert ds["systems"]["bm25"]["ms_per_query"] > 0
+    assert "unknown pipeline 'nope'" in ds["skipped"]["nope"]
+    assert "python -m eval report --datasets" in report["command"]
+    assert (out / "plots" / "tiny-tradeoff.png").is_file()
+    assert set(read_run(out / "runs" / "tiny" / "bm25.trec")) == {"q1", "q2", "q3", "q4"}
+    assert "## tiny (test, 4 queries)" in (out / "report.md").read_text()
+
+
+def test_score_run_files_with_significance(tiny_dataset, tmp_path, capsys):
+    qrels = load_qrels(tiny_dataset, "test")
+    good = {q: [Hit(q, d, 2.0) for d in docs] + [Hit(q, "d12", 1.0)] for q, docs in qrels.items()}
+    bad = {q: [Hit(q, "d12", 2.0)] + [Hit(q, d, 1.0) for d in docs] for q, docs in qrels.items()}
+    write_run(good, tmp_path / "good.trec", tag="good")
+    write_run(bad, tmp_path / "bad.trec", tag="bad")
+    write_trec_qrels(qrels, tmp_path / "qrels.txt")
+    for source in (str(tiny_dataset), str(tmp_path / "qrels.txt")):
+        rc = eval_main(["score", "--qrels", source, "--run", str(tmp_path / "good.trec"),
+                        "--run", f"worse={tmp_path / 'bad.trec'}", "--out", str(tmp_path / "rep")])
+        assert rc == 0
+        lines = capsys.readouterr().out.splitlines()
+        assert any(line.split("\t")[1] == "good" and "nDCG@10=1.0000" in line for line in lines)
+        worse = next(line for line in lines if line.split("\t")[1] == "worse")
+        assert "vs good: Δ=-0.3691" in worse  # relevant at rank 2: 1/log2(3) - 1
+    assert (tmp_path / "rep" / "report.md").is_file()
+
+
+def test_score_bad_run_file_is_a_clear_error(tiny_dataset, tmp_path, capsys):
+    (tmp_path / "r.trec").write_text("q1 Q0 d1 1\n")
+    assert eval_main(["score", "--qrels", str(tiny_dataset), "--run", str(tmp_path / "r.trec")]) == 2
+    assert "r.trec:1: expected 6 columns" in capsys.readouterr().err
+
+
+def test_convert_then_evaluate(tiny_dataset, tmp_path, cfg, capsys):
+    from pipeline.collection import iter_corpus, load_queries
+
+    (tmp_path / "collection.tsv").write_text("".join(f"{d.doc_id}\t{d.title}\t{d.text}\n" for d in iter_corpus(tiny_dataset)))
+    topics = "".join(f"<top>\n<num> Number: {q.query_id}\n<title> {q.text}\n</top>\n" for q in load_queries(tiny_dataset).values())
+    (tmp_path / "topics.txt").write_text(topics)
+    write_trec_qrels(load_qrels(tiny_dataset, "test"), tmp_path / "qrels.txt")
+    beir = tmp_path / "tiny-trec"
+    assert eval_main(["convert", "--collection", str(tmp_path / "collection.tsv"), "--topics", str(tmp_path / "topics.txt"),
+                      "--qrels", str(tmp_path / "qrels.txt"), "--out", str(beir)]) == 0
+    rc = eval_main(["--dataset", str(beir), "--pipeline", "bm25", "--config", str(cfg), "--index-root", str(tmp_path / "idx")])
+    assert rc == 0 and "tiny-trec\ttest\tbm25\tnDCG@10=1.0000" in capsys.readouterr().out

@@ -87,6 +87,7 @@ def _report(argv: list[str]) -> int:
     parser.add_argument("--out", type=Path, required=True, help="output folder (e.g. reports/)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--pipelines", nargs="+", help="default: every pipeline in the config")
+    parser.add_argument("--skip", nargs="+", default=[], help="pipelines to leave out (listed as skipped)")
     parser.add_argument("--baseline", default="bm25")
     parser.add_argument("--depths", type=int, nargs="*", default=list(DEFAULT_DEPTHS),
                         help="rerank depths for the trade-off curves (none: no curves)")
@@ -99,7 +100,7 @@ def _report(argv: list[str]) -> int:
     outcomes = []
     for dataset in args.datasets:
         exp = Experiment(dataset, args.split, config, args.index_root, args.models_dir)
-        outcome = exp.run_all(names, depths=args.depths)
+        outcome = exp.run_all(names, depths=args.depths, exclude=args.skip)
         for name, results in outcome.results.items():
             write_run(results, args.out / "runs" / outcome.dataset / f"{_file_name(name)}.trec", tag=_file_name(name))
         outcomes.append(outcome)

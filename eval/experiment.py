@@ -103,15 +103,17 @@ class Experiment:
         models_dir: Path,
         collection: str | None = None,
         batch_size: int = 64,
+        warmup: int = 8,
     ):
         self.dataset, self.split, self.config = Path(dataset), split, config
         self.index_root = Path(index_root)
         self.collection = collection or dataset_name(self.dataset)
-        self.batch_size = batch_size
+        self.batch_size, self.warmup = batch_size, warmup
         self.queries, self.qrels = judged_queries(self.dataset, split)
         self.ctx = BuildContext(index_root=self.index_root, collection=self.collection, config=config, models_dir=Path(models_dir))
         self._prefixes: dict[str, _Prefix] = {}
         self._stages: dict[str, Stage] = {}
+        self._warm: set[int] = set()
 
     # -- building -----------------------------------------------------------------------------
     def build_stages(self, name: str) -> list[Stage]:
@@ -134,6 +136,10 @@ class Experiment:
     def _run_stage(self, stage: Stage, cutoff: int | None, candidates: Results | None) -> tuple[Results, float, list[str]]:
         """Run one stage over all queries in batches; returns results, total ms and degraded names."""
         single = Pipeline([stage], [cutoff], name=stage.name)
+        if self.warmup and id(stage) not in self._warm:  # one untimed batch first: JIT, caches, lazy loads
+            warm = self.queries[: self.warmup]
+            single.run(warm, None if candidates is None else {q.query_id: candidates.get(q.query_id, []) for q in warm})
+            self._warm.add(id(stage))
         out: Results = {}
         degraded: list[str] = []
         total = 0.0
@@ -206,10 +212,16 @@ class Experiment:
             logger.info("%s depth %d: %s=%.4f", name, depth, CURVE_MEASURE, points[-1].metrics[CURVE_MEASURE])
         return points
 
-    def run_all(self, names: Iterable[str], depths: Iterable[int] | None = DEFAULT_DEPTHS) -> DatasetOutcome:
+    def run_all(
+        self, names: Iterable[str], depths: Iterable[int] | None = DEFAULT_DEPTHS, exclude: Iterable[str] = ()
+    ) -> DatasetOutcome:
         """Evaluate every named pipeline; one that cannot be built is recorded as skipped with the reason."""
         outcome = DatasetOutcome(self.collection, self.split, len(self.queries))
+        excluded = set(exclude)
         for name in names:
+            if name in excluded:
+                outcome.skipped[name] = "excluded on the command line (--skip)"
+                continue
             try:
                 system, results = self.run_pipeline(name)
                 outcome.systems[name], outcome.results[name] = system, results

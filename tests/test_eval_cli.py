@@ -76,3 +76,9 @@ def test_convert_then_evaluate(tiny_dataset, tmp_path, cfg, capsys):
                       "--qrels", str(tmp_path / "qrels.txt"), "--out", str(beir)]) == 0
     rc = eval_main(["--dataset", str(beir), "--pipeline", "bm25", "--config", str(cfg), "--index-root", str(tmp_path / "idx")])
     assert rc == 0 and "tiny-trec\ttest\tbm25\tnDCG@10=1.0000" in capsys.readouterr().out
+
+
+def test_report_on_a_missing_dataset_is_a_clear_error(tmp_path, cfg, capsys):
+    rc = eval_main(["report", "--datasets", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"), "--config", str(cfg)])
+    assert rc == 2 and "no qrels for split 'test'" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

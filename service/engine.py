@@ -255,7 +255,7 @@ class Engine:
 
     def collection(self, name: str | None) -> CollectionState:
         collections = self._collections
-        name = name or next(iter(collections))
+        name = next(iter(collections)) if name is None else name
         if name not in collections:
             raise UnknownCollectionError(f"unknown collection {name!r}; served: {sorted(collections)}")
         return collections[name]

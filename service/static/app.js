@@ -117,11 +117,30 @@ async function search(event) {
     $("error").textContent = String(err);
   } finally {
     $("go").disabled = false;
+    document.body.dataset.searched = String(Number(document.body.dataset.searched || 0) + 1);
   }
 }
 
-document.addEventListener("DOMContentLoaded", () => {
+// A link like /?q=volcano&pipeline=bm25&lang=en opens with that search done.
+async function fromUrl() {
+  const params = new URLSearchParams(location.search);
+  for (const name of ["collection", "pipeline", "lang", "k"]) {
+    const value = params.get(name);
+    if (value !== null && $(name).querySelector && $(name).tagName === "SELECT" && ![...$(name).options].some((o) => o.value === value)) {
+      $(name).append(new Option(value, value));
+    }
+    if (value !== null) $(name).value = value;
+  }
+  if (params.get("q")) {
+    $("query").value = params.get("q");
+    $("search-form").requestSubmit();
+  }
+}
+
+document.addEventListener("DOMContentLoaded", async () => {
   $("apikey").value = sessionStorage.getItem(KEY) || "";
   $("search-form").addEventListener("submit", search);
-  fillPipelines();
+  await fillPipelines();
+  await fromUrl();
+  document.body.dataset.ready = "1";
 });

@@ -122,3 +122,11 @@ def test_outcome_from_runs_scores_judged_queries_only():
     assert system.metrics["nDCG@10"] == pytest.approx(0.5)  # b is unretrieved: zero
     assert system.per_query["nDCG@10"] == {"a": pytest.approx(1.0), "b": 0.0}
     assert system.ms_per_query is None
+
+
+def test_per_query_values_average_to_the_aggregate(experiment):
+    outcome = experiment.run_all(["bm25>>rev"], depths=None)
+    system = outcome.systems["bm25>>rev"]
+    for measure in ("nDCG@10", "R@100", "MAP", "RR@10"):
+        values = system.per_query[measure].values()
+        assert sum(values) / len(values) == pytest.approx(system.metrics[measure])

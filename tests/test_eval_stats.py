@@ -94,3 +94,17 @@ def test_compare_to_baseline_marks_direction_and_corrects():
         assert c.t_p_holm >= c.t_p and c.rand_p_holm >= c.rand_p
     with pytest.raises(ValueError, match="baseline"):
         compare_to_baseline(per_query, "nope", "nDCG@10")
+
+
+def test_tests_are_calibrated_under_the_null():
+    """With no real difference, about 5% of comparisons reject at 0.05 (not 0%, not 20%)."""
+    rng = np.random.default_rng(5)
+    t_rejects = r_rejects = 0
+    runs = 300
+    for i in range(runs):
+        base = rng.random(50)
+        other = base + rng.normal(0, 0.1, 50)  # paired noise, zero mean
+        t_rejects += paired_t_test(as_map(other), as_map(base)) < 0.05
+        r_rejects += randomisation_test(as_map(other), as_map(base), trials=400, seed=i) < 0.05
+    assert 0.02 <= t_rejects / runs <= 0.09
+    assert 0.02 <= r_rejects / runs <= 0.09

@@ -56,7 +56,7 @@ class RequestContextMiddleware:
             self.metrics.http_requests.labels(scope["method"], path, str(status["code"])).inc()
             logger.info(
                 "%s %s %d", scope["method"], scope["path"], status["code"],
-                extra={"method": scope["method"], "path": scope["path"], "status": status["code"],
+                extra={"request_id": request_id, "method": scope["method"], "path": scope["path"], "status": status["code"],
                        "duration_ms": round((time.perf_counter() - start) * 1000, 2),
                        "client": (scope.get("client") or ("", 0))[0]},
             )

@@ -182,18 +182,24 @@ def _has_latency(ds: dict[str, Any]) -> bool:
 
 
 def _plot_tradeoff(ds: dict[str, Any], path: Path, plt: Any) -> Path:
+    from matplotlib.ticker import ScalarFormatter
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, sys_ in ds["systems"].items():
-        curve = ds["curves"].get(name)
+    for i, (name, sys_) in enumerate(ds["systems"].items()):
+        color, curve = f"C{i % 10}", ds["curves"].get(name)
         if curve:
             xs = [p["ms_per_query"] for p in curve]
             ys = [p["metrics"][CURVE_MEASURE] for p in curve]
-            (line,) = ax.plot(xs, ys, marker="o", label=f"{name} (by rerank depth)")
+            ax.plot(xs, ys, marker="o", color=color, label=f"{name} (labels: rerank depth)")
             for p, x, y in zip(curve, xs, ys, strict=True):
-                ax.annotate(str(p["depth"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=line.get_color())
+                label = str(p["depth"]) if p["depth"] else "1st stage"
+                ax.annotate(label, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
         elif sys_["ms_per_query"] is not None:
-            ax.scatter([sys_["ms_per_query"]], [sys_["metrics"][CURVE_MEASURE]], marker="s", label=name, zorder=3)
+            ax.scatter([sys_["ms_per_query"]], [sys_["metrics"][CURVE_MEASURE]], marker="s", color=color, label=name, zorder=3)
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(ScalarFormatter())
+    ax.tick_params(axis="x", which="minor", labelsize=6)
     ax.set_xlabel("ms/query (log scale)")
     ax.set_ylabel(CURVE_MEASURE)
     ax.set_title(f"{ds['dataset']} {ds['split']}: effectiveness vs latency")

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 from eval.metrics import evaluate, per_query
 from eval.runner import judged_queries, remove_self_hits
 from indexer.build import ensure_indexes
-from pipeline.collection import dataset_name
+from pipeline.collection import corpus_path, dataset_name, file_checksum
 from pipeline.config import ServiceConfig, parse_stage
 from pipeline.errors import PipelineError
 from pipeline.registry import BuildContext, build_stage, required_indexes
@@ -67,12 +67,15 @@ class DatasetOutcome:
     skipped: dict[str, str] = field(default_factory=dict)
     curves: dict[str, list[DepthPoint]] = field(default_factory=dict)
     results: dict[str, Results] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    """Where the judgements came from (checksums) and each pipeline's stage configs."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset,
             "split": self.split,
             "num_queries": self.num_queries,
+            "provenance": self.provenance,
             "systems": {k: asdict(v) for k, v in self.systems.items()},
             "skipped": self.skipped,
             "curves": {k: [asdict(p) for p in v] for k, v in self.curves.items()},
@@ -114,6 +117,15 @@ class Experiment:
         self._prefixes: dict[str, _Prefix] = {}
         self._stages: dict[str, Stage] = {}
         self._warm: set[int] = set()
+
+    def provenance(self, names: Iterable[str]) -> dict[str, Any]:
+        """sha256 of the corpus and the qrels file, and the stage configs of the named pipelines."""
+        return {
+            "path": str(self.dataset),
+            "corpus_sha256": file_checksum(corpus_path(self.dataset)),
+            "qrels_sha256": file_checksum(self.dataset / "qrels" / f"{self.split}.tsv"),
+            "pipelines": {n: self.config.pipelines[n].model_dump() for n in names if n in self.config.pipelines},
+        }
 
     # -- building -----------------------------------------------------------------------------
     def build_stages(self, name: str) -> list[Stage]:
@@ -216,7 +228,8 @@ class Experiment:
         self, names: Iterable[str], depths: Iterable[int] | None = DEFAULT_DEPTHS, exclude: Iterable[str] = ()
     ) -> DatasetOutcome:
         """Evaluate every named pipeline; one that cannot be built is recorded as skipped with the reason."""
-        outcome = DatasetOutcome(self.collection, self.split, len(self.queries))
+        names = list(names)
+        outcome = DatasetOutcome(self.collection, self.split, len(self.queries), provenance=self.provenance(names))
         excluded = set(exclude)
         for name in names:
             if name in excluded:

@@ -83,6 +83,7 @@ def build_report(
             "dataset": outcome.dataset,
             "split": outcome.split,
             "num_queries": outcome.num_queries,
+            "provenance": outcome.provenance,
             "baseline": baseline if baseline in outcome.systems else None,
             "systems": systems,
             "comparisons": comparisons,

@@ -35,6 +35,8 @@ def test_report_command_writes_everything(tiny_dataset, tiny_index_root, cfg, tm
     assert ds["systems"]["bm25"]["ms_per_query"] > 0
     assert "unknown pipeline 'nope'" in ds["skipped"]["nope"]
     assert "python -m eval report --datasets" in report["command"]
+    assert len(ds["provenance"]["qrels_sha256"]) == 64
+    assert ds["provenance"]["pipelines"]["bm25"]["stages"][0]["type"] == "bm25"
     assert (out / "plots" / "tiny-tradeoff.png").is_file()
     assert set(read_run(out / "runs" / "tiny" / "bm25.trec")) == {"q1", "q2", "q3", "q4"}
     assert "## tiny (test, 4 queries)" in (out / "report.md").read_text()

@@ -19,7 +19,7 @@ function queryTerms(query) {
   return [...seen].sort((a, b) => b.length - a.length);
 }
 
-// Append `text` to `parent` with every query term wrapped in <mark>; text nodes only (no innerHTML).
+// Append `text` to `parent` with every query term wrapped in <mark>; text nodes only, never parsed as HTML.
 function highlight(parent, text, terms) {
   if (!terms.length) { parent.append(text); return; }
   const escaped = terms.map((t) => t.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));

@@ -1,0 +1,193 @@
+"""Cross-encoder throughput: our scorer against plain fp32 ``CrossEncoder.predict``, in one run.
+
+Pairs are SciFact test queries with their BM25 top-100 (from a mined eval bundle, so the GPU
+machine needs no index). Every timing includes tokenization (end to end, text in, scores out).
+
+* ``--device cpu``: the same 100 candidates of one query, scored ``--repeats`` times by
+  ``CrossEncoder.predict`` (fp32, batch 32) and by the int8 scorer; prints pairs/s and the
+  ratio (target >= 2.5x). nDCG@10 of both over ``--ndcg-queries`` queries (target: int8 loses
+  at most 0.005).
+* ``--device cuda``: ``CrossEncoder.predict`` fp32 batch 32 on a slice, then the bf16 scorer on
+  every pair (eager, then ``torch.compile``), and 8 threads of 100-pair requests through the
+  micro-batcher against the same requests one at a time.
+
+    python -m benchmarks.ce_throughput --model models/ce-minilm --bundle .cache/ce/scifact/eval-test.json --device cpu
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import threading
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def load_pairs(bundle_path: Path, queries: int | None, depth: int = 100):
+    from training.cross_encoder.data.bundle import load_bundle
+
+    bundle = load_bundle(bundle_path)
+    rows = bundle.queries[:queries] if queries else bundle.queries
+    pairs, owners = [], []
+    for q in rows:
+        for doc, _ in q.bm25[:depth]:
+            pairs.append((q.text, bundle.docs[doc]))
+            owners.append((q.qid, doc))
+    return pairs, owners, {q.qid: q.qrels for q in rows}
+
+
+def ndcg(owners, scores, qrels) -> float:
+    from training.cross_encoder.ranking_metrics import ndcg_at_k
+
+    run: dict[str, dict[str, float]] = {}
+    for (qid, doc), s in zip(owners, scores, strict=True):
+        run.setdefault(qid, {})[doc] = float(s)
+    return ndcg_at_k(qrels, run)
+
+
+def timed(fn, repeats: int) -> tuple[float, list]:
+    """Median seconds of ``repeats`` calls after one warm-up call; returns (seconds, last output)."""
+    out = fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        _sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), out
+
+
+def _sync():
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def baseline_model(model: Path, device: str, max_length: int):
+    from sentence_transformers import CrossEncoder
+
+    return CrossEncoder(str(model), device=device, max_length=max_length)
+
+
+def cpu_bench(args) -> dict:
+    import torch
+
+    from pipeline.stages.cross_encoder import CrossEncoderScorer
+
+    torch.set_num_threads(args.threads)
+    pairs, owners, qrels = load_pairs(args.bundle, args.ndcg_queries)
+    one = pairs[:100]
+    st = baseline_model(args.model, "cpu", args.max_length)
+    int8 = CrossEncoderScorer(args.model, device="cpu", precision="int8", max_length=args.max_length, threads=args.threads)
+    fp32 = CrossEncoderScorer(args.model, device="cpu", precision="fp32", max_length=args.max_length, threads=args.threads)
+    t_st, _ = timed(lambda: st.predict(one, batch_size=32, show_progress_bar=False), args.repeats)
+    t_fp32, _ = timed(lambda: fp32.score(one), args.repeats)
+    t_int8, _ = timed(lambda: int8.score(one), args.repeats)
+    result = {"device": "cpu", "threads": args.threads, "pairs": len(one),
+              "pairs_per_s": {"CrossEncoder.predict fp32": len(one) / t_st, "ours fp32": len(one) / t_fp32,
+                              "ours int8": len(one) / t_int8},
+              "speedup_int8_vs_predict": t_st / t_int8}
+    ref = st.predict(pairs, batch_size=32, show_progress_bar=False)
+    got = int8.score(pairs)
+    result["ndcg10"] = {"queries": len(qrels), "CrossEncoder.predict fp32": ndcg(owners, ref, qrels),
+                        "ours fp32": ndcg(owners, fp32.score(pairs), qrels), "ours int8": ndcg(owners, got, qrels)}
+    result["ndcg10_loss_int8"] = result["ndcg10"]["CrossEncoder.predict fp32"] - result["ndcg10"]["ours int8"]
+    return result
+
+
+def gpu_bench(args) -> dict:
+    import torch
+
+    from pipeline.micro_batch import MicroBatcher
+    from pipeline.stages.cross_encoder import CrossEncoderScorer
+
+    pairs, _, _ = load_pairs(args.bundle, None)
+    result: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "pairs": len(pairs), "pairs_per_s": {}}
+    st = baseline_model(args.model, "cuda", args.max_length)
+    base = pairs[: args.baseline_pairs]
+    t, _ = timed(lambda: st.predict(base, batch_size=32, show_progress_bar=False), 1)
+    result["pairs_per_s"]["CrossEncoder.predict fp32 b32"] = len(base) / t
+    st = None  # free the baseline before timing ours
+    tokens = CrossEncoderScorer(args.model, device="cuda", precision="bf16", max_length=args.max_length).encode(pairs[:2000])
+    result["mean_tokens_per_pair"] = sum(len(ids) for ids, _ in tokens) / len(tokens)
+    variants = [("bf16 eager b256", dict(batch_size=256, batch_tokens=256 * 512, compile=False)),
+                ("bf16 eager b512", dict(batch_size=512, batch_tokens=512 * 512, compile=False)),
+                ("bf16 compile b256", dict(batch_size=256, batch_tokens=256 * 512, compile=True))]
+    best = None
+    for name, kw in variants:
+        try:
+            scorer = CrossEncoderScorer(args.model, device="cuda", precision="bf16", max_length=args.max_length, **kw)
+            scorer.score(pairs[:4096])  # compile / autotune outside the timing
+            t, _ = timed(lambda s=scorer: s.score(pairs), args.repeats)
+            result["pairs_per_s"][f"ours {name}"] = len(pairs) / t
+            if best is None or len(pairs) / t > best[0]:
+                best = (len(pairs) / t, scorer)
+        except Exception as exc:  # noqa: BLE001 - report the variant that failed, keep the others
+            result["pairs_per_s"][f"ours {name}"] = f"failed: {type(exc).__name__}: {exc}"[:300]
+        if name == "bf16 eager b512" and best:  # before the (slow to compile) last variant
+            result["micro_batch"] = concurrency(best[1], pairs, MicroBatcher)
+        print(json.dumps(result["pairs_per_s"]), flush=True)
+    base_rate = result["pairs_per_s"]["CrossEncoder.predict fp32 b32"]
+    result["best_speedup_vs_predict"] = best[0] / base_rate if best else None
+    return result
+
+
+def concurrency(scorer, pairs, batcher_cls, threads: int = 8, per_request: int = 100, requests: int = 96) -> dict:
+    """``requests`` 100-pair requests: one at a time vs ``threads`` callers sharing a micro-batcher."""
+    reqs = [pairs[(i * per_request) % len(pairs):][:per_request] for i in range(requests)]
+    start = time.perf_counter()
+    for r in reqs:
+        scorer.score(r)
+    sequential = time.perf_counter() - start
+    batcher = batcher_cls(scorer.score, max_items=threads * per_request, max_wait_ms=2.0)
+    work = list(reqs)
+    lock = threading.Lock()
+
+    def caller():
+        while True:
+            with lock:
+                if not work:
+                    return
+                r = work.pop()
+            batcher(r, timeout=60)
+
+    start = time.perf_counter()
+    pool = [threading.Thread(target=caller) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    concurrent = time.perf_counter() - start
+    batcher.close()
+    return {"requests": requests, "pairs_per_request": per_request, "threads": threads,
+            "sequential_req_per_s": requests / sequential, "micro_batched_req_per_s": requests / concurrent,
+            "ratio": sequential / concurrent, "forward_batches": batcher.stats.batches}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=Path("models/ce-minilm"))
+    parser.add_argument("--bundle", type=Path, default=Path(".cache/ce/scifact/eval-test.json.gz"))
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--max-length", type=int, default=384)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--ndcg-queries", type=int, default=30, help="CPU: queries x 100 candidates for the nDCG check")
+    parser.add_argument("--baseline-pairs", type=int, default=4096, help="GPU: pairs timed for CrossEncoder.predict")
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args()
+    result = cpu_bench(args) if args.device == "cpu" else gpu_bench(args)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json_out:
+        args.json_out.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

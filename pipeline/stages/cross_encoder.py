@@ -1,0 +1,350 @@
+"""Cross-encoder reranking: rescores the top-N candidates of any first stage.
+
+The model is a sentence-transformers ``CrossEncoder`` folder (BERT encoder, mean pooling,
+a linear head; ``CrossEncoder(folder).predict`` gives the same scores) trained by
+``python -m training cross-encoder``. Inference here skips sentence-transformers:
+
+* **truncation policy**: the query keeps at most ``query_max_tokens`` word pieces; the
+  passage (``title + " " + text``) fills the rest up to ``max_length`` including
+  ``[CLS] query [SEP] passage [SEP]``. Training uses the same function (:func:`pair_token_ids`).
+* **batching**: pairs are sorted by length and cut into batches of at most ``batch_size``
+  pairs and ``batch_tokens`` padded tokens, so short pairs do not pay for long ones.
+* **precision**: ``auto`` runs bf16 on a GPU and int8 dynamic quantization (every
+  ``nn.Linear``, ``torch.ao.quantization.quantize_dynamic``) on the CPU; ``fp32`` on either.
+* **service**: concurrent requests share forward passes through a
+  :class:`~pipeline.micro_batch.MicroBatcher`; ``time_budget_ms`` (per query of the batch)
+  raises :class:`RerankTimeoutError`, and with ``fail_open: true`` the pipeline then
+  keeps the first-stage order and reports the stage as ``degraded``.
+
+Each hit keeps the first-stage scores and adds this stage's in ``hit.stage_scores``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Literal, Sequence
+
+from pydantic import Field
+
+from pipeline.config import StageConfig
+from pipeline.errors import ModelNotFoundError, StageError
+from pipeline.micro_batch import MicroBatcher
+from pipeline.registry import BuildContext, register_stage
+from pipeline.stage import Stage
+from pipeline.types import Query, Results, sort_hits
+
+logger = logging.getLogger(__name__)
+
+BUILD_COMMAND = "python -m training cross-encoder train --help  (see models/ce-minilm/MODEL_CARD.md)"
+
+
+class RerankTimeoutError(StageError):
+    """The reranker did not finish within its time budget."""
+
+
+# ---------------------------------------------------------------- truncation and padding
+
+
+def pair_token_ids(query: list[int], passage: list[int], cls_id: int, sep_id: int, max_length: int,
+                   query_max_tokens: int) -> tuple[list[int], list[int]]:
+    """``([CLS] q [SEP] p [SEP], token types)`` with the documented truncation policy.
+
+    >>> pair_token_ids([7, 8, 9], [1, 2, 3, 4], 101, 102, max_length=8, query_max_tokens=2)
+    ([101, 7, 8, 102, 1, 2, 3, 102], [0, 0, 0, 0, 1, 1, 1, 1])
+    """
+    q = query[:query_max_tokens]
+    room = max(max_length - len(q) - 3, 0)
+    p = passage[:room]
+    ids = [cls_id, *q, sep_id, *p, sep_id]
+    return ids, [0] * (len(q) + 2) + [1] * (len(p) + 1)
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, batch_tokens: int, multiple: int = 8) -> list[list[int]]:
+    """Indices grouped into batches, longest first; each batch's padded size stays under ``batch_tokens``."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        width = _round_up(lengths[current[0]] if current else lengths[i], multiple)
+        if current and (len(current) >= batch_size or (len(current) + 1) * width > batch_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def passage_text(title: str, text: str) -> str:
+    return f"{title} {text}".strip() if title else text
+
+
+# ---------------------------------------------------------------- the model
+
+
+class CrossEncoderScorer:
+    """Loads a trained cross-encoder folder and scores ``(query, passage)`` pairs.
+
+    Example::
+
+        scorer = CrossEncoderScorer(Path("models/ce-minilm"), device="cpu", precision="int8")
+        scorer.score([("what is bm25", "BM25 is a ranking function ...")])   # -> [2.31]
+    """
+
+    def __init__(self, folder: Path, device: str = "auto", precision: str = "auto", max_length: int = 384,
+                 query_max_tokens: int = 64, batch_size: int = 64, batch_tokens: int = 32768,
+                 threads: int | None = None, compile: bool = False, chunk_pairs: int = 4096):
+        folder = Path(folder)
+        if not (folder / "config.json").is_file() or not (folder / "2_Dense" / "model.safetensors").is_file():
+            raise ModelNotFoundError(f"no trained cross-encoder at {folder}: build it with {BUILD_COMMAND}")
+        try:
+            import torch
+            from safetensors.torch import load_file
+            from transformers import AutoModel, AutoTokenizer
+        except ImportError as exc:  # pragma: no cover - core dependencies
+            raise ImportError(f"the cross-encoder stage needs torch and transformers: pip install -e . ({exc})") from exc
+        pooling = json.loads((folder / "1_Pooling" / "config.json").read_text()).get("pooling_mode", "mean")
+        if pooling != "mean":
+            raise ModelNotFoundError(f"{folder}: pooling {pooling!r} is not supported (expected mean)")
+        self.torch = torch
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        if precision == "auto":
+            precision = "bf16" if self.device.startswith("cuda") else "int8"
+        if precision == "int8" and not self.device.startswith("cpu"):
+            raise ValueError("int8 dynamic quantization runs on the CPU; use bf16 or fp32 on a GPU")
+        if threads and self.device == "cpu":
+            torch.set_num_threads(threads)
+        self.precision, self.max_length, self.query_max_tokens = precision, max_length, query_max_tokens
+        self.batch_size, self.batch_tokens, self.chunk_pairs = batch_size, batch_tokens, chunk_pairs
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        encoder = AutoModel.from_pretrained(str(folder), dtype=torch.float32)
+        head = torch.nn.Linear(encoder.config.hidden_size, 1)
+        head.load_state_dict({k.removeprefix("linear."): v.float() for k, v in load_file(str(folder / "2_Dense" / "model.safetensors")).items()})
+        model = mean_pool_scorer(encoder, head).eval()
+        if precision == "int8":
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        elif precision == "bf16":
+            model = model.to(torch.bfloat16)
+        self.model = model.to(self.device)
+        if compile:
+            self.model = torch.compile(self.model, dynamic=True)
+        self.folder = folder
+        self._lock = threading.Lock()  # one forward at a time per model (CPU threads are shared anyway)
+
+    def encode(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
+        """Token ids and types of each pair, each distinct query and passage tokenized once."""
+        texts = list(dict.fromkeys([q for q, _ in pairs] + [p for _, p in pairs]))
+        ids = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=self.max_length)["input_ids"]
+        table = dict(zip(texts, ids, strict=True))
+        cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
+        return [pair_token_ids(table[q], table[p], cls_id, sep_id, self.max_length, self.query_max_tokens) for q, p in pairs]
+
+    def score(self, pairs: Sequence[tuple[str, str]], deadline: float | None = None) -> list[float]:
+        """One score per pair (higher is more relevant). ``deadline``: a ``time.monotonic()`` value.
+
+        On a GPU, long inputs are cut into chunks of ``chunk_pairs``: the next chunk is tokenized
+        in a helper thread while the GPU runs the current one (no host sync until the end).
+        """
+        if not pairs:
+            return []
+        pairs = list(pairs)
+        chunks = [pairs[i : i + self.chunk_pairs] for i in range(0, len(pairs), self.chunk_pairs)]
+        if self.device == "cpu" or len(chunks) == 1:
+            return self.score_encoded(self.encode(pairs), deadline)
+        pending = []
+        with ThreadPoolExecutor(1) as pool, self._lock:
+            future = pool.submit(self.encode, chunks[0])
+            for i in range(len(chunks)):
+                encoded = future.result()
+                if i + 1 < len(chunks):
+                    future = pool.submit(self.encode, chunks[i + 1])
+                pending.append((len(encoded), self._launch(encoded, deadline)))
+            out: list[float] = []
+            for n, launched in pending:
+                out.extend(self._collect(n, launched))
+        return out
+
+    def score_encoded(self, encoded: Sequence[tuple[list[int], list[int]]], deadline: float | None = None) -> list[float]:
+        with self._lock:
+            return self._collect(len(encoded), self._launch(encoded, deadline))
+
+    def _launch(self, encoded, deadline: float | None):
+        """Run the forward passes (length-sorted batches); outputs stay on the device."""
+        torch = self.torch
+        batches = length_batches([len(ids) for ids, _ in encoded], self.batch_size, self.batch_tokens)
+        outputs = []
+        with torch.inference_mode():
+            for batch in batches:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise RerankTimeoutError(f"reranking ran past its time budget after {len(outputs)}/{len(batches)} batches")
+                ids, types, mask = pad_pairs([encoded[i] for i in batch], self.tokenizer.pad_token_id, torch, self.device)
+                outputs.append((batch, self.model(ids, types, mask)))
+        return outputs
+
+    def _collect(self, n: int, outputs) -> list[float]:
+        scores = [0.0] * n
+        if not outputs:
+            return scores
+        flat = self.torch.cat([out.float() for _, out in outputs]).cpu().tolist()  # one host sync
+        order = [i for batch, _ in outputs for i in batch]
+        for i, s in zip(order, flat, strict=True):
+            scores[i] = s
+        return scores
+
+
+def pad_pairs(rows, pad_id: int, torch, device: str, multiple: int = 8):
+    """``(ids, types, mask)`` long tensors of encoded pairs, padded to a multiple of ``multiple``."""
+    width = _round_up(max(len(ids) for ids, _ in rows), multiple)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    types = torch.zeros((len(rows), width), dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, (row_ids, row_types) in enumerate(rows):
+        n = len(row_ids)
+        ids[r, :n] = torch.tensor(row_ids)
+        types[r, :n] = torch.tensor(row_types)
+        mask[r, :n] = 1
+    if device != "cpu":
+        return (ids.pin_memory().to(device, non_blocking=True), types.pin_memory().to(device, non_blocking=True),
+                mask.pin_memory().to(device, non_blocking=True))
+    return ids, types, mask
+
+
+@functools.cache
+def _mean_pool_scorer_class():
+    import torch
+
+    class MeanPoolScorer(torch.nn.Module):
+        """BERT encoder, masked mean pooling, linear head: one logit per pair."""
+
+        def __init__(self, encoder, head):
+            super().__init__()
+            self.encoder, self.head = encoder, head
+
+        def forward(self, input_ids, token_type_ids, attention_mask):
+            hidden = self.encoder(input_ids=input_ids, token_type_ids=token_type_ids,
+                                  attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+            return self.head(pooled).squeeze(-1)
+
+    return MeanPoolScorer
+
+
+def mean_pool_scorer(encoder, head):
+    """The scoring module (a ``torch.nn.Module``) shared by inference and training."""
+    return _mean_pool_scorer_class()(encoder, head)
+
+
+# ---------------------------------------------------------------- the stage
+
+
+class CrossEncoderConfig(StageConfig):
+    type: str = "cross_encoder"
+    model: str = "ce-minilm"
+    """Folder under the models directory (``$SEARCH_MODELS_DIR``), or a path."""
+    top_n: int = Field(default=100, ge=1, le=1000)
+    max_length: int = Field(default=384, ge=16, le=512)
+    query_max_tokens: int = Field(default=64, ge=1, le=256)
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    batch_tokens: int = Field(default=32768, ge=512)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
+    threads: int | None = Field(default=None, ge=1, le=256)
+    compile: bool = False
+    time_budget_ms: float | None = Field(default=None, gt=0)
+    """Per query of the batch; past it the stage raises (and fails open if ``fail_open``)."""
+    micro_batch: bool = True
+    micro_batch_wait_ms: float = Field(default=2.0, ge=0, le=1000)
+    micro_batch_max_pairs: int = Field(default=1024, ge=1)
+
+
+class CrossEncoderReranker(Stage):
+    """Rerank the top ``top_n`` candidates of each query with a :class:`CrossEncoderScorer`.
+
+    Example::
+
+        ce = CrossEncoderReranker(scorer, docs=docstore, top_n=100)
+        pipeline = (bm25 % 100) >> ce
+    """
+
+    name = "ce"
+    needs_candidates = True
+
+    def __init__(self, scorer: CrossEncoderScorer, docs, top_n: int = 100, time_budget_ms: float | None = None,
+                 batcher: MicroBatcher | None = None):
+        self.scorer, self.docs, self.top_n = scorer, docs, top_n
+        self.time_budget_ms, self.batcher = time_budget_ms, batcher
+
+    def transform(self, queries: Sequence[Query], candidates: Results | None = None) -> Results:
+        candidates = candidates or {}
+        heads = {q.query_id: candidates.get(q.query_id, [])[: self.top_n] for q in queries}
+        texts = self.docs.get_many(sorted({h.doc_id for hits in heads.values() for h in hits}))
+        pairs, owners = [], []
+        for q in queries:
+            for hit in heads[q.query_id]:
+                doc = texts.get(hit.doc_id)
+                pairs.append((q.text, passage_text(doc.title, doc.text) if doc else ""))
+                owners.append(hit)
+        budget = self.time_budget_ms * max(len(queries), 1) / 1000 if self.time_budget_ms else None
+        scores = self._score(pairs, budget)
+        out: Results = {q.query_id: [] for q in queries}
+        for hit, score in zip(owners, scores, strict=True):
+            out[hit.query_id].append(hit.rescored(self.name, float(score)))
+        return {qid: sort_hits(hits) for qid, hits in out.items()}
+
+    def _score(self, pairs: list[tuple[str, str]], budget_s: float | None) -> list[float]:
+        if not pairs:
+            return []
+        if self.batcher is None:
+            deadline = time.monotonic() + budget_s if budget_s else None
+            return self.scorer.score(pairs, deadline=deadline)
+        try:
+            return self.batcher(pairs, timeout=budget_s)
+        except TimeoutError as exc:
+            raise RerankTimeoutError(f"reranking {len(pairs)} pairs took over {budget_s:.2f} s: {exc}") from exc
+
+
+def _documents(ctx: BuildContext, index_names: list[str]):
+    """The collection's document store (published with its indexes)."""
+    from pipeline.docstore import FILENAME, DocStore
+    from pipeline.index_store import index_dir
+
+    for name in index_names:
+        path = (index_dir(ctx.index_root, ctx.collection, name) / "current").resolve() / FILENAME
+        if path.is_file():
+            return DocStore(path)
+    raise ModelNotFoundError(f"no document store for collection {ctx.collection!r} under {ctx.index_root}: "
+                             f"run `python -m indexer build --dataset <dir>` first")
+
+
+def _build(cfg: CrossEncoderConfig, ctx: BuildContext) -> CrossEncoderReranker:
+    folder = Path(cfg.model) if os.path.isabs(cfg.model) else Path(ctx.models_dir) / cfg.model
+    device = cfg.device if cfg.device != "auto" else (ctx.device or "auto")
+    key = ("cross_encoder", str(folder.resolve()), device, cfg.precision, cfg.max_length, cfg.query_max_tokens)
+
+    def load():
+        scorer = CrossEncoderScorer(folder, device=device, precision=cfg.precision, max_length=cfg.max_length,
+                                    query_max_tokens=cfg.query_max_tokens, batch_size=cfg.batch_size,
+                                    batch_tokens=cfg.batch_tokens, threads=cfg.threads, compile=cfg.compile)
+        batcher = MicroBatcher(scorer.score, max_items=cfg.micro_batch_max_pairs, max_wait_ms=cfg.micro_batch_wait_ms,
+                               name=f"ce-batcher-{folder.name}")
+        return scorer, batcher
+
+    scorer, batcher = ctx.shared(key, load)  # one model and one batcher per process, shared by pipelines
+    docs = ctx.shared(("docstore", ctx.collection), lambda: _documents(ctx, list(ctx.config.indexes)))
+    return CrossEncoderReranker(scorer, docs, top_n=cfg.top_n, time_budget_ms=cfg.time_budget_ms,
+                                batcher=batcher if cfg.micro_batch else None)
+
+
+register_stage("cross_encoder", CrossEncoderConfig, _build)

@@ -1,0 +1,70 @@
+"""Train several variants on one bundle and compare them on dev and (for the record) test.
+
+Variants differ from the base config in one knob each: curriculum on/off, pointwise vs
+listwise loss, BM25-only vs BM25+dense negatives. The variant with the best dev nDCG@10 is
+the one saved as the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Callable
+
+from training.cross_encoder.data.bundle import Bundle, fused
+from training.cross_encoder.trainer import TrainConfig, TrainResult, evaluate_report, train
+
+logger = logging.getLogger(__name__)
+
+VARIANTS: dict[str, dict] = {
+    "listwise+curriculum": {},
+    "listwise+curriculum+dense-negs": {"retrievers": ("bm25", "dense")},
+    "listwise": {"curriculum": False},
+    "pointwise+curriculum": {"loss": "pointwise"},
+    "pointwise": {"loss": "pointwise", "curriculum": False},
+}
+
+
+def first_stages(bundle: Bundle, depth: int = 100) -> dict[str, dict[str, list]]:
+    """``bm25`` and (when the bundle has dense lists) ``hybrid`` = RRF(bm25, dense) per query."""
+    out = {"bm25": {q.qid: q.bm25[:depth] for q in bundle.queries}}
+    if any(q.dense for q in bundle.queries):
+        out["hybrid"] = {q.qid: fused(q, depth) for q in bundle.queries}
+    return out
+
+
+def run_variant(name: str, cfg: TrainConfig, train_bundle: Bundle, eval_bundle: Bundle | None) -> tuple[dict, TrainResult]:
+    logger.info("variant %s: %s", name, cfg.to_dict())
+    result = train(cfg, train_bundle)
+    test = evaluate_report(result, cfg, eval_bundle, first_stages(eval_bundle)) if eval_bundle else {}
+    row = {"name": name, "config": cfg.to_dict(), "dev_ndcg10": result.best_dev, "dev_history": result.dev_history,
+           "best_epoch": result.best_epoch, "steps": result.steps, "seconds": result.seconds, "test": test}
+    logger.info("variant %s: dev %.4f test %s", name, result.best_dev, test)
+    return row, result
+
+
+def run_ablation(base: TrainConfig, names: list[str], train_bundle: Bundle, eval_bundle: Bundle | None,
+                 save_to: Path | None, dtype: str = "bfloat16", on_variant: Callable[[dict], None] | None = None) -> dict:
+    """Train every named variant; save the best by dev nDCG@10 to ``save_to``; return the report.
+
+    ``on_variant(report so far)`` is called after each variant (a long run leaves partial results).
+    """
+    from training.cross_encoder.model import save_model
+
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variants {unknown} (known: {sorted(VARIANTS)})")
+    rows, best = [], None
+    for name in names:
+        cfg = dataclasses.replace(base, **VARIANTS[name])
+        cfg.__post_init__()
+        row, result = run_variant(name, cfg, train_bundle, eval_bundle)
+        rows.append(row)
+        if best is None or row["dev_ndcg10"] > best[0]["dev_ndcg10"]:
+            if save_to is not None:
+                save_model(result.module, result.tokenizer, save_to, dtype=dtype)
+            best = (row, result)
+        if on_variant is not None:
+            on_variant({"variants": rows, "chosen": best[0]})
+    return {"variants": rows, "chosen": best[0] if best else None}

@@ -1,0 +1,163 @@
+"""``python -m training cross-encoder {mine,train,card}``.
+
+Rebuild the default reranker (``models/ce-minilm``)::
+
+    # 1. on the CPU: BM25 candidates of SciFact train/dev/test -> .cache/ce/scifact/*.json.gz
+    python -m training cross-encoder mine --dataset ../shared/data/scifact --out .cache/ce/scifact
+    # 2. dense candidates (MiniLM over the whole corpus; seconds on a GPU, many minutes on 2 CPU cores)
+    python -m training cross-encoder densify --bundle .cache/ce/scifact
+    # 3. on the GPU (about a minute per variant; CPU works but is slow): train, pick by dev, write the card
+    python -m training cross-encoder train --bundle .cache/ce/scifact --out models/ce-minilm
+    # the ablation table: train every variant, keep the best by dev nDCG@10
+    python -m training cross-encoder train --bundle .cache/ce/scifact --out models/ce-minilm --variants all
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = __doc__
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    sub = parser.add_subparsers(dest="action", required=True)
+
+    mine = sub.add_parser("mine", help="mine BM25 (+ dense) candidates into training/eval bundles")
+    mine.add_argument("--dataset", type=Path, required=True, help="BEIR-layout folder with a train split")
+    mine.add_argument("--out", type=Path, required=True, help="folder for train.json and eval-<split>.json")
+    mine.add_argument("--index-root", type=Path, default=None, help="published indexes (default $SEARCH_INDEX_ROOT)")
+    mine.add_argument("--train-split", default="train")
+    mine.add_argument("--eval-split", action="append", default=None, help="splits to report on (default: test)")
+    mine.add_argument("--dev-queries", type=int, default=100)
+    mine.add_argument("--seed", type=int, default=13)
+    mine.add_argument("--depth", type=int, default=200)
+    mine.add_argument("--dense", action="store_true", help="also add dense lists here (slow on a CPU; see densify)")
+
+    densify = sub.add_parser("densify", help="add dense (all-MiniLM-L6-v2) candidate lists to mined bundles (GPU if any)")
+    densify.add_argument("--bundle", type=Path, required=True, help="folder of *.json.gz bundles")
+    densify.add_argument("--model", type=Path, default=None, help="MiniLM folder (default: the packaged one)")
+    densify.add_argument("--device", default=None)
+
+    train = sub.add_parser("train", help="train (and optionally ablate) the cross-encoder")
+    train.add_argument("--bundle", type=Path, required=True, help="folder with train.json.gz (+ eval-test.json.gz)")
+    train.add_argument("--out", type=Path, required=True, help="model folder to write")
+    train.add_argument("--variants", default="listwise+curriculum",
+                       help="comma-separated variant names, or 'all' (see training/cross_encoder/ablation.py)")
+    train.add_argument("--report-split", default="test", help="eval bundle to report on ('' for none)")
+    train.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
+    train.add_argument("--code-commit", default="unknown")
+    from training.cross_encoder.trainer import TrainConfig
+
+    defaults = TrainConfig()
+    for name in ("negatives", "rank_from", "rank_to", "epochs", "groups_per_batch", "max_length", "query_max_tokens",
+                 "eval_depth", "patience", "seed", "max_steps"):
+        train.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+    for name in ("lr", "weight_decay", "warmup_fraction", "anneal_fraction"):
+        train.add_argument(f"--{name.replace('_', '-')}", type=float, default=getattr(defaults, name))
+    train.add_argument("--loss", default=defaults.loss.value, choices=["listwise", "pointwise", "pairwise"])
+    train.add_argument("--heuristic", default=defaults.heuristic.value, choices=["recip", "score"])
+    train.add_argument("--retrievers", default="bm25", help="negatives from: bm25 or bm25,dense")
+    train.add_argument("--no-curriculum", action="store_true")
+    train.add_argument("--device", default="auto")
+    train.add_argument("--base-model", default=None, help="encoder folder to start from (default: packaged MiniLM)")
+
+    card = sub.add_parser("card", help="(re)write MODEL_CARD.md of a model folder from its training report")
+    card.add_argument("--model", type=Path, required=True)
+    card.add_argument("--report", type=Path, help="training_report.json (default: the model folder's)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        if args.action == "mine":
+            return _mine(args)
+        if args.action == "densify":
+            return _densify(args)
+        if args.action == "train":
+            return _train(args)
+        return _card(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _mine(args) -> int:
+    from pipeline.settings_paths import default_index_root
+    from training.cross_encoder.data.mining import mine
+
+    paths = mine(args.dataset, args.out, args.index_root or default_index_root(), args.train_split,
+                 args.eval_split or ["test"], args.dev_queries, args.seed, args.depth)
+    if args.dense:
+        from training.cross_encoder.data.mining import add_dense
+
+        add_dense(paths)
+    for p in paths:
+        print(p)
+    return 0
+
+
+def _densify(args) -> int:
+    from training.cross_encoder.data.mining import add_dense
+
+    paths = sorted(args.bundle.glob("*.json.gz"))
+    if not paths:
+        raise FileNotFoundError(f"no *.json.gz bundles in {args.bundle}: run `python -m training cross-encoder mine` first")
+    add_dense(paths, args.model, args.device)
+    return 0
+
+
+def _train(args) -> int:
+    from training.cross_encoder.ablation import VARIANTS, run_ablation
+    from training.cross_encoder.data.bundle import load_bundle
+    from training.cross_encoder.model_card import write_model_card
+    from training.cross_encoder.trainer import TrainConfig, resolve_device
+
+    cfg = TrainConfig(
+        loss=args.loss, negatives=args.negatives, rank_from=args.rank_from, rank_to=args.rank_to,
+        retrievers=tuple(r.strip() for r in args.retrievers.split(",") if r.strip()), curriculum=not args.no_curriculum,
+        heuristic=args.heuristic, anneal_fraction=args.anneal_fraction, epochs=args.epochs, lr=args.lr,
+        weight_decay=args.weight_decay, warmup_fraction=args.warmup_fraction, groups_per_batch=args.groups_per_batch,
+        max_length=args.max_length, query_max_tokens=args.query_max_tokens, eval_depth=args.eval_depth,
+        patience=args.patience, seed=args.seed, device=args.device, max_steps=args.max_steps,
+        base_model=args.base_model)
+    names = list(VARIANTS) if args.variants == "all" else [v.strip() for v in args.variants.split(",") if v.strip()]
+    train_bundle = load_bundle(args.bundle / "train.json.gz")
+    eval_path = args.bundle / f"eval-{args.report_split}.json.gz" if args.report_split else None
+    eval_bundle = load_bundle(eval_path) if eval_path and eval_path.is_file() else None
+    extra = {"command": "python -m training cross-encoder " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["cross-encoder"] else sys.argv[1:]),
+             "code_commit": args.code_commit, "device": _device_name(resolve_device(args.device)), "data": train_bundle.meta}
+
+    def save_report(report: dict) -> None:
+        report.update(extra)
+        (args.out / "training_report.json").write_text(json.dumps(report, indent=2))
+        write_model_card(args.out, report)
+
+    report = run_ablation(cfg, names, train_bundle, eval_bundle, args.out, dtype=args.dtype, on_variant=save_report)
+    save_report(report)
+    from training.cross_encoder.model_card import ablation_table
+
+    print(ablation_table(report["variants"]))
+    print(f"model: {args.out} (variant {report['chosen']['name']}, dev nDCG@10 {report['chosen']['dev_ndcg10']:.4f})")
+    return 0
+
+
+def _card(args) -> int:
+    from training.cross_encoder.model_card import write_model_card
+
+    report = json.loads((args.report or args.model / "training_report.json").read_text())
+    print(write_model_card(args.model, report))
+    return 0
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return f"{torch.cuda.get_device_name(0)} (torch {torch.__version__})"
+    return f"cpu (torch {torch.__version__})"

@@ -1,0 +1,1 @@
+"""Training data for the cross-encoder: mined first-stage candidates (bundles) and groups."""

@@ -1,0 +1,58 @@
+"""Read a mined bundle (see :mod:`training.cross_encoder.data.mining`) into typed rows."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class BundleQuery:
+    qid: str
+    text: str
+    role: str
+    """``train``, ``dev``, or the eval split's name (``test``)."""
+    qrels: dict[str, int]
+    bm25: list[tuple[str, float]]
+    dense: list[tuple[str, float]] = field(default_factory=list)
+
+    @property
+    def positives(self) -> list[str]:
+        return [d for d, rel in self.qrels.items() if rel > 0]
+
+
+@dataclass
+class Bundle:
+    meta: dict
+    docs: dict[str, str]
+    queries: list[BundleQuery]
+
+    def role(self, role: str) -> list[BundleQuery]:
+        return [q for q in self.queries if q.role == role]
+
+
+def load_bundle(path: Path) -> Bundle:
+    """Load ``train.json.gz`` / ``eval-<split>.json.gz``; raises ValueError on a malformed file."""
+    try:
+        from training.cross_encoder.data.mining import read_json
+
+        raw = read_json(path)
+        queries = [
+            BundleQuery(r["qid"], r["text"], r["role"], {d: int(v) for d, v in r["qrels"].items()},
+                        [(d, float(s)) for d, s in r["bm25"]], [(d, float(s)) for d, s in r.get("dense", [])])
+            for r in raw["queries"]
+        ]
+        return Bundle(raw["meta"], raw["docs"], queries)
+    except (KeyError, TypeError, OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path} is not a cross-encoder bundle ({exc}): mine one with "
+                         f"`python -m training cross-encoder mine`") from exc
+
+
+def fused(q: BundleQuery, depth: int = 100, k: int = 60) -> list[tuple[str, float]]:
+    """Reciprocal-rank fusion of the BM25 and dense lists (a hybrid first stage for reports)."""
+    scores: dict[str, float] = {}
+    for ranking in (q.bm25, q.dense):
+        for rank, (doc, _) in enumerate(ranking, 1):
+            scores[doc] = scores.get(doc, 0.0) + 1.0 / (k + rank)
+    return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:depth]

@@ -1,0 +1,228 @@
+"""The training loop: groups -> weighted ranking loss -> AdamW, dev nDCG@10 for early stopping.
+
+Mixed precision (bf16 autocast) on a GPU, fp32 on the CPU. After every epoch the model reranks
+the dev queries' BM25 top-``eval_depth`` and the best epoch by dev nDCG@10 is kept (a loss
+that falls while ranking collapses is caught here, not in the loss curve).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+from pipeline.stages.cross_encoder import length_batches, pad_pairs, pair_token_ids
+from training.cross_encoder.curriculum import Heuristic, group_weight, pair_weights
+from training.cross_encoder.data.bundle import Bundle, BundleQuery
+from training.cross_encoder.data.groups import Group, make_groups
+from training.cross_encoder.losses import Loss, ranking_loss
+from training.cross_encoder.ranking_metrics import ndcg_at_k
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of one training run (the CLI fills it; enums are validated on construction)."""
+
+    loss: Loss = Loss.LISTWISE
+    negatives: int = 31
+    rank_from: int = 1
+    rank_to: int = 100
+    retrievers: tuple[str, ...] = ("bm25",)
+    curriculum: bool = True
+    heuristic: Heuristic = Heuristic.RECIP
+    anneal_fraction: float = 0.5
+    """Weights reach uniform after this fraction of all steps (MacAvaney et al.'s ``m``)."""
+    epochs: int = 8
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_fraction: float = 0.1
+    groups_per_batch: int = 8
+    max_length: int = 384
+    query_max_tokens: int = 64
+    eval_depth: int = 100
+    patience: int = 3
+    seed: int = 13
+    device: str = "auto"
+    max_steps: int | None = None
+    """Stop after this many steps (tiny CPU runs in tests)."""
+    base_model: str | None = None
+    """Encoder folder to start from (default: the packaged all-MiniLM-L6-v2)."""
+
+    def __post_init__(self):
+        self.loss, self.heuristic = Loss(self.loss), Heuristic(self.heuristic)
+        self.retrievers = tuple(self.retrievers)
+        if self.negatives < 1 or self.epochs < 1 or self.groups_per_batch < 1:
+            raise ValueError("negatives, epochs and groups_per_batch must be >= 1")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.update(loss=self.loss.value, heuristic=self.heuristic.value, retrievers=list(self.retrievers))
+        return d
+
+
+@dataclass
+class TrainResult:
+    module: object
+    tokenizer: object
+    dev_history: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    best_dev: float = 0.0
+    steps: int = 0
+    seconds: float = 0.0
+    cache: object = None
+
+
+class TokenCache:
+    """Word pieces of every query and document text, tokenized once (no special tokens)."""
+
+    def __init__(self, tokenizer, texts: Sequence[str], max_length: int):
+        texts = list(dict.fromkeys(texts))
+        ids = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"] if texts else []
+        self.ids = dict(zip(texts, ids, strict=True))
+        self.tokenizer = tokenizer
+
+    def pair(self, query: str, doc: str, max_length: int, query_max_tokens: int):
+        t = self.tokenizer
+        return pair_token_ids(self.ids[query], self.ids[doc], t.cls_token_id, t.sep_token_id, max_length, query_max_tokens)
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def score_pairs(module, cache: TokenCache, pairs: Sequence[tuple[str, str]], cfg: TrainConfig, device: str,
+                batch_size: int = 256) -> list[float]:
+    """Scores of ``(query text, doc text)`` pairs with the module in eval mode."""
+    import torch
+
+    encoded = [cache.pair(q, d, cfg.max_length, cfg.query_max_tokens) for q, d in pairs]
+    scores = [0.0] * len(encoded)
+    was_training = module.training
+    module.eval()
+    with torch.inference_mode(), torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+        for batch in length_batches([len(e[0]) for e in encoded], batch_size, batch_size * cfg.max_length):
+            ids, types, mask = pad_pairs([encoded[i] for i in batch], cache.tokenizer.pad_token_id, torch, device)
+            for i, s in zip(batch, module(ids, types, mask).float().cpu().tolist(), strict=True):
+                scores[i] = s
+    module.train(was_training)
+    return scores
+
+
+def rerank_ndcg(module, cache: TokenCache, docs: dict[str, str], queries: Sequence[BundleQuery],
+                first_stage: dict[str, list[tuple[str, float]]], cfg: TrainConfig, device: str, depth: int) -> float:
+    """nDCG@10 of reranking each query's ``first_stage`` top-``depth``."""
+    pairs, owners = [], []
+    for q in queries:
+        for doc, _ in first_stage[q.qid][:depth]:
+            pairs.append((q.text, docs[doc]))
+            owners.append((q.qid, doc))
+    scores = score_pairs(module, cache, pairs, cfg, device)
+    run: dict[str, dict[str, float]] = {q.qid: {} for q in queries}
+    for (qid, doc), s in zip(owners, scores, strict=True):
+        run[qid][doc] = s
+    return ndcg_at_k({q.qid: q.qrels for q in queries}, run)
+
+
+def _batch_tensors(groups: Sequence[Group], queries: dict[str, BundleQuery], docs: dict[str, str], cache: TokenCache,
+                   cfg: TrainConfig, device: str):
+    import torch
+
+    rows = []
+    for g in groups:
+        q = queries[g.qid].text
+        for c in (g.positive, *g.negatives):
+            rows.append(cache.pair(q, docs[c.doc_id], cfg.max_length, cfg.query_max_tokens))
+    return pad_pairs(rows, cache.tokenizer.pad_token_id, torch, device)
+
+
+def train(cfg: TrainConfig, bundle: Bundle, log_every: int = 20) -> TrainResult:
+    """Train on the bundle's ``train`` queries, early-stop on its ``dev`` queries; returns the best epoch's model."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    from training.cross_encoder.model import new_model
+
+    device = resolve_device(cfg.device)
+    rng = random.Random(cfg.seed)
+    module, tokenizer = new_model(cfg.base_model, seed=cfg.seed)
+    module.to(device).train()
+    train_q, dev_q = bundle.role("train"), bundle.role("dev")
+    if not train_q:
+        raise ValueError("the bundle has no train queries")
+    queries = {q.qid: q for q in bundle.queries}
+    needed = {bundle.docs[d] for q in bundle.queries for d, _ in (*q.bm25, *q.dense) if d in bundle.docs}
+    needed |= {bundle.docs[d] for q in bundle.queries for d in q.qrels if d in bundle.docs}
+    cache = TokenCache(tokenizer, [q.text for q in bundle.queries] + sorted(needed), cfg.max_length)
+    missing = {d for q in train_q for d in q.positives if d not in bundle.docs}
+    if missing:
+        raise ValueError(f"{len(missing)} positive documents are missing from the bundle, e.g. {sorted(missing)[:3]}")
+
+    per_epoch = -(-len(make_groups(train_q, cfg.negatives, cfg.rank_from, cfg.rank_to, cfg.retrievers, random.Random(0)))
+                  // cfg.groups_per_batch)
+    if per_epoch == 0:
+        raise ValueError("no training groups: are there positives and enough negatives in the rank range?")
+    total = min(per_epoch * cfg.epochs, cfg.max_steps or per_epoch * cfg.epochs)
+    anneal_steps = int(cfg.anneal_fraction * total) if cfg.curriculum else 0
+    optim = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = get_linear_schedule_with_warmup(optim, int(cfg.warmup_fraction * total), total)
+    result = TrainResult(module, tokenizer)
+    best_state, since_best, step, start = None, 0, 0, time.perf_counter()
+    dev_lists = {q.qid: q.bm25 for q in dev_q}
+    for epoch in range(1, cfg.epochs + 1):
+        groups = make_groups(train_q, cfg.negatives, cfg.rank_from, cfg.rank_to, cfg.retrievers, rng)
+        rng.shuffle(groups)
+        for i in range(0, len(groups), cfg.groups_per_batch):
+            if step >= total:
+                break
+            batch = groups[i : i + cfg.groups_per_batch]
+            ids, types, mask = _batch_tensors(batch, queries, bundle.docs, cache, cfg, device)
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
+                scores = module(ids, types, mask).view(len(batch), 1 + cfg.negatives)
+            if cfg.loss is Loss.POINTWISE:
+                w = torch.tensor([pair_weights(g, step, anneal_steps, cfg.heuristic) for g in batch], device=device)
+            else:
+                w = torch.tensor([group_weight(g, step, anneal_steps, cfg.heuristic) for g in batch], device=device)
+            loss = ranking_loss(cfg.loss, scores, w)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
+            optim.step()
+            sched.step()
+            optim.zero_grad(set_to_none=True)
+            step += 1
+            if step % log_every == 0:
+                logger.info("epoch %d step %d/%d loss %.4f", epoch, step, total, loss.item())
+        dev = rerank_ndcg(module, cache, bundle.docs, dev_q, dev_lists, cfg, device, cfg.eval_depth) if dev_q else 0.0
+        result.dev_history.append(dev)
+        logger.info("epoch %d: dev nDCG@10 %.4f (%.0f s)", epoch, dev, time.perf_counter() - start)
+        if best_state is None or dev > result.best_dev or not dev_q:  # no dev queries: keep the last epoch
+            result.best_dev, result.best_epoch, since_best = dev, epoch, 0
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+        else:
+            since_best += 1
+        if since_best >= cfg.patience or step >= total:
+            break
+    module.load_state_dict(best_state)
+    result.steps, result.seconds = step, time.perf_counter() - start
+    result.cache = cache
+    return result
+
+
+def evaluate_report(result: TrainResult, cfg: TrainConfig, bundle: Bundle, first_stages: dict[str, dict[str, list]],
+                    depth: int = 100) -> dict[str, float]:
+    """nDCG@10 of the trained model reranking each named first stage of an eval bundle (reporting only)."""
+    device = resolve_device(cfg.device)
+    texts = [q.text for q in bundle.queries] + sorted({bundle.docs[d] for lists in first_stages.values()
+                                                        for ranking in lists.values() for d, _ in ranking[:depth]})
+    cache = TokenCache(result.tokenizer, texts, cfg.max_length)
+    out = {}
+    for name, lists in first_stages.items():
+        out[f"{name}_first_stage"] = ndcg_at_k({q.qid: q.qrels for q in bundle.queries},
+                                               {qid: dict(r[:depth]) for qid, r in lists.items()})
+        out[f"{name}>>ce"] = rerank_ndcg(result.module, cache, bundle.docs, bundle.queries, lists, cfg, device, depth)
+    return out

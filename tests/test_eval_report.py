@@ -28,6 +28,7 @@ def outcome() -> DatasetOutcome:
     out.systems["bm25>>ce"] = system("bm25>>ce", base + 0.2, 80.0)
     out.systems["dense"] = system("dense", base + rng.normal(0, 0.05, 60), 9.0)
     out.systems["bm25>>ce"].reused_stages = 1
+    out.systems["dense"].degraded = ["dense"]
     out.skipped["hybrid"] = "ModelNotFoundError: models/ce not found"
     out.curves["bm25>>ce"] = [DepthPoint(0, {"nDCG@10": base.mean()}, 5.0), DepthPoint(10, {"nDCG@10": base.mean() + 0.1}, 20.0),
                               DepthPoint(100, {"nDCG@10": base.mean() + 0.2}, 80.0)]
@@ -47,6 +48,7 @@ def test_report_marks_significance_against_baseline(outcome):
     row = next(line for line in md.splitlines() if line.startswith("| `bm25>>ce`"))
     assert "▲" in row and "+0.2000" in row and "(1 shared)" in row
     assert "`hybrid`: ModelNotFoundError" in md
+    assert "| `dense` ⚠ degraded (dense failed open)" in md
     assert "| `bm25>>ce` | 10 |" in md  # the depth table
     assert report["machine"]["cores"] >= 1
 

@@ -24,6 +24,7 @@ _STAGE_MODULES = (
     "pipeline.stages.fusion",
     "pipeline.stages.cross_encoder",
     "pipeline.stages.listwise",
+    "pipeline.stages.modular_reranker",
 )
 
 

@@ -7,6 +7,7 @@ import time
 
 from fastapi import APIRouter, HTTPException, Request
 
+from pipeline.language import language_info
 from pipeline.types import Document, Query
 from service.deps import ClientDep, EngineDep, SearcherDep
 from service.schemas import (
@@ -52,12 +53,14 @@ async def search(body: SearchRequest, request: Request, searcher: SearcherDep, c
     """Rank the collection for one query; ``explain`` adds per-stage scores and timings."""
     _check_limits(request, body.query, body.k)
     start = time.perf_counter()
-    state, results, docs = await searcher.search(body.collection, body.pipeline, [Query("q", body.query, body.lang)], body.k)
+    query = Query("q", body.query, body.lang)
+    language = language_info(searcher.engine.collection(body.collection).pipeline(body.pipeline), query)  # bad lang: 400
+    state, results, docs = await searcher.search(body.collection, body.pipeline, [query], body.k)
     result = results[0]
     return SearchResponse(
         query=body.query, pipeline=body.pipeline, collection=state.name, hits=searcher.hits(state, result, docs, body.explain),
         took_ms=(time.perf_counter() - start) * 1000, degraded=result.degraded,
-        timings_ms=result.timings_ms if body.explain else None, cached=result.cached,
+        timings_ms=result.timings_ms if body.explain else None, cached=result.cached, language=language,
     )
 
 

@@ -43,6 +43,16 @@ class SearchHit(BaseModel):
     stage_scores: dict[str, float] | None = None
 
 
+class LanguageInfo(BaseModel):
+    """How a language-aware reranker treated the query (absent for pipelines without one)."""
+
+    lang: str | None = Field(description="ISO 639-1 code: the request's, else the detected one (None: undetectable).")
+    detected: bool = Field(description="True when the language was detected rather than given.")
+    module: str = Field(description="'adapter:de' / 'sftm:de', or 'none (unsupported)' when the base reranker ran.")
+    modules: list[str] = Field(default_factory=list, description="Modules applied, in order.")
+    supported: bool = Field(description="False when the language has no module (fallback to the base reranker).")
+
+
 class SearchResponse(BaseModel):
     query: str
     pipeline: str
@@ -52,6 +62,7 @@ class SearchResponse(BaseModel):
     degraded: list[str] = Field(default_factory=list, description="Stages that failed open (their input order was kept).")
     timings_ms: dict[str, float] | None = None
     cached: bool = Field(default=False, description="Served from the result cache (timings are those of the original run).")
+    language: LanguageInfo | None = Field(default=None, description="Language module used (multilingual pipelines).")
 
 
 class BatchQuery(BaseModel):

@@ -1,0 +1,1 @@
+"""Training jobs for the multilingual reranker's language and ranking modules (LoRA adapters, SFTMs)."""

@@ -5,6 +5,7 @@ Examples::
     python -m indexer build --dataset ../shared/data/scifact             # every index in the config
     python -m indexer build --dataset ../shared/data/scifact --index lucene --force
     python -m indexer list
+    python -m indexer build-distributed --dataset ../shared/data/scifact --index lucene --shards 4   # on Ray
 """
 
 from __future__ import annotations
@@ -32,6 +33,17 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--index", action="append", help="index name from the config (repeatable; default: all)")
     build.add_argument("--index-root", type=Path, default=default_index_root())
     build.add_argument("--force", action="store_true", help="rebuild even if the published index is up to date")
+    dist = sub.add_parser("build-distributed", help="build one index on Ray (shards in parallel), merge or publish shards")
+    dist.add_argument("--dataset", type=Path, required=True, help="BEIR folder or a JSONL corpus file")
+    dist.add_argument("--collection", help="collection name (default: derived from the folder name)")
+    dist.add_argument("--config", type=Path, default=default_config_path())
+    dist.add_argument("--index", default="lucene", help="a lucene index name from the config")
+    dist.add_argument("--name", help="publish under this name (default: --index, or '<index>-shards' for --layout shards)")
+    dist.add_argument("--index-root", type=Path, default=default_index_root())
+    dist.add_argument("--shards", type=int, default=4)
+    dist.add_argument("--layout", choices=["merged", "shards"], default="merged")
+    dist.add_argument("--ray-address", help="'auto' inside a Ray cluster (RayJob); default: a local Ray")
+    dist.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
     ls = sub.add_parser("list", help="list published indexes")
     ls.add_argument("--index-root", type=Path, default=default_index_root())
     args = parser.parse_args(argv)
@@ -46,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             collection = args.collection or dataset_name(args.dataset)
             for name, manifest in ensure_indexes(args.dataset, collection, config, names, args.index_root, args.force).items():
                 print(f"{collection}/{name}: version {manifest.version}, {manifest.doc_count} docs")
+        elif args.command == "build-distributed":
+            _build_distributed(args, parser)
         else:
             for current in sorted(args.index_root.glob("*/*/current")):
                 m = Manifest.read(current.resolve())
@@ -54,6 +68,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _build_distributed(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    from indexer.distributed import RayOptions, publish_distributed
+    from pipeline.config import parse_index
+
+    config = load_config(args.config)
+    if args.index not in config.indexes:
+        parser.error(f"unknown index {args.index!r} (config declares {sorted(config.indexes)})")
+    cfg = parse_index(args.index, config.indexes[args.index])
+    try:
+        options = RayOptions(num_shards=args.shards, layout=args.layout, address=args.ray_address, num_cpus=args.num_cpus)
+        if cfg.type != "lucene":
+            raise ValueError(f"index {args.index!r} is {cfg.type!r}: build-distributed builds lucene indexes")
+    except ValueError as exc:
+        parser.error(str(exc))
+    collection = args.collection or dataset_name(args.dataset)
+    name = args.name or (args.index if options.layout == "merged" else f"{args.index}-shards")
+    _, manifest = publish_distributed(args.dataset, collection, name, cfg, args.index_root, options)
+    print(f"{collection}/{name}: version {manifest.version}, {manifest.doc_count} docs, "
+          f"{options.num_shards} shards ({manifest.kind})")
 
 
 if __name__ == "__main__":

@@ -47,6 +47,12 @@ class ObservedStage(Stage):
     def needs_candidates(self) -> bool:  # type: ignore[override]
         return self.inner.needs_candidates
 
+    def __getattr__(self, name: str):
+        """Everything else (e.g. a language-aware stage's ``choose``) comes from the wrapped stage."""
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
     def transform(self, queries: Sequence[Query], candidates: Results | None = None) -> Results:
         observer = self._engine.on_rerank_batch
         if observer is not None and candidates is not None:

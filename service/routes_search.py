@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request, Response
 
 from pipeline.language import language_info
 from pipeline.types import Document, Query
@@ -48,24 +48,36 @@ def _check_limits(request: Request, query: str, k: int) -> None:
         raise HTTPException(422, detail=f"k={k} is over the limit of {settings.max_k}")
 
 
+# PERF: /search must stay within 2x of an in-process LuceneSearcher call for BM25
+# (benchmarks/bm25_http_latency.py): one thread hop per request (cache, pipeline, documents and
+# serialisation together), the response serialised once by pydantic-core, pure-ASGI middleware only.
+def _json(model) -> Response:
+    return Response(model.model_dump_json(exclude_none=True), media_type="application/json")
+
+
 @router.post("/search", response_model=SearchResponse, responses=ERRORS, response_model_exclude_none=True)
-async def search(body: SearchRequest, request: Request, searcher: SearcherDep, client: ClientDep) -> SearchResponse:
+async def search(body: SearchRequest, request: Request, searcher: SearcherDep, client: ClientDep) -> Response:
     """Rank the collection for one query; ``explain`` adds per-stage scores and timings."""
     _check_limits(request, body.query, body.k)
-    start = time.perf_counter()
+    state = searcher.engine.collection(body.collection)
     query = Query("q", body.query, body.lang)
-    language = language_info(searcher.engine.collection(body.collection).pipeline(body.pipeline), query)  # bad lang: 400
-    state, results, docs = await searcher.search(body.collection, body.pipeline, [query], body.k)
-    result = results[0]
-    return SearchResponse(
-        query=body.query, pipeline=body.pipeline, collection=state.name, hits=searcher.hits(state, result, docs, body.explain),
-        took_ms=(time.perf_counter() - start) * 1000, degraded=result.degraded,
-        timings_ms=result.timings_ms if body.explain else None, cached=result.cached, language=language,
-    )
+    language = language_info(state.pipeline(body.pipeline), query)  # unknown pipeline: 404, bad lang: 400
+
+    def work() -> Response:
+        start = time.perf_counter()
+        results, docs = searcher.search(state, body.pipeline, [query], body.k)
+        result = results[0]
+        return _json(SearchResponse(
+            query=body.query, pipeline=body.pipeline, collection=state.name, hits=searcher.hits(state, result, docs, body.explain),
+            took_ms=(time.perf_counter() - start) * 1000, degraded=result.degraded,
+            timings_ms=result.timings_ms if body.explain else None, cached=result.cached, language=language,
+        ))
+
+    return await asyncio.to_thread(work)
 
 
 @router.post("/search/batch", response_model=BatchSearchResponse, responses=ERRORS, response_model_exclude_none=True)
-async def search_batch(body: BatchSearchRequest, request: Request, searcher: SearcherDep, client: ClientDep) -> BatchSearchResponse:
+async def search_batch(body: BatchSearchRequest, request: Request, searcher: SearcherDep, client: ClientDep) -> Response:
     """Rank the collection for many queries in one pipeline batch (at most ``max_batch``)."""
     settings = request.app.state.settings
     if len(body.queries) > settings.max_batch:
@@ -73,16 +85,22 @@ async def search_batch(body: BatchSearchRequest, request: Request, searcher: Sea
     for q in body.queries:
         _check_limits(request, q.query, body.k)
     ids = [q.id if q.id is not None else str(i) for i, q in enumerate(body.queries)]
-    start = time.perf_counter()
+    state = searcher.engine.collection(body.collection)
+    state.pipeline(body.pipeline)
     queries = [Query(f"q{i}", q.query, q.lang) for i, q in enumerate(body.queries)]
-    state, results, docs = await searcher.search(body.collection, body.pipeline, queries, body.k)
-    out = [
-        BatchResult(id=qid, query=q.query, hits=searcher.hits(state, r, docs, body.explain), degraded=r.degraded,
-                    timings_ms=r.timings_ms if body.explain else None, cached=r.cached)
-        for qid, q, r in zip(ids, body.queries, results, strict=True)
-    ]
-    return BatchSearchResponse(pipeline=body.pipeline, collection=state.name, results=out,
-                               took_ms=(time.perf_counter() - start) * 1000)
+
+    def work() -> Response:
+        start = time.perf_counter()
+        results, docs = searcher.search(state, body.pipeline, queries, body.k)
+        out = [
+            BatchResult(id=qid, query=q.query, hits=searcher.hits(state, r, docs, body.explain), degraded=r.degraded,
+                        timings_ms=r.timings_ms if body.explain else None, cached=r.cached)
+            for qid, q, r in zip(ids, body.queries, results, strict=True)
+        ]
+        return _json(BatchSearchResponse(pipeline=body.pipeline, collection=state.name, results=out,
+                                         took_ms=(time.perf_counter() - start) * 1000))
+
+    return await asyncio.to_thread(work)
 
 
 @router.post("/rerank", response_model=RerankResponse, responses=ERRORS, response_model_exclude_none=True)

@@ -6,7 +6,6 @@ state of a collection is taken once per request so that a hot swap never mixes v
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import math
 import time
@@ -54,7 +53,7 @@ class Searcher:
         misses = [i for i, r in enumerate(out) if r is None]
         if misses:
             batch = [Query(f"q{i}", queries[i].text, queries[i].lang) for i in misses]
-            run = pipe.run(batch)
+            run = pipe.run(batch, None, k)  # k caps the final list; a final retriever searches only k deep
             self.metrics.stage_timings(pipeline, run.timings_ms)
             for stage in run.degraded:
                 self.metrics.degraded.labels(pipeline, stage).inc()
@@ -81,15 +80,14 @@ class Searcher:
         ids = [h.doc_id for r in results for h in r.hits]
         return state.docstore.get_many(ids) if state.docstore else {}
 
-    async def search(self, collection: str | None, pipeline: str, queries: Sequence[Query], k: int
-                     ) -> tuple[CollectionState, list[QueryResult], dict[str, Document]]:
-        state = self.engine.collection(collection)
-        state.pipeline(pipeline)  # unknown / off -> 404 before any work
+    def search(self, state: CollectionState, pipeline: str, queries: Sequence[Query], k: int
+               ) -> tuple[list[QueryResult], dict[str, Document]]:
+        """Blocking: cache, pipeline and document lookups (call it once per request, off the event loop)."""
         start = time.perf_counter()
-        results = await asyncio.to_thread(self.run, state, pipeline, queries, k)
-        docs = await asyncio.to_thread(self.documents, state, results)
+        results = self.run(state, pipeline, queries, k)
+        docs = self.documents(state, results)
         self.metrics.request_seconds.labels("search", pipeline).observe(time.perf_counter() - start)
-        return state, results, docs
+        return results, docs
 
 
 class InMemoryDocs:

@@ -49,12 +49,20 @@ class LuceneIndexConfig(StrictModel):
 
 
 class FaissIndexConfig(StrictModel):
+    """A dense index: ``model`` (see ``pipeline.encoders.load_encoder``) encodes the corpus into a
+    FAISS index made by ``factory`` (``Flat`` exact inner product, ``HNSW32``, ``IVF1024,PQ32x8``...)."""
+
     type: Literal["faiss"] = "faiss"
     model: str = "minilm"
     factory: str = "Flat"
     normalize: bool = True
     max_length: int = Field(default=512, ge=8, le=8192)
+    """Upper bound on tokens per document (the model's own limit applies when lower)."""
     batch_size: int = Field(default=64, ge=1, le=4096)
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    """Encoder precision; auto = float16 on GPU, float32 on CPU."""
+    train_size: int = Field(default=100_000, ge=1000, le=10_000_000)
+    """Vectors sampled to train IVF/PQ factories (ignored by Flat and HNSW)."""
 
 
 IndexConfig = LuceneIndexConfig | FaissIndexConfig

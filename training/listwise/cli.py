@@ -51,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--dev-fraction", type=float, default=0.1)
     t.add_argument("--epochs", type=float, default=1.0)
     t.add_argument("--max-steps", type=int, default=0)
+    t.add_argument("--max-seconds", type=float, default=0.0, help="stop training after this long (0: no limit)")
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--lr", type=float, default=2e-4)
     t.add_argument("--rank-weight", type=float, default=1.0)
@@ -122,7 +123,7 @@ def _train(args: argparse.Namespace) -> int:
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, rank_weight=args.rank_weight,
                              lm_weight=args.lm_weight, lora_r=args.lora_r, lora_alpha=2 * max(args.lora_r, 1),
                              passage_tokens=args.passage_tokens, query_tokens=args.query_tokens,
-                             max_steps=args.max_steps, seed=args.seed)
+                             max_steps=args.max_steps, max_seconds=args.max_seconds, seed=args.seed)
     model, report = train(model, tokenizer, windows, settings, dev=dev, device=device)
     extra = {"teacher": args.teacher_name or str(args.teacher.name), "train_queries": len(train_q),
              "dev_queries": len(dev_q), "window": args.window, "pool": args.pool, "per_query": args.per_query,

@@ -45,6 +45,8 @@ class TrainSettings:
     passage_tokens: int = 80
     query_tokens: int = 48
     max_steps: int = 0
+    max_seconds: float = 0.0
+    """Stop early (and keep what was learnt) after this many seconds; 0: no limit."""
     seed: int = 0
     log_every: int = 20
 
@@ -149,6 +151,10 @@ def train(model: Any, tokenizer: Any, windows: Sequence[TrainWindow], settings: 
                        "seconds": round(time.perf_counter() - start, 1)}
                 report.losses.append(row)
                 logger.info("step %d/%d %s", step, total, row)
+            out_of_time = settings.max_seconds and time.perf_counter() - start > settings.max_seconds
+            if out_of_time:
+                logger.warning("time budget of %.0fs reached at step %d/%d", settings.max_seconds, step, total)
+                total = step
             if step >= total:
                 break
     report.steps, report.seconds = step, time.perf_counter() - start

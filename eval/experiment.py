@@ -114,7 +114,7 @@ class Experiment:
         self.batch_size, self.warmup = batch_size, warmup
         self.queries, self.qrels = judged_queries(self.dataset, split)
         self.ctx = BuildContext(index_root=self.index_root, collection=self.collection, config=config, models_dir=Path(models_dir))
-        self._prefixes: dict[str, _Prefix] = {}
+        self._outputs: dict[str, _Prefix] = {}
         self._stages: dict[str, Stage] = {}
         self._warm: set[int] = set()
 
@@ -166,19 +166,30 @@ class Experiment:
         return out, total, degraded
 
     def _prefix(self, name: str, stages: list[Stage], upto: int) -> tuple[_Prefix, int]:
-        """Results after ``stages[:upto]``; returns it and how many stages came from the cache."""
+        """Results after ``stages[:upto]`` (cutoffs applied); returns it and how many leading
+        stages came from the cache.
+
+        A stage's output is cached before its cutoff, keyed by everything before it (cutoffs
+        included) and its own config without the cutoff: ``hybrid`` (fusion, cutoff 1000) and
+        ``hybrid>>ce`` (the same fusion, cutoff 100) run the fusion once.
+        """
         raws = self.config.pipelines[name].stages
-        keys = [stage_key(raws[: i + 1], f"pipelines.{name}") for i in range(upto)]
         reused = 0
         current = _Prefix({}, {}, [])
         for i in range(upto):
-            if keys[i] in self._prefixes:
-                current, reused = self._prefixes[keys[i]], i + 1
-                continue
-            results, ms, degraded = self._run_stage(stages[i], raws[i].get("cutoff"), current.results if i else None)
-            current = _Prefix(results, {**current.stage_ms, stages[i].name: ms}, current.degraded + degraded)
-            self._prefixes[keys[i]] = current
-            logger.info("%s: stage %s done (%.1f ms/query)", name, stages[i].name, ms / max(1, len(self.queries)))
+            own = {k: v for k, v in raws[i].items() if k != "cutoff"}
+            key = stage_key(raws[:i], f"pipelines.{name}") + stage_key([own], f"pipelines.{name}.stages[{i}]")
+            if key in self._outputs:
+                out = self._outputs[key]
+                reused += reused == i
+            else:
+                results, ms, degraded = self._run_stage(stages[i], None, current.results if i else None)
+                out = _Prefix(results, {**current.stage_ms, stages[i].name: ms}, current.degraded + degraded)
+                self._outputs[key] = out
+                logger.info("%s: stage %s done (%.1f ms/query)", name, stages[i].name, ms / max(1, len(self.queries)))
+            cutoff = raws[i].get("cutoff")
+            results = out.results if cutoff is None else {q: hits[:cutoff] for q, hits in out.results.items()}
+            current = _Prefix(results, out.stage_ms, out.degraded)
         return current, reused
 
     def _score(self, results: Results) -> tuple[dict[str, float], dict[str, dict[str, float]]]:

@@ -48,6 +48,7 @@ def config():
             "bm25": {"stages": [bm25]},
             "bm25>>rev": {"stages": [bm25, {"type": "test_reverse"}]},
             "bm25>>ce": {"stages": [bm25, {"type": "test_missing_model"}]},
+            "bm25@2>>rev": {"stages": [{**bm25, "cutoff": 2}, {"type": "test_reverse"}]},
         },
     })
 
@@ -130,3 +131,12 @@ def test_per_query_values_average_to_the_aggregate(experiment):
     for measure in ("nDCG@10", "R@100", "MAP", "RR@10"):
         values = system.per_query[measure].values()
         assert sum(values) / len(values) == pytest.approx(system.metrics[measure])
+
+
+def test_same_stage_with_another_cutoff_is_shared_and_truncated(experiment):
+    outcome = experiment.run_all(["bm25", "bm25@2>>rev"], depths=None)
+    short = outcome.systems["bm25@2>>rev"]
+    assert short.reused_stages == 1  # BM25 ran once; only its cutoff differs
+    assert short.stage_ms_per_query["bm25"] == outcome.systems["bm25"].stage_ms_per_query["bm25"]
+    assert max(len(hits) for hits in outcome.results["bm25@2>>rev"].values()) == 2
+    assert short.metrics["nDCG@10"] == pytest.approx(expected_reversed(2))

@@ -182,7 +182,7 @@ class Engine:
             logger.error("refused the new index version for %s, the old one keeps serving: %s", where, exc)
         else:
             state.off[name] = str(exc)
-            if old is not None:
+            if old is not None and old.off.get(name) != str(exc):  # still off for the same reason: not news
                 report.refused[where] = str(exc)
             logger.warning("pipeline %s is off: %s", where, exc)
 

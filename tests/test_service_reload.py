@@ -169,3 +169,16 @@ def _q():
     from pipeline.types import Query
 
     return Query("q", "volcano lava magma")
+
+
+def test_off_pipeline_comes_on_when_its_index_is_published(root):
+    config = {**TINY_CONFIG, "indexes": {**TINY_CONFIG["indexes"], "other": {"type": "lucene"}},
+              "pipelines": {**TINY_CONFIG["pipelines"], "other": {"stages": [{"type": "bm25", "index": "other"}]}}}
+    engine = Engine(parse_config(config), root, root, ["tiny"])
+    assert "other" in engine.collection("tiny").off
+    assert engine.reload().refused == {}  # still off for the same reason: not reported again
+    base = root / "tiny" / "other"
+    shutil.copytree(root / "tiny" / "lucene", base, symlinks=True)
+    report = engine.reload()
+    assert report.swapped == ["tiny/other"] and "other" in engine.collection("tiny").pipelines
+    assert engine.search([_q()], "other", "tiny").results["q"][0].doc_id == "d2"

@@ -36,7 +36,8 @@ def rerank(args) -> dict:
     model, tokenizer, identity = load_base(args.base, Path("models"), device, folder=args.base_folder)
     registry = ModuleRegistry(model)
     langs = [x for x in args.langs.split(",") if x in bundle["languages"]]
-    for kind in KINDS:
+    kinds = args.kinds.split(",")
+    for kind in kinds:
         for name in ["ranking", *langs]:
             folder = args.modules / kind / name
             if folder.is_dir():
@@ -49,7 +50,7 @@ def rerank(args) -> dict:
         for first in args.first_stages.split(","):
             cands = entry["first_stage"][first]
             hits = {q: [Hit(q, d, 0.0) for d in docs[: args.depth]] for q, docs in cands.items()}
-            for kind in KINDS:
+            for kind in kinds:
                 if f"{kind}/ranking" not in registry:
                     continue
                 modules = {lang: [f"{kind}/ranking", f"{kind}/{lang}"]} if f"{kind}/{lang}" in registry else {}
@@ -60,6 +61,7 @@ def rerank(args) -> dict:
                     if with_lang and not modules:
                         continue
                     queries = [Query(q, t, lang if with_lang else None) for q, t in entry["questions"].items()]
+                    queries = queries[: args.limit] if args.limit else queries
                     start = time.perf_counter()
                     results = stage(queries, hits)
                     key = f"{kind}:{config}"
@@ -98,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-folder", type=Path)
     parser.add_argument("--langs", default="en,de,es,ar,zh,ru")
     parser.add_argument("--first-stages", default="fusion")
+    parser.add_argument("--kinds", default=",".join(KINDS), help="module families to evaluate")
+    parser.add_argument("--limit", type=int, default=0, help="at most this many questions per language (smoke tests)")
     parser.add_argument("--depth", type=int, default=30)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=64)

@@ -92,7 +92,7 @@ def train_groups(model: torch.nn.Module, tokenizer, groups: Sequence[Group], set
                 after_backward()
             optim.step()
             sched.step()
-            total, count = total + float(loss), count + 1
+            total, count = total + float(loss.detach()), count + 1
         losses.append(total / max(count, 1))
         logger.info("epoch %d: loss %.4f (%d groups, %.1fs)", epoch + 1, losses[-1], len(groups), time.perf_counter() - start)
     model.eval()

@@ -1,0 +1,170 @@
+"""Cost of per-request language modules: swap time, memory per module, reranking and service latency.
+
+    python benchmarks/module_swap.py --language de [--repeats 50] [--requests 20]
+
+Everything is measured in this run against its own baseline:
+
+1. swap: ``registry.activated(modules)`` enter + exit (apply and exact restore) for each module
+   family, against an empty activation;
+2. memory: bytes each loaded module holds, and its file size;
+3. rerank: one query x ``--depth`` XQuAD-R sentences scored with base + ranking + language
+   module, against the same stage with no module active;
+4. service: ``POST /search`` latency (in-process HTTP, BM25 top ``--depth`` >> modular_ce) with
+   modules vs the same pipeline whose reranker has none.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def timed(fn, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def describe(label: str, ms: list[float], baseline: list[float] | None = None) -> None:
+    med = statistics.median(ms)
+    p90 = sorted(ms)[int(0.9 * (len(ms) - 1))]
+    ratio = f"  x{med / statistics.median(baseline):.2f} vs baseline" if baseline else ""
+    print(f"{label:<44} median {med:9.3f} ms   p90 {p90:9.3f} ms{ratio}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--language", default="de")
+    parser.add_argument("--models-dir", type=Path, default=REPO / "models")
+    parser.add_argument("--modules", default="lang-modules")
+    parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "xquad-r")
+    parser.add_argument("--index-root", type=Path, default=REPO / "indexes")
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--requests", type=int, default=20)
+    parser.add_argument("--depth", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    import torch
+
+    from pipeline.stages.modular_reranker import ModularCrossEncoder, load_registry
+    from pipeline.types import Hit, Query
+    from training.language_modules.xquad import load_language, question_split
+
+    torch.set_num_threads(args.threads)
+    lang = args.language
+    names = {kind: ["ranking", lang] for kind in ("lora", "sftm")}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, language {lang}")
+
+    print("\n# 1. swap cost (apply + exact restore, no forward pass)")
+    registries = {}
+    for kind in ("lora", "sftm"):
+        registry, tokenizer = load_registry("minilm", args.models_dir, args.modules, kind, names[kind])
+        registries[kind] = (registry, tokenizer)
+
+    def swap(registry, modules):
+        with registry.activated(modules):
+            pass
+
+    empty = timed(lambda: swap(registries["lora"][0], []), args.repeats)
+    describe("baseline: empty activation", empty)
+    for kind in ("lora", "sftm"):
+        registry = registries[kind][0]
+        describe(f"{kind}: {lang} alone", timed(lambda r=registry: swap(r, [lang]), args.repeats), empty)
+        describe(f"{kind}: ranking + {lang}", timed(lambda r=registry: swap(r, ["ranking", lang]), args.repeats), empty)
+
+    print("\n# 2. memory per module")
+    base_bytes = sum(p.numel() * p.element_size() for p in registries["lora"][0].model.parameters())
+    print(f"{'base model (fp32 parameters)':<44} {base_bytes / 2**20:9.2f} MiB")
+    for kind in ("lora", "sftm"):
+        registry = registries[kind][0]
+        for name in names[kind]:
+            module = registry.get(name)
+            folder = args.models_dir / args.modules / kind / name
+            on_disk = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+            print(f"{kind + '/' + name + ' in memory / on disk':<44} {module.nbytes / 2**20:9.3f} MiB / "
+                  f"{on_disk / 2**20:.3f} MiB  ({100 * module.nbytes / base_bytes:.2f}% of the base)")
+
+    print(f"\n# 3. rerank one query x {args.depth} sentences")
+    data = load_language(args.data, lang)
+    _, heldout = question_split(data)
+    qid = heldout[0]
+    docs = sorted(data.sentences)[: args.depth]
+    hits = {qid: [Hit(qid, d, 0.0) for d in docs]}
+    texts = lambda ids: {i: data.sentences[i] for i in ids}  # noqa: E731
+    for kind in ("lora", "sftm"):
+        registry, tokenizer = registries[kind]
+        stage = ModularCrossEncoder(registry, tokenizer, texts, {lang: names[kind]}, kind=kind, detector=None)
+        with_module = [Query(qid, data.questions[qid], lang)]
+        without = [Query(qid, data.questions[qid], "xx")]  # no module: the bare base forward pass
+        stage(with_module, hits)
+        base_ms = timed(lambda s=stage, w=without: s(w, hits), max(5, args.repeats // 5))
+        describe(f"{kind}: base reranker, no module", base_ms)
+        describe(f"{kind}: ranking + {lang} modules", timed(lambda s=stage, w=with_module: s(w, hits), max(5, args.repeats // 5)), base_ms)
+
+    print(f"\n# 4. service latency, POST /search (bm25 top {args.depth} >> modular_ce), {args.requests} requests")
+    service_latency(args, lang)
+    return 0
+
+
+def service_latency(args, lang: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from pipeline.config import parse_config
+    from service.app import create_app
+    from service.engine import Engine
+    from service.settings import Settings
+    from training.language_modules.xquad import load_language, question_split
+
+    index = f"lucene-{lang}"
+    reranker = {"type": "modular_ce", "index": index, "model": "minilm", "modules": args.modules}
+    config = parse_config({
+        "indexes": {index: {"type": "lucene", "language": lang}},
+        "pipelines": {
+            "with-modules": {"stages": [{"type": "bm25", "index": index, "cutoff": args.depth},
+                                        {**reranker, "kind": "lora", "languages": [lang]}]},
+            "sftm-modules": {"stages": [{"type": "bm25", "index": index, "cutoff": args.depth},
+                                        {**reranker, "kind": "sftm", "languages": [lang]}]},
+            "no-modules": {"stages": [{"type": "bm25", "index": index, "cutoff": args.depth},
+                                      {**reranker, "kind": "lora", "languages": [], "ranking": None, "fallback": []}]},
+            "bm25": {"stages": [{"type": "bm25", "index": index, "cutoff": args.depth}]},
+        },
+    })
+    collection = f"xquad-r-{lang}"
+    engine = Engine(config, args.index_root, args.models_dir, [collection])
+    off = engine.collection(collection).off
+    if off:
+        print(f"pipelines off: {off} (build the index: python -m training.language_modules.candidates ...)")
+        return
+    data = load_language(args.data, lang)
+    _, heldout = question_split(data)
+    questions = [data.questions[q] for q in heldout[: args.requests]]
+    with TestClient(create_app(Settings(collections=[collection], cache_ttl_s=0), engine=engine)) as client:
+        def post(pipeline: str, q: str) -> None:
+            r = client.post("/search", json={"query": q, "pipeline": pipeline, "k": 10, "lang": lang})
+            r.raise_for_status()
+
+        results = {}
+        for pipeline in ("bm25", "no-modules", "with-modules", "sftm-modules"):
+            post(pipeline, questions[0])  # warm-up
+            results[pipeline] = [timed(lambda p=pipeline, q=q: post(p, q), 1)[0] for q in questions]
+        describe("bm25 alone", results["bm25"])
+        describe("bm25 >> base reranker (no modules)", results["no-modules"])
+        describe(f"bm25 >> reranker + lora ranking + {lang}", results["with-modules"], results["no-modules"])
+        describe(f"bm25 >> reranker + sftm ranking + {lang}", results["sftm-modules"], results["no-modules"])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

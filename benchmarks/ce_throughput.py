@@ -70,9 +70,11 @@ def _sync():
 
 
 def baseline_model(model: Path, device: str, max_length: int):
+    """Plain ``CrossEncoder`` in fp32 (the saved weights are bf16: ask for fp32 explicitly)."""
+    import torch
     from sentence_transformers import CrossEncoder
 
-    return CrossEncoder(str(model), device=device, max_length=max_length)
+    return CrossEncoder(str(model), device=device, max_length=max_length, model_kwargs={"dtype": torch.float32})
 
 
 def cpu_bench(args) -> dict:

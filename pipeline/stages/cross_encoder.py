@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal, Sequence
 
+import numpy as np
 from pydantic import Field
 
 from pipeline.config import StageConfig
@@ -142,13 +143,36 @@ class CrossEncoderScorer:
         self.folder = folder
         self._lock = threading.Lock()  # one forward at a time per model (CPU threads are shared anyway)
 
-    def encode(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
-        """Token ids and types of each pair, each distinct query and passage tokenized once."""
+    def encode(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(query ids, passage ids)`` per pair, already cut by the truncation policy (see
+        :func:`pair_token_ids`); each distinct text is tokenized once, in one parallel batch call."""
         texts = list(dict.fromkeys([q for q, _ in pairs] + [p for _, p in pairs]))
         ids = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=self.max_length)["input_ids"]
-        table = dict(zip(texts, ids, strict=True))
-        cls_id, sep_id = self.tokenizer.cls_token_id, self.tokenizer.sep_token_id
-        return [pair_token_ids(table[q], table[p], cls_id, sep_id, self.max_length, self.query_max_tokens) for q, p in pairs]
+        table = {t: np.asarray(i, dtype=np.int64) for t, i in zip(texts, ids, strict=True)}
+        out = []
+        for q, p in pairs:
+            q_ids = table[q][: self.query_max_tokens]
+            out.append((q_ids, table[p][: max(self.max_length - len(q_ids) - 3, 0)]))
+        return out
+
+    def _batch_arrays(self, rows: Sequence[tuple[np.ndarray, np.ndarray]], multiple: int = 8):
+        """``[CLS] q [SEP] p [SEP]`` rows padded into ``(ids, types, mask)`` int64 arrays."""
+        q_len = np.fromiter((len(q) for q, _ in rows), dtype=np.int64, count=len(rows))
+        n = q_len + np.fromiter((len(p) for _, p in rows), dtype=np.int64, count=len(rows)) + 3
+        width = _round_up(int(n.max()), multiple)
+        ids = np.full((len(rows), width), self.tokenizer.pad_token_id, dtype=np.int64)
+        ids[:, 0] = self.tokenizer.cls_token_id
+        sep = self.tokenizer.sep_token_id
+        for r, (q, p) in enumerate(rows):
+            a = len(q)
+            ids[r, 1 : 1 + a] = q
+            ids[r, 1 + a] = sep
+            ids[r, 2 + a : 2 + a + len(p)] = p
+            ids[r, 2 + a + len(p)] = sep
+        col = np.arange(width)[None, :]
+        mask = col < n[:, None]
+        types = (col >= (q_len + 2)[:, None]) & mask
+        return ids, types.astype(np.int64), mask.astype(np.int64)
 
     def score(self, pairs: Sequence[tuple[str, str]], deadline: float | None = None) -> list[float]:
         """One score per pair (higher is more relevant). ``deadline``: a ``time.monotonic()`` value.
@@ -175,21 +199,23 @@ class CrossEncoderScorer:
                 out.extend(self._collect(n, launched))
         return out
 
-    def score_encoded(self, encoded: Sequence[tuple[list[int], list[int]]], deadline: float | None = None) -> list[float]:
+    def score_encoded(self, encoded: Sequence[tuple[np.ndarray, np.ndarray]], deadline: float | None = None) -> list[float]:
         with self._lock:
             return self._collect(len(encoded), self._launch(encoded, deadline))
 
     def _launch(self, encoded, deadline: float | None):
         """Run the forward passes (length-sorted batches); outputs stay on the device."""
         torch = self.torch
-        batches = length_batches([len(ids) for ids, _ in encoded], self.batch_size, self.batch_tokens)
+        batches = length_batches([len(q) + len(p) + 3 for q, p in encoded], self.batch_size, self.batch_tokens)
         outputs = []
         with torch.inference_mode():
             for batch in batches:
                 if deadline is not None and time.monotonic() > deadline:
                     raise RerankTimeoutError(f"reranking ran past its time budget after {len(outputs)}/{len(batches)} batches")
-                ids, types, mask = pad_pairs([encoded[i] for i in batch], self.tokenizer.pad_token_id, torch, self.device)
-                outputs.append((batch, self.model(ids, types, mask)))
+                tensors = [torch.from_numpy(a) for a in self._batch_arrays([encoded[i] for i in batch])]
+                if self.device != "cpu":
+                    tensors = [t.pin_memory().to(self.device, non_blocking=True) for t in tensors]
+                outputs.append((batch, self.model(*tensors)))
         return outputs
 
     def _collect(self, n: int, outputs) -> list[float]:
@@ -302,6 +328,12 @@ class CrossEncoderReranker(Stage):
         for hit, score in zip(owners, scores, strict=True):
             out[hit.query_id].append(hit.rescored(self.name, float(score)))
         return {qid: sort_hits(hits) for qid, hits in out.items()}
+
+    def score_texts(self, query: Query, documents: Sequence) -> list[float]:
+        """Scores of caller-supplied documents (``title``/``text``), in order (the service's ``/rerank``)."""
+        pairs = [(query.text, passage_text(d.title, d.text)) for d in documents]
+        budget = self.time_budget_ms / 1000 if self.time_budget_ms else None
+        return [float(s) for s in self._score(pairs, budget)]
 
     def _score(self, pairs: list[tuple[str, str]], budget_s: float | None) -> list[float]:
         if not pairs:

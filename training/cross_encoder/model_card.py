@@ -72,6 +72,7 @@ def write_model_card(folder: Path, report: dict) -> Path:
         "Chosen among the variants below by dev nDCG@10 (test shown for the record only).",
         "",
         ablation_table(report.get("variants", [chosen])),
+        *(["## Notes", *[f"- {n}" for n in report["notes"]], ""] if report.get("notes") else []),
         "## Weights (sha256)",
         *[f"- `{name}`: `{digest}`" for name, digest in sums.items()],
         "",

@@ -1,0 +1,227 @@
+"""The cross-encoder reranking stage: contract, truncation, batching, time budget, fail-open, config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.docstore import FILENAME as DOCSTORE
+from pipeline.docstore import DocStore
+from pipeline.errors import ModelNotFoundError
+from pipeline.stage import Pipeline
+from pipeline.stages.bm25 import BM25
+from pipeline.stages.cross_encoder import (
+    CrossEncoderReranker,
+    CrossEncoderScorer,
+    RerankTimeoutError,
+    length_batches,
+    pair_token_ids,
+)
+from pipeline.testing import StageContract
+from pipeline.types import Document, Query
+from tests.conftest import REPO, TINY_CONFIG
+
+TRAINED = REPO / "models" / "ce-minilm"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A random 2-layer, 32-wide cross-encoder in the trained models' format."""
+    transformers = pytest.importorskip("transformers")
+    from training.cross_encoder.model import new_model, packaged_minilm, save_model
+
+    base = tmp_path_factory.mktemp("tiny-bert")
+    cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    transformers.BertModel(cfg).save_pretrained(str(base))
+    transformers.AutoTokenizer.from_pretrained(str(packaged_minilm())).save_pretrained(str(base))
+    module, tokenizer = new_model(base, seed=3)
+    models = tmp_path_factory.mktemp("models")
+    save_model(module, tokenizer, models / "tiny-ce", dtype="float32")
+    return models / "tiny-ce"
+
+
+@pytest.fixture(scope="module")
+def scorer(tiny_model):
+    return CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def docs(tiny_index):
+    return DocStore(Path(tiny_index) / DOCSTORE)
+
+
+def bm25_candidates(tiny_index, queries):
+    return BM25.from_index(tiny_index, k=10)(queries)
+
+
+class TestCrossEncoderContract(StageContract):
+    @pytest.fixture
+    def stage(self, scorer, docs):
+        return CrossEncoderReranker(scorer, docs, top_n=5)
+
+    @pytest.fixture
+    def candidates(self, tiny_index):
+        return bm25_candidates(tiny_index, self.queries)
+
+
+# ---------------------------------------------------------------- truncation and batching
+
+
+def test_truncation_policy_keeps_query_head_and_fills_with_passage():
+    ids, types = pair_token_ids(list(range(1, 101)), list(range(200, 700)), 101, 102, max_length=64, query_max_tokens=10)
+    assert len(ids) == 64 and ids[0] == 101 and ids[11] == 102 and ids[-1] == 102
+    assert ids[1:11] == list(range(1, 11))  # query cut to its first 10 word pieces
+    assert ids[12:-1] == list(range(200, 251))  # passage fills the remaining 51
+    assert types == [0] * 12 + [1] * 52
+    short, _ = pair_token_ids([5], [6, 7], 101, 102, max_length=64, query_max_tokens=10)
+    assert short == [101, 5, 102, 6, 7, 102]
+
+
+def test_length_batches_sort_and_bound_tokens():
+    lengths = [10, 300, 50, 290, 12, 60, 305, 11]
+    batches = length_batches(lengths, batch_size=3, batch_tokens=700)
+    assert sorted(i for b in batches for i in b) == list(range(8))
+    assert all(len(b) <= 3 for b in batches)
+    assert all(len(b) * -(-max(lengths[i] for i in b) // 8) * 8 <= 700 or len(b) == 1 for b in batches)
+    assert batches[0][0] == 6  # longest first
+    flat = [lengths[i] for b in batches for i in b]
+    assert flat == sorted(flat, reverse=True)
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def test_keeps_first_stage_scores_and_cuts_to_top_n(scorer, docs, tiny_index):
+    queries = [Query("q", "volcano lava magma eruption")]
+    cands = bm25_candidates(tiny_index, queries)
+    out = CrossEncoderReranker(scorer, docs, top_n=3)(queries, cands)["q"]
+    assert len(out) == min(3, len(cands["q"]))
+    top3 = {h.doc_id: h.score for h in cands["q"][:3]}
+    for hit in out:
+        assert set(hit.stage_scores) == {"bm25", "ce"}
+        assert hit.stage_scores["bm25"] == pytest.approx(top3[hit.doc_id])
+        assert hit.score == hit.stage_scores["ce"]
+
+
+def test_scores_do_not_depend_on_batching(tiny_model, docs, tiny_index):
+    queries = StageContract.queries
+    cands = bm25_candidates(tiny_index, queries)
+    small = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64, batch_size=1)
+    big = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64, batch_size=64)
+    a = CrossEncoderReranker(small, docs, top_n=10)(queries, cands)
+    b = CrossEncoderReranker(big, docs, top_n=10)(queries, cands)
+    for q in queries:
+        assert [h.score for h in a[q.query_id]] == pytest.approx([h.score for h in b[q.query_id]], abs=1e-5)
+
+
+def test_micro_batched_stage_matches_direct(scorer, docs, tiny_index):
+    from pipeline.micro_batch import MicroBatcher
+
+    queries = StageContract.queries
+    cands = bm25_candidates(tiny_index, queries)
+    batcher = MicroBatcher(scorer.score, max_wait_ms=1)
+    direct = CrossEncoderReranker(scorer, docs, top_n=10)(queries, cands)
+    shared = CrossEncoderReranker(scorer, docs, top_n=10, batcher=batcher)(queries, cands)
+    assert {q: [h.doc_id for h in hs] for q, hs in direct.items()} == {q: [h.doc_id for h in hs] for q, hs in shared.items()}
+    batcher.close()
+
+
+def test_time_budget_raises_and_pipeline_fails_open(scorer, docs, tiny_index):
+    queries = [Query("q", "ocean tides moon")]
+    bm25 = BM25.from_index(tiny_index, k=10)
+    ce = CrossEncoderReranker(scorer, docs, top_n=10, time_budget_ms=1e-6)
+    with pytest.raises(RerankTimeoutError):
+        ce(queries, bm25(queries))
+    ce.fail_open = True
+    run = Pipeline([bm25, ce]).run(queries)
+    assert run.degraded == ["ce"]
+    assert [h.doc_id for h in run.results["q"]] == [h.doc_id for h in bm25(queries)["q"]]
+
+
+def test_score_texts_scores_given_documents(scorer, docs):
+    ce = CrossEncoderReranker(scorer, docs)
+    given = [Document("x", "Volcano", "lava and ash"), Document("y", "", "ocean tides")]
+    scores = ce.score_texts(Query("q", "volcano"), given)
+    assert len(scores) == 2 and scores == pytest.approx(scorer.score([("volcano", "Volcano lava and ash"), ("volcano", "ocean tides")]))
+
+
+def test_int8_needs_the_cpu_and_missing_model_is_typed(tiny_model, tmp_path):
+    with pytest.raises(ValueError, match="int8"):
+        CrossEncoderScorer(tiny_model, device="cuda", precision="int8")
+    with pytest.raises(ModelNotFoundError, match="python -m training cross-encoder"):
+        CrossEncoderScorer(tmp_path / "nothing")
+
+
+# ---------------------------------------------------------------- config, registry, service
+
+
+def ce_config(model: str = "tiny-ce", **extra):
+    stage = {"type": "cross_encoder", "model": model, "top_n": 5, "max_length": 64, "precision": "fp32", **extra}
+    return {
+        "indexes": TINY_CONFIG["indexes"],
+        "pipelines": {
+            "bm25": TINY_CONFIG["pipelines"]["bm25"],
+            "bm25>>ce": {"stages": [{"type": "bm25", "index": "lucene", "k": 20, "cutoff": 20}, stage]},
+            "bm25>>ce2": {"stages": [{"type": "bm25", "index": "lucene", "k": 10, "cutoff": 10}, {**stage, "top_n": 2}]},
+        },
+    }
+
+
+def test_pipelines_from_config_share_one_model(tiny_index_root, tiny_model):
+    from pipeline.config import parse_config
+    from pipeline.registry import BuildContext, build_pipeline
+
+    ctx = BuildContext(index_root=tiny_index_root, collection="tiny", config=parse_config(ce_config()), models_dir=tiny_model.parent)
+    a, b = build_pipeline("bm25>>ce", ctx), build_pipeline("bm25>>ce2", ctx)
+    assert a.stages[1].scorer is b.stages[1].scorer and a.stages[1].batcher is b.stages[1].batcher
+    res = a([Query("q", "volcano lava")])["q"]
+    assert len(res) <= 5 and all("ce" in h.stage_scores for h in res)
+
+
+def test_bad_config_names_the_field():
+    from pipeline.config import parse_config
+    from pipeline.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"stages\[1\]\.top_n"):
+        parse_config(ce_config(top_n=0))
+    with pytest.raises(ConfigError, match=r"stages\[1\]\.precision"):
+        parse_config(ce_config(precision="int4"))
+
+
+def test_service_starts_without_weights_and_says_which_pipelines_are_off(tiny_index_root, tmp_path):
+    from pipeline.config import parse_config
+    from service.engine import Engine
+
+    engine = Engine(parse_config(ce_config()), tiny_index_root, tmp_path, ["tiny"])
+    state = engine.collections["tiny"]
+    assert "bm25" in state.pipelines
+    assert set(state.off) == {"bm25>>ce", "bm25>>ce2"}
+    assert "python -m training cross-encoder" in state.off["bm25>>ce"]
+
+
+def test_repository_config_declares_the_rerank_pipelines():
+    from pipeline.config import load_config
+
+    config = load_config(REPO / "configs" / "pipelines.yaml")
+    for name in ("bm25>>ce", "hybrid>>ce"):
+        stages = config.pipelines[name].stages
+        assert stages[-1]["type"] == "cross_encoder" and stages[-1]["fail_open"] is True
+        assert stages[0]["cutoff"] == stages[-1]["top_n"] == 100
+
+
+# ---------------------------------------------------------------- the committed model
+
+
+@pytest.mark.skipif(not (TRAINED / "2_Dense" / "model.safetensors").is_file(), reason="models/ce-minilm not built")
+def test_trained_reranker_golden_ranking_and_int8_agrees(docs):
+    """The committed model ranks the obvious document first; int8 keeps fp32's order at the top."""
+    fp32 = CrossEncoderScorer(TRAINED, device="cpu", precision="fp32")
+    int8 = CrossEncoderScorer(TRAINED, device="cpu", precision="int8")
+    texts = docs.get_many([f"d{i}" for i in range(1, 13)])
+    ids = sorted(texts)
+    for query, expected in [("why does lava come out of a volcano", "d2"), ("how do plants make glucose from sunlight", "d1")]:
+        pairs = [(query, f"{texts[d].title} {texts[d].text}") for d in ids]
+        a, b = fp32.score(pairs), int8.score(pairs)
+        assert ids[max(range(len(ids)), key=a.__getitem__)] == expected
+        assert ids[max(range(len(ids)), key=b.__getitem__)] == expected

@@ -26,26 +26,26 @@ from pathlib import Path
 JOBS = {"dense": "training.dense.cli", "moe": "training.dense.moe_cli", "mamba": "training.dense.mamba_cli"}
 EVAL_BOTH = ["--eval", "scifact:test", "--eval", "cranfield:test"]
 PRETRAIN = ["--corpus", "scifact", "--corpus", "cranfield", "--pairs-per-doc", "2", "--epochs", "1"]
-SUPERVISED = ["--task", "supervised", "--train", "scifact", "--epochs", "4", "--batch-size", "64"]
+SUPERVISED = ["--task", "supervised", "--train", "scifact", "--epochs", "4", "--batch-size", "32"]
 
 # name -> (job, argv template, time budget in seconds); {base} and {work} are filled in.
 PLAN: dict[str, tuple[str, list[str], float]] = {
     "zeroshot": ("dense", ["--task", "none", "--init", "{base}", *EVAL_BOTH, "--eval", "xquad-r/en:heldout",
                            "--eval", "scifact:dev"], 0),
-    "ict": ("dense", ["--task", "ict", "--init", "{base}", *PRETRAIN, "--out", "{work}/ict", *EVAL_BOTH], 20),
-    "bfs": ("dense", ["--task", "bfs", "--init", "{base}", *PRETRAIN, "--out", "{work}/bfs", *EVAL_BOTH], 20),
+    "ict": ("dense", ["--task", "ict", "--init", "{base}", *PRETRAIN, "--out", "{work}/ict", *EVAL_BOTH], 12),
+    "bfs": ("dense", ["--task", "bfs", "--init", "{base}", *PRETRAIN, "--out", "{work}/bfs", *EVAL_BOTH], 12),
     "ict+bfs": ("dense", ["--task", "ict+bfs", "--init", "{base}", *PRETRAIN, "--out", "{work}/ict+bfs", *EVAL_BOTH],
-                25),
+                18),
     "ict+bfs>sup": ("dense", [*SUPERVISED, "--init", "{work}/ict+bfs", "--out", "{work}/ict+bfs-sup", *EVAL_BOTH,
-                              "--eval", "scifact:dev"], 15),
-    "sup": ("dense", [*SUPERVISED, "--init", "{base}", "--out", "{work}/sup", *EVAL_BOTH, "--eval", "scifact:dev"], 15),
-    "moe": ("moe", ["--mode", "moe", "--init", "{base}", "--epochs", "3", "--out", "{work}/moe"], 30),
-    "separate": ("moe", ["--mode", "separate", "--init", "{base}", "--epochs", "3", "--out", "{work}/separate"], 10),
+                              "--eval", "scifact:dev"], 10),
+    "sup": ("dense", [*SUPERVISED, "--init", "{base}", "--out", "{work}/sup", *EVAL_BOTH, "--eval", "scifact:dev"], 10),
+    "moe": ("moe", ["--mode", "moe", "--init", "{base}", "--epochs", "3", "--out", "{work}/moe"], 20),
+    "separate": ("moe", ["--mode", "separate", "--init", "{base}", "--epochs", "3", "--out", "{work}/separate"], 7),
     "mamba-distill": ("mamba", ["--stage", "distill", "--teacher", "{base}", "--corpus", "scifact", "--corpus",
                                 "cranfield", "--corpus", "xquad-r/en", "--epochs", "1", "--batch-size", "64",
-                                "--out", "{work}/mamba-distill", *EVAL_BOTH], 35),
+                                "--out", "{work}/mamba-distill", *EVAL_BOTH], 30),
     "mamba-ft": ("mamba", ["--stage", "finetune", "--init", "{work}/mamba-distill", "--train", "scifact",
-                           "--epochs", "4", "--lr", "2e-4", "--out", "{work}/mamba-ft", *EVAL_BOTH], 12),
+                           "--epochs", "4", "--lr", "2e-4", "--out", "{work}/mamba-ft", *EVAL_BOTH], 10),
 }
 
 
@@ -112,8 +112,9 @@ def print_table(results: dict) -> None:
     print("step\teval set\tnDCG@10\tR@100\tsteps\ttrain_s")
     for name, r in results.items():
         stats = r.get("stats") or {}
-        steps = stats.get("steps", "-") if isinstance(stats, dict) and "steps" in stats else "-"
-        secs = stats.get("seconds", "-") if isinstance(stats, dict) and "seconds" in stats else "-"
+        runs = [stats] if "steps" in stats else [v for v in stats.values() if isinstance(v, dict)]
+        steps = "+".join(str(s.get("steps")) for s in runs) or "-"
+        secs = "+".join(str(s.get("seconds")) for s in runs) or "-"
         for es, m in (r.get("metrics") or {}).items():
             print(f"{name}\t{es}\t{m['nDCG@10']:.4f}\t{m['R@100']:.4f}\t{steps}\t{secs}")
         if "error" in r:

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     dist.add_argument("--dataset", type=Path, required=True, help="BEIR folder or a JSONL corpus file")
     dist.add_argument("--collection", help="collection name (default: derived from the folder name)")
     dist.add_argument("--config", type=Path, default=default_config_path())
-    dist.add_argument("--index", default="lucene", help="a lucene index name from the config")
+    dist.add_argument("--index", default="lucene", help="a lucene or faiss index name from the config")
     dist.add_argument("--name", help="publish under this name (default: --index, or '<index>-shards' for --layout shards)")
     dist.add_argument("--index-root", type=Path, default=default_index_root())
     dist.add_argument("--shards", type=int, default=4)
@@ -80,8 +80,8 @@ def _build_distributed(args: argparse.Namespace, parser: argparse.ArgumentParser
     cfg = parse_index(args.index, config.indexes[args.index])
     try:
         options = RayOptions(num_shards=args.shards, layout=args.layout, address=args.ray_address, num_cpus=args.num_cpus)
-        if cfg.type != "lucene":
-            raise ValueError(f"index {args.index!r} is {cfg.type!r}: build-distributed builds lucene indexes")
+        if cfg.type == "faiss" and options.layout != "merged":
+            raise ValueError(f"index {args.index!r} is a faiss index: only --layout merged")
     except ValueError as exc:
         parser.error(str(exc))
     collection = args.collection or dataset_name(args.dataset)

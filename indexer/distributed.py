@@ -13,6 +13,10 @@ Lucene index and one document store per shard in parallel Ray tasks. Then:
   (:mod:`pipeline.stages.sharded`). Each shard scores with its own IDF and
   average length, so scores differ slightly from one index.
 
+Dense (FAISS) indexes take the same road with an encoding step on a pool of
+encoder actors (GPU workers when the cluster has GPUs), see
+:mod:`indexer.distributed_dense`.
+
 Shard folders are written under the build folder, which must be on storage every
 Ray worker sees (one machine, or a shared volume on a cluster).
 
@@ -39,7 +43,7 @@ from indexer.lucene import _contents
 from indexer.lucene_merge import merge_docstores, merge_lucene
 from indexer.shards import check_unique, parse_corpus_lines, shard_dir, shard_name
 from pipeline.collection import corpus_path, file_checksum
-from pipeline.config import LuceneIndexConfig
+from pipeline.config import IndexConfig, LuceneIndexConfig
 from pipeline.docstore import FILENAME as DOCSTORE
 from pipeline.docstore import write_docstore
 from pipeline.errors import CollectionError, PipelineError
@@ -170,10 +174,10 @@ def _run_shard_builds(source: Path, out: Path, cfg: LuceneIndexConfig, num_shard
     try:
         return built.take_all()
     except Exception as exc:  # Ray wraps errors raised in tasks; surface ours typed
-        raise _unwrap(exc) from exc
+        raise unwrap_ray_error(exc) from exc
 
 
-def _unwrap(exc: BaseException) -> BaseException:
+def unwrap_ray_error(exc: BaseException) -> BaseException:
     """The first PipelineError in a Ray exception chain (Ray wraps task errors), else ``exc``."""
     seen: set[int] = set()
     todo: list[BaseException | None] = [exc]
@@ -184,7 +188,7 @@ def _unwrap(exc: BaseException) -> BaseException:
         seen.add(id(e))
         cause = getattr(e, "cause", None)  # RayTaskError keeps the task's own exception here
         if isinstance(cause, PipelineError):
-            return _unwrap(cause)
+            return unwrap_ray_error(cause)
         if isinstance(e, PipelineError):
             typed = next(c for c in type(e).__mro__ if c.__module__ == "pipeline.errors")
             return typed(str(e))
@@ -193,11 +197,16 @@ def _unwrap(exc: BaseException) -> BaseException:
 
 
 def publish_distributed(
-    dataset: Path, collection: str, name: str, cfg: LuceneIndexConfig, index_root: Path, options: RayOptions
+    dataset: Path, collection: str, name: str, cfg: IndexConfig, index_root: Path, options: RayOptions
 ) -> tuple[Path, Manifest]:
-    """Build on Ray and publish atomically as ``<root>/<collection>/<name>/current``."""
-    if cfg.type != "lucene":
-        raise ValueError(f"distributed builds support lucene indexes, not {cfg.type!r}")
+    """Build on Ray and publish atomically as ``<root>/<collection>/<name>/current`` (lucene or faiss)."""
+    if cfg.type == "faiss" and options.layout != "merged":
+        raise ValueError("dense indexes are published merged (layout 'shards' is for lucene)")
     with publishing(index_root, collection, name) as tmp:
-        build_lucene_distributed(dataset, tmp, cfg, collection, options=options)
+        if cfg.type == "faiss":
+            from indexer.distributed_dense import build_faiss_distributed
+
+            build_faiss_distributed(dataset, tmp, cfg, collection, options=options)
+        else:
+            build_lucene_distributed(dataset, tmp, cfg, collection, options=options)
     return resolve(index_root, collection, name)

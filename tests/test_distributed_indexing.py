@@ -151,6 +151,28 @@ def test_ray_build_with_duplicate_ids_fails_typed_and_publishes_nothing(local_ra
     assert not (tmp_path / "idx" / "dup" / "lucene" / "current").exists()
 
 
+def test_ray_dense_index_equals_single_process(local_ray, tmp_path):
+    """Encoder actors + merge in corpus order: the same Flat index as ``python -m indexer build``."""
+    from indexer.build import ensure_index
+    from pipeline.config import FaissIndexConfig
+    from pipeline.encoders import load_encoder
+    from pipeline.stages.dense import DenseRetriever
+
+    cfg = FaissIndexConfig(model="minilm", factory="Flat")
+    single, single_manifest, _ = ensure_index(TINY, "tiny", "minilm", cfg, tmp_path / "single")
+    merged, manifest = publish_distributed(TINY, "tiny", "minilm", cfg, tmp_path / "ray", RayOptions(num_shards=3))
+    assert manifest.kind == "faiss" and manifest.doc_count == 12 and not (merged / "shards").exists()
+    assert {k: v for k, v in manifest.params.items() if k not in ("build", "num_shards")} == single_manifest.params
+    encoder = load_encoder("minilm")
+    a = DenseRetriever.from_index(single, encoder, k=12)(QUERIES)
+    b = DenseRetriever.from_index(merged, encoder, k=12)(QUERIES)
+    for q in QUERIES:
+        assert [h.doc_id for h in a[q.query_id]] == [h.doc_id for h in b[q.query_id]]
+        assert [h.score for h in a[q.query_id]] == pytest.approx([h.score for h in b[q.query_id]], abs=1e-5)
+    with pytest.raises(ValueError, match="merged"):
+        publish_distributed(TINY, "tiny", "x", cfg, tmp_path / "ray", RayOptions(layout="shards"))
+
+
 class TestShardedBM25Contract(StageContract):
     @pytest.fixture
     def stage(self, ray_root):

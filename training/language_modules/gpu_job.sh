@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Train every language module (LoRA + SFTM, ranking + 6 languages) and rerank the held-out
 # candidates, in one GPU run. Arguments: DATA (xquad-r folder) CANDIDATES (from candidates.py)
-# BASE_FOLDER (a copy of the packaged MiniLM) OUT (results folder) [EPOCHS].
+# BASE (base reranker under models/, e.g. ce-minilm) OUT (results folder) [EPOCHS].
 # Writes OUT/modules.tar (lang-modules/{lora,sftm}/...), OUT/rerank_{lora,sftm}.json, OUT/*.log.
 set -euo pipefail
 DATA=$1 CANDIDATES=$2 BASE=$3 OUT=$4 EPOCHS=${5:-3}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 M=$OUT/lang-modules
-common=(--data "$DATA" --out "$M" --base minilm --base-folder "$BASE" --epochs "$EPOCHS")
-evaluate=(--data "$DATA" --candidates "$CANDIDATES" --modules "$M" --base minilm --base-folder "$BASE" --batch-size 512)
+common=(--data "$DATA" --out "$M" --base "$BASE" --epochs "$EPOCHS")
+evaluate=(--data "$DATA" --candidates "$CANDIDATES" --modules "$M" --base "$BASE" --batch-size 512)
 SECONDS=0
 python3 -m training.language_modules.adapters_cli "${common[@]}" 2>&1 | tee "$OUT/train_lora.log"
 echo "lora trained at ${SECONDS}s"

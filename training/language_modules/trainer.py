@@ -26,6 +26,7 @@ from typing import Callable, Sequence
 import torch
 
 from pipeline.language_modules import Module, Sparse, _apply, sparse_difference
+from pipeline.stages.modular_reranker import pair_logits
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def train_groups(model: torch.nn.Module, tokenizer, groups: Sequence[Group], set
             enc = tokenizer(queries, docs, truncation="only_second", max_length=settings.max_length, padding=True,
                             return_tensors="pt").to(device)
             with autocast:
-                logits = model(**enc).logits[:, 0].float().view(len(batch), size)
+                logits = pair_logits(model(**enc)).float().view(len(batch), size)
             loss = torch.nn.functional.cross_entropy(logits, torch.zeros(len(batch), dtype=torch.long, device=device))
             optim.zero_grad(set_to_none=True)
             loss.backward()
@@ -108,7 +109,7 @@ def train_lora(base: torch.nn.Module, tokenizer, groups: Sequence[Group], settin
         raise ImportError("LoRA training needs peft: pip install '.[train]'") from exc
     model = with_modules(base, under)
     config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=list(LORA_TARGETS),
-                        modules_to_save=["classifier"] if train_head else None)
+                        modules_to_save=[_head_name(model)] if train_head else None)
     peft_model = get_peft_model(model, config)
     losses = train_groups(peft_model, tokenizer, groups, settings)
     peft_model.save_pretrained(str(out))
@@ -147,6 +148,10 @@ def train_sftm(base: torch.nn.Module, tokenizer, groups: Sequence[Group], settin
         diff = (params[name].detach().float() - reference[name].float()).flatten()
         out[name] = Sparse(sparse.index, diff[sparse.index])
     return out, losses
+
+
+def _head_name(model: torch.nn.Module) -> str:
+    return "classifier" if hasattr(model, "classifier") else "head"
 
 
 class _null:

@@ -66,6 +66,12 @@ def build_mamba_module(config: Any, tokenizer: Any):
             tokens = self.mamba(input_ids=features["input_ids"], attention_mask=mask, use_cache=False).last_hidden_state
             return {"token_embeddings": tokens, "sentence_embedding": mean_pool(tokens, mask)}
 
+        def __getitem__(self, index: int):
+            """``module[0]`` is the backbone (sentence-transformers' cached losses inspect it)."""
+            if index != 0:
+                raise IndexError(index)
+            return self.mamba
+
         def save(self, folder: Path, extra: dict[str, Any] | None = None) -> None:
             from safetensors.torch import save_file
 

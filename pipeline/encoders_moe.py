@@ -187,6 +187,12 @@ def build_moe_module(bert: Any, tokenizer: Any, domains: Sequence[str], layers: 
             return {"token_embeddings": tokens,
                     "sentence_embedding": mean_pool(tokens, features["attention_mask"])}
 
+        def __getitem__(self, index: int):
+            """``module[0]`` is the backbone (sentence-transformers' cached losses inspect it)."""
+            if index != 0:
+                raise IndexError(index)
+            return self.bert
+
         def save(self, folder: Path, extra: dict[str, Any] | None = None) -> None:
             """Write config, weights, tokenizer, ``encoder.json`` and one view per domain."""
             from safetensors.torch import save_file

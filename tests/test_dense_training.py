@@ -172,16 +172,24 @@ def test_reproducible_argv_replaces_time_budget_with_steps():
     assert reproducible_argv(argv, 57, "epochs") == argv
 
 
-def test_contrastive_training_lowers_the_loss(tiny_st):
+@pytest.mark.parametrize("loss", ["mnrl", "cached-mnrl"])
+def test_contrastive_training_lowers_the_loss(tiny_st, loss):
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from training.dense.contrastive import TrainConfig, seed_everything, train_contrastive, wrap_sentence_transformer
+    from training.dense.contrastive import (
+        LossName,
+        TrainConfig,
+        seed_everything,
+        train_contrastive,
+        wrap_sentence_transformer,
+    )
 
     seed_everything(0)
     module = wrap_sentence_transformer(SentenceTransformer(str(tiny_st), device="cpu"))
     examples = ict_examples(_docs() * 1, random.Random(0), per_doc=4, keep_prob=0.5)
-    cfg = TrainConfig(epochs=12, batch_size=6, lr=3e-3, warmup_ratio=0.0, query_max_length=32, doc_max_length=64)
+    cfg = TrainConfig(epochs=12, batch_size=6, lr=3e-3, warmup_ratio=0.0, query_max_length=32, doc_max_length=64,
+                      loss=LossName(loss), mini_batch_size=2)
     torch.set_num_threads(1)
     stats = train_contrastive(module, examples, cfg, "cpu")
     assert stats.steps >= 40

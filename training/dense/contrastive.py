@@ -83,6 +83,9 @@ def wrap_sentence_transformer(model: Any):
         def forward(self, features: dict[str, Any]) -> dict[str, Any]:
             return self.st(dict(features))
 
+        def __getitem__(self, index: int):  # the cached loss inspects model[0]
+            return self.st[index]
+
     return SentenceTransformerModule(model)
 
 

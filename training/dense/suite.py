@@ -25,7 +25,8 @@ from pathlib import Path
 
 JOBS = {"dense": "training.dense.cli", "moe": "training.dense.moe_cli", "mamba": "training.dense.mamba_cli"}
 EVAL_BOTH = ["--eval", "scifact:test", "--eval", "cranfield:test"]
-PRETRAIN = ["--corpus", "scifact", "--corpus", "cranfield", "--pairs-per-doc", "2", "--epochs", "1"]
+PRETRAIN = ["--corpus", "scifact", "--corpus", "cranfield", "--pairs-per-doc", "2", "--epochs", "1",
+            "--loss", "cached-mnrl", "--batch-size", "256", "--mini-batch-size", "64", "--lr", "5e-5"]
 SUPERVISED = ["--task", "supervised", "--train", "scifact", "--epochs", "4", "--batch-size", "32"]
 
 # name -> (job, argv template, time budget in seconds); {base} and {work} are filled in.

@@ -253,15 +253,15 @@ class ModuleRegistry:
 def _apply(param: "torch.Tensor", delta: Delta):  # noqa: F821
     """Apply one delta in place; returns ``(param, index or None, saved values)`` to undo it."""
     if isinstance(delta, Sparse):
-        flat = param.view(-1)
-        saved = flat[delta.index].clone()
-        flat.index_add_(0, delta.index, delta.values.to(param.dtype))
-        return param, delta.index, saved
+        flat, index = param.view(-1), delta.index.to(param.device)
+        saved = flat[index].clone()
+        flat.index_add_(0, index, delta.values.to(param.device, param.dtype))
+        return param, index, saved
     saved = param.detach().clone()
     if isinstance(delta, LowRank):
-        param.add_((delta.b @ delta.a).to(param.dtype), alpha=delta.scale)
+        param.add_((delta.b.to(param.device) @ delta.a.to(param.device)).to(param.dtype), alpha=delta.scale)
     else:
-        param.copy_(delta.values.to(param.dtype))
+        param.copy_(delta.values.to(param.device, param.dtype))
     return param, None, saved
 
 

@@ -4,10 +4,10 @@
 # BASE (base reranker under models/, e.g. ce-minilm) OUT (results folder) [EPOCHS].
 # Writes OUT/modules.tar (lang-modules/{lora,sftm}/...), OUT/rerank_{lora,sftm}.json, OUT/*.log.
 set -euo pipefail
-DATA=$1 CANDIDATES=$2 BASE=$3 OUT=$4 EPOCHS=${5:-3}
+DATA=$1 CANDIDATES=$2 BASE=$3 OUT=$4 EPOCHS=${5:-3} BATCH=${6:-32}
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 M=$OUT/lang-modules
-common=(--data "$DATA" --out "$M" --base "$BASE" --epochs "$EPOCHS")
+common=(--data "$DATA" --out "$M" --base "$BASE" --epochs "$EPOCHS" --batch-questions "$BATCH")
 evaluate=(--data "$DATA" --candidates "$CANDIDATES" --modules "$M" --base "$BASE" --batch-size 512)
 SECONDS=0
 python3 -m training.language_modules.adapters_cli "${common[@]}" 2>&1 | tee "$OUT/train_lora.log"

@@ -281,3 +281,13 @@ def test_service_image_has_no_training_dependencies():
 def test_dockerignore_keeps_local_state_out_of_the_build_context():
     ignored = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines() if line.strip() and not line.startswith("#")}
     assert {".venv", ".git", "indexes", "runs", "checkpoints"} <= ignored
+
+
+def test_images_install_pinned_versions():
+    lines = [x for x in (REPO / "docker" / "constraints.txt").read_text().splitlines() if x and not x.startswith("#")]
+    assert lines and all(re.fullmatch(r"[A-Za-z0-9_.\-\[\]]+==[A-Za-z0-9_.+\-]+", x) for x in lines)
+    pinned = dict(x.split("==") for x in lines)
+    assert pinned["pyserini"] == "1.6.0" and "torch" not in pinned  # torch is pinned on its own line
+    for name in ("Dockerfile.service", "Dockerfile.jobs"):
+        runs = " ".join(args for word, args in instructions(REPO / "docker" / name) if word == "RUN")
+        assert re.findall(r"pip install -c constraints\.txt", runs), f"{name} installs without the constraints"

@@ -27,6 +27,7 @@ from service.routes_ops import router as ops_router
 from service.routes_search import router as search_router
 from service.search import Searcher
 from service.settings import Settings
+from service.threads import Workers
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        workers = app.state.workers = Workers(settings.worker_threads)  # per start: a restarted app gets fresh threads
         if engine is not None:
             loaded = engine
         else:
@@ -48,19 +50,22 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             for module in settings.stage_plugins:
                 importlib.import_module(module)
             shared = {QUERY_EMBEDDING_CACHE: QueryEmbeddingCache(cache, settings.cache_namespace)}
-            loaded = await asyncio.to_thread(Engine.from_settings, settings, shared)
+            loaded = await workers.run(Engine.from_settings, settings, shared)
         loaded.on_rerank_batch = lambda pipe, stage, n: metrics.rerank_batch.labels(pipe, stage).observe(n)
         app.state.searcher = Searcher(loaded, cache, metrics, settings)
-        app.state.reloader = Reloader(loaded, metrics)
+        app.state.reloader = Reloader(loaded, metrics, workers)
         app.state.engine = loaded
         watcher = asyncio.create_task(app.state.reloader.watch(settings.reload_poll_s)) if settings.reload_poll_s else None
         logger.info("serving %s (cache: %s, keys: %s, rate limit: %s/min)", sorted(loaded.collections),
                     cache.backend.name, "on" if settings.api_key_hashes else "off", settings.rate_limit_per_minute or "off")
-        yield
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        try:
+            yield
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            workers.shutdown()
 
     app = FastAPI(
         title="Neural search service",

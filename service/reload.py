@@ -13,6 +13,7 @@ import threading
 
 from service.engine import Engine, ReloadReport
 from service.metrics import Metrics
+from service.threads import Workers
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +21,8 @@ logger = logging.getLogger(__name__)
 class Reloader:
     """Runs :meth:`Engine.reload` (one at a time) and records the outcome in the metrics."""
 
-    def __init__(self, engine: Engine, metrics: Metrics):
-        self.engine, self.metrics = engine, metrics
+    def __init__(self, engine: Engine, metrics: Metrics, workers: Workers):
+        self.engine, self.metrics, self.workers = engine, metrics, workers
         self._lock = threading.Lock()
         self.last_targets = engine.published_targets()
         self.last_report: ReloadReport | None = None
@@ -47,8 +48,8 @@ class Reloader:
         while True:
             await asyncio.sleep(poll_s)
             try:
-                if await asyncio.to_thread(self.changed):
+                if await self.workers.run(self.changed):
                     logger.info("published index versions changed: reloading")
-                    await asyncio.to_thread(self.reload)
+                    await self.workers.run(self.reload)
             except Exception:  # noqa: BLE001 - a watcher must survive anything
                 logger.exception("index watcher failed; retrying in %.1fs", poll_s)

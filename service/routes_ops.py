@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
@@ -63,6 +61,6 @@ async def metrics(request: Request) -> Response:
 @router.post("/admin/reload", response_model=ReloadResponse, responses=ADMIN_ERRORS)
 async def reload(request: Request, engine: EngineDep, admin: AdminDep) -> ReloadResponse:
     """Load newly published index versions and swap them in; corrupt ones are refused (see ``refused``)."""
-    report = await asyncio.to_thread(request.app.state.reloader.reload)
+    report = await request.app.state.workers.run(request.app.state.reloader.reload)
     return ReloadResponse(swapped=report.swapped, unchanged=report.unchanged, refused=report.refused,
                           versions=engine.served_versions())

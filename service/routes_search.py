@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 from fastapi import APIRouter, HTTPException, Request, Response
@@ -73,7 +72,7 @@ async def search(body: SearchRequest, request: Request, searcher: SearcherDep, c
             timings_ms=result.timings_ms if body.explain else None, cached=result.cached, language=language,
         ))
 
-    return await asyncio.to_thread(work)
+    return await request.app.state.workers.run(work)
 
 
 @router.post("/search/batch", response_model=BatchSearchResponse, responses=ERRORS, response_model_exclude_none=True)
@@ -100,7 +99,7 @@ async def search_batch(body: BatchSearchRequest, request: Request, searcher: Sea
         return _json(BatchSearchResponse(pipeline=body.pipeline, collection=state.name, results=out,
                                          took_ms=(time.perf_counter() - start) * 1000))
 
-    return await asyncio.to_thread(work)
+    return await request.app.state.workers.run(work)
 
 
 @router.post("/rerank", response_model=RerankResponse, responses=ERRORS, response_model_exclude_none=True)
@@ -118,7 +117,7 @@ async def rerank(body: RerankRequest, request: Request, engine: EngineDep, clien
     ]
     start = time.perf_counter()
     metrics.rerank_batch.labels(model, "rerank_endpoint").observe(len(docs))
-    scores = await asyncio.to_thread(rerank_documents, stage, Query("q", body.query), docs)
+    scores = await request.app.state.workers.run(rerank_documents, stage, Query("q", body.query), docs)
     metrics.request_seconds.labels("rerank", model).observe(time.perf_counter() - start)
     order = sorted(range(len(docs)), key=lambda i: (-scores[i], i))[: body.top_n or len(docs)]
     results = []

@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     """Most queries in one ``POST /search/batch``."""
     snippet_chars: int = Field(default=0, ge=0)
     """Truncate returned texts to this many characters (0: full text)."""
+    worker_threads: int = Field(default=16, ge=1, le=256)
+    """Threads running blocking search work (concurrent reranker calls share forward passes across them)."""
 
     # access
     api_key_hashes: list[str] = []

@@ -6,9 +6,11 @@ texts from a ``docs`` store (like the cross-encoder), one implements ``score_tex
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
+import threading
 from typing import Sequence
 
 import pytest
@@ -235,3 +237,30 @@ def test_unexpected_error_is_500_json_with_request_id(tiny_engine):
 
 def test_indexes_lists_served_versions(client, tiny_index):
     assert client.get("/indexes").json() == {"tiny": {"lucene": tiny_index.name}}
+
+
+def test_worker_threads_detach_from_the_jvm_on_exit():
+    """Search threads call into the JVM; each must detach as it ends (else the JVM may crash later)."""
+    import sys
+    import types
+
+    from service.threads import Workers
+
+    detached: list[int] = []
+    fake = types.SimpleNamespace(detach=lambda: detached.append(threading.get_ident()))
+    real = sys.modules.get("jnius")
+    sys.modules["jnius"] = fake  # type: ignore[assignment]
+    try:
+        workers = Workers(2)
+
+        async def go():
+            return await workers.run(threading.get_ident)
+
+        ident = asyncio.run(go())
+        workers.shutdown()
+    finally:
+        if real is not None:
+            sys.modules["jnius"] = real
+        else:
+            del sys.modules["jnius"]
+    assert ident in detached

@@ -143,13 +143,18 @@ def test_searches_during_reloads_never_fail(root):
     stop = threading.Event()
 
     def hammer():
-        while not stop.is_set():
-            try:
-                hits = engine.search([_q()], "bm25", "tiny").results["q"]
-                assert hits[0].doc_id == "d2"
-                engine.documents([h.doc_id for h in hits], "tiny")
-            except BaseException as exc:  # noqa: BLE001 - collected and asserted below
-                failures.append(exc)
+        import jnius
+
+        try:
+            while not stop.is_set():
+                try:
+                    hits = engine.search([_q()], "bm25", "tiny").results["q"]
+                    assert hits[0].doc_id == "d2"
+                    engine.documents([h.doc_id for h in hits], "tiny")
+                except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+                    failures.append(exc)
+        finally:
+            jnius.detach()  # a thread that called into the JVM must detach before it ends
 
     threads = [threading.Thread(target=hammer) for _ in range(3)]
     for t in threads:

@@ -207,7 +207,7 @@ class ModularCrossEncoder(Stage):
         for i in range(0, len(queries), self.batch_size):
             with self._tokenizer_lock:
                 batch = self.tokenizer(list(queries[i : i + self.batch_size]), list(docs[i : i + self.batch_size]),
-                                       truncation="only_second", max_length=self.max_length, padding=True,
+                                       truncation="longest_first", max_length=self.max_length, padding=True,
                                        return_tensors="pt")
             batch = {k: v.to(device) for k, v in batch.items()}
             autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")

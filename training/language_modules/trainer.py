@@ -82,7 +82,7 @@ def train_groups(model: torch.nn.Module, tokenizer, groups: Sequence[Group], set
             size = len(batch[0][1])
             queries = [q for q, docs in batch for _ in docs]
             docs = [d for _, ds in batch for d in ds]
-            enc = tokenizer(queries, docs, truncation="only_second", max_length=settings.max_length, padding=True,
+            enc = tokenizer(queries, docs, truncation="longest_first", max_length=settings.max_length, padding=True,
                             return_tensors="pt").to(device)
             with autocast:
                 logits = pair_logits(model(**enc)).float().view(len(batch), size)

@@ -41,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--index-root", type=Path, default=default_index_root())
     r.add_argument("--models-dir", type=Path, default=default_models_dir())
 
+    c = sub.add_parser("teacher", help="reorder a ranking set by cross-encoder scores (GPU or CPU)")
+    c.add_argument("--candidates", type=Path, required=True, help="ranking set, e.g. BM25 top-30 of train queries")
+    c.add_argument("--cross-encoder", type=Path, default=default_models_dir() / "ce-minilm")
+    c.add_argument("--out", type=Path, required=True)
+    c.add_argument("--device", default="auto")
+
     t = sub.add_parser("train", help="fine-tune the FIRST reranker on a teacher ranking set")
     t.add_argument("--teacher", type=Path, required=True, help="ranking set folder from `rankings`")
     t.add_argument("--out", type=Path, required=True)
@@ -67,7 +73,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.action == "rankings":
         return _rankings(args)
+    if args.action == "teacher":
+        return _teacher(args)
     return _train(args)
+
+
+def _teacher(args: argparse.Namespace) -> int:
+    """Teacher orderings: every query's candidates sorted by the cross-encoder's scores."""
+    import time
+
+    from pipeline.stages.cross_encoder import CrossEncoderScorer
+    from training.listwise.data import Ranked, read_passages, read_rankings, write_ranking_set
+
+    ranked, passages = read_rankings(args.candidates), read_passages(args.candidates)
+    scorer = CrossEncoderScorer(args.cross_encoder, device=args.device)
+    pairs = [(r.query, passages.get(d, "")) for r in ranked for d, _ in r.hits]
+    start = time.perf_counter()
+    scores = iter(scorer.score(pairs))
+    out = []
+    for r in ranked:
+        hits = [(d, float(next(scores))) for d, _ in r.hits]
+        out.append(Ranked(r.qid, r.query, sorted(hits, key=lambda h: (-h[1], h[0]))))
+    write_ranking_set(args.out, out, passages)
+    print(f"teacher: {len(pairs)} pairs scored by {args.cross_encoder.name} on {scorer.device} "
+          f"in {time.perf_counter() - start:.1f}s -> {args.out}")
+    return 0
 
 
 def _rankings(args: argparse.Namespace) -> int:

@@ -88,10 +88,19 @@ def cpu_bench(args) -> dict:
     st = baseline_model(args.model, "cpu", args.max_length)
     int8 = CrossEncoderScorer(args.model, device="cpu", precision="int8", max_length=args.max_length, threads=args.threads)
     fp32 = CrossEncoderScorer(args.model, device="cpu", precision="fp32", max_length=args.max_length, threads=args.threads)
-    t_st, _ = timed(lambda: st.predict(one, batch_size=32, show_progress_bar=False), args.repeats)
-    t_fp32, _ = timed(lambda: fp32.score(one), args.repeats)
-    t_int8, _ = timed(lambda: int8.score(one), args.repeats)
-    result = {"device": "cpu", "threads": args.threads, "pairs": len(one),
+    runs = {"st": lambda: st.predict(one, batch_size=32, show_progress_bar=False), "fp32": lambda: fp32.score(one),
+            "int8": lambda: int8.score(one)}
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for fn in runs.values():
+        fn()  # warm-up
+    for _ in range(args.repeats):  # interleaved, so that a shared machine's load hits all three alike
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    t_st, t_fp32, t_int8 = (statistics.median(times[k]) for k in ("st", "fp32", "int8"))
+    result = {"device": "cpu", "threads": args.threads, "pairs": len(one), "repeats": args.repeats,
+              "seconds": {k: [round(t, 3) for t in v] for k, v in times.items()},
               "pairs_per_s": {"CrossEncoder.predict fp32": len(one) / t_st, "ours fp32": len(one) / t_fp32,
                               "ours int8": len(one) / t_int8},
               "speedup_int8_vs_predict": t_st / t_int8}

@@ -35,7 +35,7 @@ import numpy as np
 from pydantic import Field
 
 from pipeline.config import StageConfig
-from pipeline.errors import ModelNotFoundError, StageError
+from pipeline.errors import IndexNotFoundError, ModelNotFoundError, StageError
 from pipeline.micro_batch import MicroBatcher
 from pipeline.registry import BuildContext, register_stage
 from pipeline.stage import Stage
@@ -347,16 +347,16 @@ class CrossEncoderReranker(Stage):
             raise RerankTimeoutError(f"reranking {len(pairs)} pairs took over {budget_s:.2f} s: {exc}") from exc
 
 
-def _documents(ctx: BuildContext, index_names: list[str]):
-    """The collection's document store (published with its indexes)."""
-    from pipeline.docstore import FILENAME, DocStore
+def _docstore_path(ctx: BuildContext) -> Path:
+    """The collection's document store, published with its indexes (the current version's file)."""
+    from pipeline.docstore import FILENAME
     from pipeline.index_store import index_dir
 
-    for name in index_names:
+    for name in ctx.config.indexes:
         path = (index_dir(ctx.index_root, ctx.collection, name) / "current").resolve() / FILENAME
         if path.is_file():
-            return DocStore(path)
-    raise ModelNotFoundError(f"no document store for collection {ctx.collection!r} under {ctx.index_root}: "
+            return path
+    raise IndexNotFoundError(f"no document store for collection {ctx.collection!r} under {ctx.index_root}: "
                              f"run `python -m indexer build --dataset <dir>` first")
 
 
@@ -374,7 +374,10 @@ def _build(cfg: CrossEncoderConfig, ctx: BuildContext) -> CrossEncoderReranker:
         return scorer, batcher
 
     scorer, batcher = ctx.shared(key, load)  # one model and one batcher per process, shared by pipelines
-    docs = ctx.shared(("docstore", ctx.collection), lambda: _documents(ctx, list(ctx.config.indexes)))
+    from pipeline.docstore import DocStore
+
+    path = _docstore_path(ctx)  # keyed by the versioned file: a reload to a new index version gets a new store
+    docs = ctx.shared(("docstore", str(path)), lambda: DocStore(path))
     return CrossEncoderReranker(scorer, docs, top_n=cfg.top_n, time_budget_ms=cfg.time_budget_ms,
                                 batcher=batcher if cfg.micro_batch else None)
 

@@ -54,8 +54,9 @@ class Settings(BaseSettings):
     """Most queries in one ``POST /search/batch``."""
     snippet_chars: int = Field(default=0, ge=0)
     """Truncate returned texts to this many characters (0: full text)."""
-    worker_threads: int = Field(default=16, ge=1, le=256)
-    """Threads running blocking search work (concurrent reranker calls share forward passes across them)."""
+    worker_threads: int = Field(default=64, ge=1, le=256)
+    """Threads running blocking search work. Enough for every concurrent request: a reranker's time budget
+    starts when its call does, so a request queued for a thread would wait beyond it; idle threads cost little."""
 
     # access
     api_key_hashes: list[str] = []

@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--window", type=int, default=20)
     t.add_argument("--pool", type=int, default=30, help="windows are drawn from the teacher's top POOL")
     t.add_argument("--per-query", type=int, default=2, help="windows sampled per train query")
+    t.add_argument("--shuffle-prob", type=float, default=1.0,
+                   help="share of windows shown in random order; the rest in a perturbed teacher order, which "
+                        "teaches a position shortcut (0.5 in the first run: the model kept the input order)")
     t.add_argument("--dev-fraction", type=float, default=0.1)
     t.add_argument("--epochs", type=float, default=1.0)
     t.add_argument("--max-steps", type=int, default=0)
@@ -145,7 +148,8 @@ def _train(args: argparse.Namespace) -> int:
     passages = read_passages(args.teacher)
     train_q = [r for r in ranked if not is_dev(r.qid, args.dev_fraction)]
     dev_q = [r for r in ranked if is_dev(r.qid, args.dev_fraction)]
-    windows = list(sample_windows(train_q, passages, args.window, args.pool, args.per_query, seed=args.seed))
+    windows = list(sample_windows(train_q, passages, args.window, args.pool, args.per_query,
+                                  shuffle_prob=args.shuffle_prob, seed=args.seed))
     dev = list(sample_windows(dev_q, passages, args.window, args.pool, 1, shuffle_prob=1.0, seed=args.seed + 1))
     logger.info("%d train windows from %d queries; %d dev windows", len(windows), len(train_q), len(dev))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -157,6 +161,7 @@ def _train(args: argparse.Namespace) -> int:
     model, report = train(model, tokenizer, windows, settings, dev=dev, device=device)
     extra = {"teacher": args.teacher_name or str(args.teacher.name), "train_queries": len(train_q),
              "dev_queries": len(dev_q), "window": args.window, "pool": args.pool, "per_query": args.per_query,
+             "shuffle_prob": args.shuffle_prob,
              "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"}
     save_adapter(model, args.out, report, settings, extra, base_name=args.base)
     print(f"trained {report.steps} steps on {report.examples} windows in {report.seconds:.0f}s; dev {report.dev}",

@@ -5,7 +5,8 @@
 # capped (64 MiB, the committed models included), so the inputs arrive carried, in pieces:
 #   $STASH/piece-N       consecutive pieces of `xz < SmolLM2-135M-Instruct.Q4_1.gguf` (earlier calls on
 #                        the same warm machine copied theirs here; see MODEL_CARD.md of first-smollm2)
-#   $STASH/bundle.tar.xz whl/ (peft, gguf wheels), train-bm25/ (BM25 top-30 of the train queries),
+#   $STASH/bundle.tar.xz whl/ (peft, gguf, pydantic, pydantic-core, annotated-types, typing-inspection
+#                        wheels for Python 3.12: the GPU image has no pydantic), train-bm25/ (BM25 top-30 of the train queries),
 #                        teacher-bm25-qrels/ (fallback teacher), test-bm25/ (BM25 top-100 of test queries)
 # Results go to $OUT: first-smollm2/ (adapter + training.json), bench/ (runs + summary), job.log.
 # Usage: training/listwise/gpu_job.sh [train args...] -- [benchmark args...]

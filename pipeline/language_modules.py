@@ -163,12 +163,16 @@ def sparse_difference(base: Mapping[str, "torch.Tensor"], tuned: Mapping[str, "t
     total = sum(d.numel() for d in diffs.values())
     keep = max(1, int(total * density))
     flat = torch.cat([d.abs() for d in diffs.values()])
-    threshold = torch.topk(flat, keep, sorted=False).values.min()
+    top = torch.topk(flat, keep, sorted=False).indices  # exactly `keep` (Adam moves many weights by equal steps)
+    top, _ = torch.sort(top[flat[top] > 0])
     out: dict[str, Sparse] = {}
+    offset = 0
     for n, d in diffs.items():
-        idx = torch.nonzero((d.abs() >= threshold) & (d != 0)).flatten()
+        lo, hi = torch.searchsorted(top, torch.tensor([offset, offset + d.numel()], device=top.device)).tolist()
+        idx = top[lo:hi] - offset
         if idx.numel():
             out[n] = Sparse(idx, d[idx])
+        offset += d.numel()
     return out
 
 

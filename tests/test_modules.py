@@ -136,6 +136,14 @@ def test_sparse_difference_keeps_the_most_changed_weights():
         sparse_difference(base, tuned, density=0)
 
 
+def test_sparse_difference_keeps_exactly_k_under_ties():
+    """Adam moves many weights by the same step: ties at the threshold must not inflate the mask."""
+    base = {"a": torch.zeros(1000)}
+    tuned = {"a": torch.full((1000,), 1e-3)}
+    out = sparse_difference(base, tuned, density=0.01)
+    assert out["a"].index.numel() == 10
+
+
 def test_sftm_round_trip_is_compact(tmp_path: Path):
     model = tiny_model()
     tuned = copy.deepcopy(model)

@@ -196,24 +196,32 @@ class ModularCrossEncoder(Stage):
         return out
 
     def score(self, queries: Sequence[str], docs: Sequence[str], modules: Sequence[str]) -> list[float]:
-        """One logit per (query, document) pair with ``modules`` active."""
+        """One logit per (query, document) pair with ``modules`` active.
+
+        Pairs are tokenized first (outside the model lock), batched by length, and scored under
+        one activation of ``modules``, so a group pays the swap once, not once per batch.
+        """
         import torch
 
         if not queries:
             return []
-        out: list[float] = []
         model = self.registry.model
         device = next(model.parameters()).device
-        for i in range(0, len(queries), self.batch_size):
+        order = sorted(range(len(queries)), key=lambda i: len(queries[i]) + len(docs[i]))
+        batches = []
+        for i in range(0, len(order), self.batch_size):
+            idx = order[i : i + self.batch_size]
             with self._tokenizer_lock:
-                batch = self.tokenizer(list(queries[i : i + self.batch_size]), list(docs[i : i + self.batch_size]),
-                                       truncation="longest_first", max_length=self.max_length, padding=True,
-                                       return_tensors="pt")
-            batch = {k: v.to(device) for k, v in batch.items()}
-            autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-            with self.registry.activated(modules), torch.inference_mode(), autocast:
-                logits = pair_logits(model(**batch))
-            out.extend(float(x) for x in logits.float().cpu())
+                enc = self.tokenizer([queries[j] for j in idx], [docs[j] for j in idx], truncation="longest_first",
+                                     max_length=self.max_length, padding=True, return_tensors="pt")
+            batches.append((idx, enc))
+        out = [0.0] * len(queries)
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+        with self.registry.activated(modules), torch.inference_mode(), autocast:
+            for idx, enc in batches:
+                logits = pair_logits(model(**{k: v.to(device) for k, v in enc.items()})).float().cpu()
+                for j, value in zip(idx, logits.tolist(), strict=True):
+                    out[j] = value
         return out
 
 

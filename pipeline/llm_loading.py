@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, ModelNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -140,14 +140,18 @@ def load_causal_lm(
 
 def apply_adapter(model: Any, adapter: Path, merge: bool = True) -> Any:
     """Apply a peft LoRA folder (``adapter_config.json`` + weights) to ``model``."""
-    if not (adapter / "adapter_config.json").is_file():
-        raise ConfigError(f"{adapter} is not a LoRA adapter folder (no adapter_config.json): train one with "
-                          f"`python -m training listwise train ...`")
+    weights = [adapter / "adapter_model.safetensors", adapter / "adapter_model.bin"]
+    if not (adapter / "adapter_config.json").is_file() or not any(w.is_file() for w in weights):
+        raise ModelNotFoundError(f"{adapter} is not a complete LoRA adapter folder (adapter_config.json + "
+                                 f"adapter_model.safetensors): train one with `python -m training listwise train ...`")
     try:
         from peft import PeftModel
     except ImportError as exc:
         raise ConfigError(f"LoRA adapters need the 'train' extra: pip install -e '.[train]' ({exc})") from exc
-    peft_model = PeftModel.from_pretrained(model, str(adapter))
+    try:
+        peft_model = PeftModel.from_pretrained(model, str(adapter))
+    except (ValueError, RuntimeError, KeyError, OSError) as exc:
+        raise ConfigError(f"LoRA adapter {adapter} does not fit the base model: {exc}") from exc
     return peft_model.merge_and_unload() if merge else peft_model
 
 

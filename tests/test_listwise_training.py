@@ -149,11 +149,14 @@ def test_cli_trains_from_a_ranking_set(tiny_base, tmp_path):
     assert (tmp_path / "out" / "adapter_model.safetensors").is_file()
 
 
-def test_missing_adapter_folder_is_a_config_error(tiny_base, tmp_path):
-    from pipeline.errors import ConfigError
+def test_missing_adapter_or_base_is_a_clear_error(tiny_base, tmp_path):
+    from pipeline.errors import ConfigError, ModelNotFoundError
     from pipeline.llm_loading import load_causal_lm
 
-    with pytest.raises(ConfigError, match="adapter"):
+    with pytest.raises(ModelNotFoundError, match="adapter"):
+        load_causal_lm(str(tiny_base), adapter=tmp_path, device="cpu")
+    (tmp_path / "adapter_config.json").write_text("{}")  # config without weights: still a clear error
+    with pytest.raises(ModelNotFoundError, match="adapter_model.safetensors"):
         load_causal_lm(str(tiny_base), adapter=tmp_path, device="cpu")
     with pytest.raises(ConfigError, match="no such file"):
         load_causal_lm(str(tmp_path / "nope"), device="cpu")

@@ -4,7 +4,8 @@ No pretrained Mamba checkpoint exists on these machines, so the model is trained
 reuses MiniLM's WordPiece tokenizer (and starts from its word embeddings), is distilled from
 MiniLM on corpus text, then fine-tuned contrastively (``python -m training mamba``). Texts are
 right-padded, so a causal model's real tokens never see padding; the embedding is the mean of
-the last hidden states over real tokens.
+the last hidden states over real tokens, L2-normalised like MiniLM's own output (so that the
+distillation's MSE to the unit-length teacher vectors is a cosine regression).
 
 The selective scan runs on transformers' pure-PyTorch path; with the ``mambapy`` package
 installed (``train`` extra) it uses mamba.py's parallel scan instead of a Python loop over
@@ -46,7 +47,7 @@ def build_mamba_module(config: Any, tokenizer: Any):
     config.use_mambapy = parallel_scan_available()
 
     class MambaBiEncoder(nn.Module):
-        """Mamba + masked mean pooling; ``forward(features)`` as sentence-transformers losses expect."""
+        """Mamba + masked mean pooling + L2 norm; ``forward(features)`` as sentence-transformers losses expect."""
 
         def __init__(self):
             super().__init__()
@@ -59,12 +60,14 @@ def build_mamba_module(config: Any, tokenizer: Any):
 
         def tokenize(self, texts: list[str], max_length: int, domain: str | None = None) -> dict[str, Any]:
             return dict(self.tokenizer(texts, padding=True, truncation=True, max_length=max_length,
-                                       return_tensors="pt", return_token_type_ids=False))
+                                       pad_to_multiple_of=32, return_tensors="pt",
+                                       return_token_type_ids=False))
 
         def forward(self, features: dict[str, Any]) -> dict[str, Any]:
             mask = features["attention_mask"]
             tokens = self.mamba(input_ids=features["input_ids"], attention_mask=mask, use_cache=False).last_hidden_state
-            return {"token_embeddings": tokens, "sentence_embedding": mean_pool(tokens, mask)}
+            pooled = nn.functional.normalize(mean_pool(tokens, mask), dim=-1)
+            return {"token_embeddings": tokens, "sentence_embedding": pooled}
 
         def __getitem__(self, index: int):
             """``module[0]`` is the backbone (sentence-transformers' cached losses inspect it)."""

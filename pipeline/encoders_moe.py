@@ -173,7 +173,7 @@ def build_moe_module(bert: Any, tokenizer: Any, domains: Sequence[str], layers: 
             if domain not in self.domains:
                 raise ConfigError(f"unknown MoE domain {domain!r} (this model has {self.domains})")
             features = dict(self.tokenizer(texts, padding=True, truncation=True, max_length=max_length,
-                                           return_tensors="pt"))
+                                           pad_to_multiple_of=32, return_tensors="pt"))
             features["domain_ids"] = torch.full((len(texts),), self.domains.index(domain), dtype=torch.long)
             return features
 

@@ -236,3 +236,30 @@ def test_cli_errors_are_clear(beir_dir, tiny_st, capsys):
     assert "no corpus.jsonl" in capsys.readouterr().err
     assert main(["dense", "--task", "none", "--init", "/no/such/model"]) == 2
     assert "not 'minilm' nor a model folder" in capsys.readouterr().err
+
+
+def test_mamba_distillation_pulls_the_student_towards_the_teacher():
+    import numpy as np
+    import torch
+
+    from pipeline.encoders import minilm_path
+    from pipeline.encoders_mamba import new_mamba_module
+    from training.dense.contrastive import TrainConfig, seed_everything, train_distillation
+
+    seed_everything(0)
+    torch.set_num_threads(1)
+    student = new_mamba_module(minilm_path(), hidden_size=16, num_layers=1, state_size=4)
+    texts = [s for sentences in TOPICS.values() for s in sentences][:12]
+    targets = np.random.default_rng(0).normal(size=(len(texts), 16)).astype(np.float32)
+    targets /= np.linalg.norm(targets, axis=1, keepdims=True)
+
+    def cosine() -> float:
+        with torch.no_grad():
+            emb = student(student.tokenize(texts, 32))["sentence_embedding"].numpy()
+        return float((emb * targets).sum(1).mean())
+
+    before = cosine()
+    stats = train_distillation(student, texts, targets, TrainConfig(epochs=40, batch_size=4, lr=1e-2, warmup_ratio=0.0,
+                                                                    doc_max_length=32), "cpu")
+    assert stats.steps == 120
+    assert cosine() > before + 0.3

@@ -78,7 +78,7 @@ def wrap_sentence_transformer(model: Any):
 
         def tokenize(self, texts: list[str], max_length: int, domain: str | None = None) -> dict[str, Any]:
             return dict(self.st.tokenizer(texts, padding=True, truncation=True, max_length=max_length,
-                                          return_tensors="pt"))
+                                          pad_to_multiple_of=32, return_tensors="pt"))
 
         def forward(self, features: dict[str, Any]) -> dict[str, Any]:
             return self.st(dict(features))

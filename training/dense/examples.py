@@ -47,11 +47,7 @@ def make_batches(examples: list[Example], batch_size: int, rng: random.Random) -
                 else:
                     rest.append(ex)
             pool = rest
-            if len(batch) >= 2:
+            if len(batch) >= 2:  # a lone example (its group blocks all the others) is dropped
                 batches.append(batch)
-            elif not rest:
-                break
-            else:  # a single example left whose group blocks everything: drop it
-                pool = rest
     rng.shuffle(batches)
     return batches

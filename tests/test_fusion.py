@@ -179,3 +179,47 @@ def test_hybrid_pipeline_from_config(hybrid_root):
     assert len(run.results["q"]) == 3
     top = run.results["q"][0].stage_scores
     assert top["bm25_rank"] == 1 and top["dense_rank"] == 1 and top["fusion"] == pytest.approx(2 / 61)
+
+
+# --- tuning on a dev split carved from SciFact TRAIN (never test) --------------------------------
+
+
+@pytest.mark.slow
+def test_configured_hybrid_is_best_on_scifact_train_dev():
+    """Grid-search the fusion on the SciFact train queries and check that configs/pipelines.yaml's
+    hybrid is (within 0.002 nDCG@10) the dev optimum. Prints the grid. Minutes of CPU."""
+    from eval.metrics import evaluate
+    from eval.runner import judged_queries
+    from indexer.build import ensure_indexes
+    from pipeline.config import load_config
+    from pipeline.registry import build_stage, required_indexes
+    from pipeline.settings_paths import default_index_root
+    from tests.conftest import needs_data
+
+    dataset = needs_data("scifact")
+    config = load_config(REPO / "configs" / "pipelines.yaml")
+    ensure_indexes(dataset, "scifact", config, required_indexes(config, "hybrid"), default_index_root())
+    ctx = BuildContext(index_root=default_index_root(), collection="scifact", config=config, models_dir=REPO / "models")
+    configured = config.pipelines["hybrid"].stages[0]
+    queries, qrels = judged_queries(dataset, "train")
+    children = [build_stage({**raw, "cutoff": None}, ctx).with_depth(1000) for raw in configured["retrievers"]]
+    runs = [child(queries) for child in children]
+
+    def score(method: str, depth: int, k: float = 60, alpha: float = 0.5, normalization: str = "minmax") -> float:
+        fusion = Fusion(children, [depth] * len(children), method, k, [alpha, 1 - alpha], normalization)
+        fused = {q.query_id: fusion.fuse(q.query_id, [run[q.query_id] for run in runs]) for q in queries}
+        return evaluate(qrels, {qid: {h.doc_id: h.score for h in hits if h.doc_id != qid} for qid, hits in fused.items()})["nDCG@10"]
+
+    grid = {("rrf", d, k, a, "minmax"): score("rrf", d, k, a) for d in (50, 100, 200) for k in (10, 30, 60, 100)
+            for a in (0.4, 0.5, 0.6)}
+    grid.update({("linear", d, 0, a, n): score("linear", d, 0, a, n) for d in (100, 200) for n in ("minmax", "zscore")
+                 for a in (0.2, 0.3, 0.4, 0.5, 0.6)})
+    best = max(grid, key=grid.get)
+    for key, value in sorted(grid.items(), key=lambda kv: -kv[1])[:10]:
+        print("dev", key, f"{value:.4f}")
+    depth = configured["retrievers"][0].get("cutoff", 100)
+    weights = configured.get("weights") or [configured.get("alpha", 0.5), 1 - configured.get("alpha", 0.5)]
+    mine = score(configured.get("method", "rrf"), depth, configured.get("k", 60), weights[0] / sum(weights),
+                 configured.get("normalization", "minmax"))
+    print(f"dev best {best} = {grid[best]:.4f}; configured = {mine:.4f}")
+    assert mine >= grid[best] - 0.002

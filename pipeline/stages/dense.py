@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import threading
 from collections import OrderedDict
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from pydantic import Field
@@ -24,6 +25,11 @@ from pipeline.index_store import Manifest, resolve
 from pipeline.registry import BuildContext, register_stage
 from pipeline.stage import Stage
 from pipeline.types import Hit, Query, Results
+
+logger = logging.getLogger(__name__)
+
+SHARED_CACHE_KEY = "query_embedding_cache"
+"""BuildContext key of the service's shared query-embedding cache (``service.cache.QueryEmbeddingCache``)."""
 
 
 class DenseConfig(StageConfig):
@@ -85,7 +91,10 @@ class DenseRetriever(Stage):
     name = "dense"
 
     def __init__(self, folder: Path, manifest: Manifest, encoder: Encoder, k: int = 1000,
-                 ef_search: int | None = None, nprobe: int | None = None, cache_size: int = 10_000):
+                 ef_search: int | None = None, nprobe: int | None = None, cache_size: int = 10_000,
+                 shared_cache: Any = None):
+        """``shared_cache``: optional second-level cache with ``get_many(model, texts)`` and
+        ``set_many(model, texts, vectors)`` (the service's Redis-backed ``QueryEmbeddingCache``)."""
         check_compatible(folder, manifest, encoder)
         self.folder, self.manifest, self.encoder, self.k = Path(folder), manifest, encoder, k
         self.index = read_faiss_index(self.folder / manifest.params.get("index_file", "faiss.index"))
@@ -98,6 +107,7 @@ class DenseRetriever(Stage):
         _set_search_params(self.index, ef_search, nprobe)
         self.normalize = bool(manifest.params.get("normalize", True))
         self.cache = QueryEmbeddingCache(cache_size)
+        self.shared_cache = shared_cache
 
     @classmethod
     def from_index(cls, folder: Path, encoder: Encoder, **kwargs) -> "DenseRetriever":
@@ -123,6 +133,11 @@ class DenseRetriever(Stage):
                 missing.setdefault(text, []).append(i)
             else:
                 out[i] = vec
+        if missing and self.shared_cache is not None:
+            for text, vec in self._shared_get(list(missing)).items():
+                if vec.shape == (self.encoder.dim,):
+                    out[missing.pop(text)] = vec
+                    self.cache.put(text, vec.copy())
         if missing:
             fresh = np.asarray(self.encoder.encode_queries(list(missing)), dtype=np.float32)
             if self.normalize:
@@ -130,7 +145,22 @@ class DenseRetriever(Stage):
             for (text, rows), vec in zip(missing.items(), fresh, strict=True):
                 out[rows] = vec
                 self.cache.put(text, vec.copy())
+            if self.shared_cache is not None:
+                self._shared_set(list(missing), fresh)
         return out
+
+    def _shared_get(self, texts: list[str]) -> dict[str, np.ndarray]:
+        try:
+            return self.shared_cache.get_many(self.encoder.identity, texts)
+        except Exception as exc:  # noqa: BLE001 - a cache never fails a search
+            logger.warning("shared query-embedding cache unavailable: %s", exc)
+            return {}
+
+    def _shared_set(self, texts: list[str], vectors: np.ndarray) -> None:
+        try:
+            self.shared_cache.set_many(self.encoder.identity, texts, vectors)
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("shared query-embedding cache unavailable: %s", exc)
 
     def transform(self, queries: Sequence[Query], candidates: Results | None = None) -> Results:
         if not queries:
@@ -212,10 +242,11 @@ def _build(cfg: DenseConfig, ctx: BuildContext) -> DenseRetriever:
         ("encoder", spec, ctx.device),
         lambda: load_encoder(spec, ctx.device, max_length=index_cfg.max_length, models_dir=ctx.models_dir),
     )
+    shared_cache = ctx.shared(SHARED_CACHE_KEY, lambda: None)  # outside the factory: ctx.shared's lock is not reentrant
     shared = ctx.shared(  # one FAISS index and cache per index/encoder/settings, shared by pipelines
         ("dense", manifest.version, cfg.index, spec, cfg.ef_search, cfg.nprobe, cfg.cache_size),
-        lambda: DenseRetriever(folder, manifest, encoder, k=cfg.k, ef_search=cfg.ef_search,
-                               nprobe=cfg.nprobe, cache_size=cfg.cache_size),
+        lambda: DenseRetriever(folder, manifest, encoder, k=cfg.k, ef_search=cfg.ef_search, nprobe=cfg.nprobe,
+                               cache_size=cfg.cache_size, shared_cache=shared_cache),
     )
     stage = copy.copy(shared)  # the registry sets name/fail_open on what it gets
     stage.k = cfg.k

@@ -24,6 +24,7 @@ Config example::
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, Sequence
 
@@ -106,6 +107,8 @@ class Fusion(Stage):
             raise ValueError(f"unknown fusion method {method!r} (rrf or linear)")
         self.retrievers = [r.with_depth(d) if d is not None else r for r, d in zip(retrievers, depths, strict=True)]
         self.depths, self.method, self.k, self.weights, self.normalization = depths, method, k, weights, normalization
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     def transform(self, queries: Sequence[Query], candidates: Results | None = None) -> Results:
         if not queries:
@@ -116,9 +119,18 @@ class Fusion(Stage):
     def _run_retrievers(self, queries: Sequence[Query]) -> list[Results]:
         if len(self.retrievers) == 1:
             return [self._run_one(self.retrievers[0], queries)]
-        with ThreadPoolExecutor(max_workers=len(self.retrievers), thread_name_prefix="fusion") as pool:
-            futures = [pool.submit(self._run_one, r, queries) for r in self.retrievers]
-            return [f.result() for f in futures]
+        pool = self._executor()
+        futures = [pool.submit(self._run_one, r, queries) for r in self.retrievers[1:]]
+        first = self._run_one(self.retrievers[0], queries)  # the caller's thread runs one retriever itself
+        return [first, *(f.result() for f in futures)]
+
+    def _executor(self) -> ThreadPoolExecutor:
+        """One long-lived pool per stage: pyjnius leaves JVM-attached threads behind when short-lived
+        threads end (the JVM can then hang), so worker threads are reused, never discarded per call."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=max(1, len(self.retrievers) - 1), thread_name_prefix="fusion")
+            return self._pool
 
     def _run_one(self, retriever: Stage, queries: Sequence[Query]) -> Results:
         try:

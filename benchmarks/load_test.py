@@ -174,8 +174,11 @@ class MemorySampler:
 
 
 async def load(service: Service, pipelines: list[str], queries: list[str], concurrency: int, duration_s: float,
-               label: str, k: int = 10, offset: int = 0) -> LoadResult:
-    """``concurrency`` clients POST /search back to back for ``duration_s``; pipelines alternate per request."""
+               label: str, k: int = 10, offset: int = 0, uncached: frozenset[str] = frozenset()) -> LoadResult:
+    """``concurrency`` clients POST /search back to back for ``duration_s``; pipelines alternate per request.
+
+    Queries sent to a pipeline in ``uncached`` get a unique suffix, so that they always reach the pipeline.
+    """
     result = LoadResult(label, concurrency, duration_s)
     counter = {"i": offset}
     t0 = time.monotonic()
@@ -187,7 +190,9 @@ async def load(service: Service, pipelines: list[str], queries: list[str], concu
             while time.monotonic() < stop_at:
                 i = counter["i"]
                 counter["i"] += 1
-                body = {"query": queries[i % len(queries)], "k": k, "pipeline": pipelines[i % len(pipelines)]}
+                pipeline = pipelines[i % len(pipelines)]
+                text = queries[i % len(queries)] + (f" {i}" if pipeline in uncached else "")
+                body = {"query": text, "k": k, "pipeline": pipeline}
                 start = time.perf_counter()
                 try:
                     r = await client.post("/search", json=body)

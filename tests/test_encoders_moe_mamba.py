@@ -186,3 +186,32 @@ def test_mamba_roundtrip_through_load_encoder(mamba, tmp_path):
     (tmp_path / "mamba" / "model.safetensors").unlink()
     with pytest.raises(ConfigError, match="no Mamba weights"):
         load_encoder(tmp_path / "mamba", device="cpu")
+
+
+@pytest.mark.parametrize("kind", ["moe", "mamba"])
+def test_trained_folders_serve_through_the_dense_indexer_and_stage(kind, moe, mamba, tmp_path, tiny_dataset):
+    """A model folder named in a faiss index config is indexed and searched like MiniLM."""
+    from indexer.build import ensure_indexes
+    from pipeline.config import parse_config
+    from pipeline.registry import BuildContext, build_pipeline
+    from pipeline.types import Query
+
+    models = tmp_path / "models"
+    if kind == "moe":
+        moe.save(models / "moe-tiny")
+        spec = "moe-tiny/domains/cranfield"
+    else:
+        mamba.save(models / "mamba-tiny")
+        spec = "mamba-tiny"
+    config = parse_config({
+        "indexes": {"dense": {"type": "faiss", "model": str(models / spec), "max_length": 64}},
+        "pipelines": {"dense": {"stages": [{"type": "dense", "index": "dense", "k": 5}]}},
+    })
+    root = tmp_path / "indexes"
+    manifests = ensure_indexes(tiny_dataset, "tiny", config, ["dense"], root)
+    assert manifests["dense"].params["model_identity"].startswith(f"{kind}:")
+    assert manifests["dense"].params["dim"] == 32
+    pipe = build_pipeline("dense", BuildContext(index_root=root, collection="tiny", config=config, models_dir=models))
+    results = pipe([Query("q1", "how do plants make glucose"), Query("q2", "lava from volcanoes")])
+    assert set(results) == {"q1", "q2"} and all(len(hits) == 5 for hits in results.values())
+    assert all(h.doc_id.startswith("d") for hits in results.values() for h in hits)

@@ -1,6 +1,10 @@
 """Cost of per-request language modules: swap time, memory per module, reranking and service latency.
 
-    python benchmarks/module_swap.py --language de [--repeats 50] [--requests 20]
+    python benchmarks/module_swap.py --language de [--repeats 50] [--requests 20] [--synthetic]
+
+``--synthetic`` builds random-valued modules of the trained shapes (LoRA r=8 on query/key/value/
+dense; SFTM 2% ranking + 1% language) on the real base, for when models/lang-modules is not
+trained yet: swap time, memory and latency depend on the shapes, not on the values.
 
 Everything is measured in this run against its own baseline:
 
@@ -16,6 +20,7 @@ Everything is measured in this run against its own baseline:
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import sys
@@ -55,7 +60,13 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--depth", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--base", default="ce-minilm")
+    parser.add_argument("--synthetic", action="store_true", help="random modules of the trained shapes (see above)")
     args = parser.parse_args()
+    if args.synthetic:
+        import tempfile
+
+        args.models_dir = synthetic_modules(Path(tempfile.mkdtemp()), args.models_dir, args.base, args.language)
 
     import torch
 
@@ -71,7 +82,7 @@ def main() -> int:
     print("\n# 1. swap cost (apply + exact restore, no forward pass)")
     registries = {}
     for kind in ("lora", "sftm"):
-        registry, tokenizer = load_registry("minilm", args.models_dir, args.modules, kind, names[kind])
+        registry, tokenizer = load_registry(args.base, args.models_dir, args.modules, kind, names[kind])
         registries[kind] = (registry, tokenizer)
 
     def swap(registry, modules):
@@ -119,6 +130,40 @@ def main() -> int:
     return 0
 
 
+def synthetic_modules(root: Path, models_dir: Path, base: str, lang: str) -> Path:
+    """``root/<base>`` -> the real base; ``root/lang-modules/{lora,sftm}/{ranking,lang}`` random, trained shapes."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from pipeline.language_modules import Sparse, save_sftm
+    from pipeline.stages.modular_reranker import load_base
+    from training.language_modules.trainer import LORA_TARGETS
+
+    (root / base).symlink_to((models_dir / base).resolve())
+    model, _, _ = load_base(base, models_dir)
+    g = torch.Generator().manual_seed(0)
+    for name in ["ranking", lang]:
+        peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=8, lora_alpha=16,
+                                    target_modules=list(LORA_TARGETS)))
+        with torch.no_grad():
+            for pname, p in peft_model.named_parameters():
+                if "lora_B" in pname:
+                    p.copy_(torch.randn(p.shape, generator=g) * 0.01)
+        peft_model.save_pretrained(str(root / "lang-modules" / "lora" / name))
+        params = dict(model.named_parameters())
+        total = sum(p.numel() for p in params.values())
+        keep = int(total * (0.02 if name == "ranking" else 0.01))
+        flat = torch.randperm(total, generator=g)[:keep].sort().values
+        deltas, offset = {}, 0
+        for pname, p in params.items():
+            idx = flat[(flat >= offset) & (flat < offset + p.numel())] - offset
+            if idx.numel():
+                deltas[pname] = Sparse(idx, torch.randn(idx.numel(), generator=g) * 1e-3)
+            offset += p.numel()
+        save_sftm(root / "lang-modules" / "sftm" / name, deltas, {"density": keep / total, "synthetic": True})
+    return root
+
+
 def service_latency(args, lang: str) -> None:
     from fastapi.testclient import TestClient
 
@@ -129,7 +174,7 @@ def service_latency(args, lang: str) -> None:
     from training.language_modules.xquad import load_language, question_split
 
     index = f"lucene-{lang}"
-    reranker = {"type": "modular_ce", "index": index, "model": "minilm", "modules": args.modules}
+    reranker = {"type": "modular_ce", "index": index, "model": args.base, "modules": args.modules}
     config = parse_config({
         "indexes": {index: {"type": "lucene", "language": lang}},
         "pipelines": {

@@ -77,6 +77,7 @@ def _plain(argv: list[str]) -> int:
 
 def _report(argv: list[str]) -> int:
     from eval.experiment import DEFAULT_DEPTHS, Experiment
+    from eval.isolation import run_isolated
     from eval.report import build_report, write_report
     from eval.trec import write_run
     from pipeline.config import load_config
@@ -93,14 +94,20 @@ def _report(argv: list[str]) -> int:
                         help="rerank depths for the trade-off curves (none: no curves)")
     parser.add_argument("--trials", type=int, default=10_000, help="randomisation-test trials")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--in-process", action="store_true", help="run every pipeline in this process (a native "
+                        "crash then ends the report); default: pipelines grouped by first stage, one child process each")
     _common(parser)
     args = parser.parse_args(argv)
     config = load_config(args.config)
     names = args.pipelines or list(config.pipelines)
     outcomes = []
     for dataset in args.datasets:
-        exp = Experiment(dataset, args.split, config, args.index_root, args.models_dir)
-        outcome = exp.run_all(names, depths=args.depths, exclude=args.skip)
+        if args.in_process:
+            exp = Experiment(dataset, args.split, config, args.index_root, args.models_dir)
+            outcome = exp.run_all(names, depths=args.depths, exclude=args.skip)
+        else:
+            outcome = run_isolated(dataset, args.split, config, args.index_root, args.models_dir, names,
+                                   depths=args.depths, exclude=args.skip)
         for name, results in outcome.results.items():
             write_run(results, args.out / "runs" / outcome.dataset / f"{_file_name(name)}.trec", tag=_file_name(name))
         outcomes.append(outcome)

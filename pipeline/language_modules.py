@@ -199,8 +199,12 @@ class ModuleRegistry:
     def __init__(self, model: "torch.nn.Module"):  # noqa: F821
         self.model = model
         self._params = dict(model.named_parameters())
+        self._layers = dict(model.named_modules())
         self._modules: dict[str, Module] = {}
         self._lock = threading.RLock()
+        self._low_rank: dict[str, list[LowRank]] = {}
+        """Active LoRA terms per linear layer, read by its forward hook (only changed under the lock)."""
+        self._hooked: set[str] = set()
 
     def add(self, module: Module) -> None:
         """Check a module against the base model and keep it (tensors moved to the model's device)."""
@@ -216,10 +220,29 @@ class ModuleRegistry:
                                           f"!= {tuple(param.shape)}")
             if isinstance(delta, Sparse) and delta.index.numel() and int(delta.index.max()) >= param.numel():
                 raise ModuleMismatchError(f"module {module.name!r}: an index of {name} is past its {param.numel()} values")
+            if isinstance(delta, LowRank) and not _is_linear_weight(self._layers, name):
+                raise ModuleMismatchError(f"module {module.name!r}: {name} is not the weight of a linear layer")
         device = next(iter(self._params.values())).device
         moved = {n: _to(d, device) for n, d in module.deltas.items()}
         with self._lock:
+            for name, delta in moved.items():
+                layer = name.removesuffix(".weight")
+                if isinstance(delta, LowRank) and layer not in self._hooked:
+                    self._layers[layer].register_forward_hook(self._hook(layer))
+                    self._hooked.add(layer)
             self._modules[module.name] = Module(module.name, module.kind, moved)
+
+    def _hook(self, layer: str):
+        def add_low_rank(_module, inputs, output):
+            terms = self._low_rank.get(layer)
+            if not terms:
+                return None
+            x = inputs[0]
+            for t in terms:
+                output = output + (x @ t.a.t().to(x.dtype)) @ t.b.t().to(x.dtype) * t.scale
+            return output
+
+        return add_low_rank
 
     def __contains__(self, name: str) -> bool:
         return name in self._modules
@@ -233,7 +256,12 @@ class ModuleRegistry:
 
     @contextlib.contextmanager
     def activated(self, names: Sequence[str]) -> Iterator[None]:
-        """Apply ``names`` in order for the duration of the block; the base weights come back exactly."""
+        """Apply ``names`` in order for the duration of the block; the base weights come back exactly.
+
+        LoRA terms are not merged: each adapted linear layer's forward hook adds ``x·Aᵀ·Bᵀ·scale``
+        while they are active, so swapping an adapter costs no weight copy. Sparse and replaced
+        tensors are changed in place and restored from saved values.
+        """
         import torch
 
         missing = [n for n in names if n not in self._modules]
@@ -241,17 +269,32 @@ class ModuleRegistry:
             raise KeyError(f"modules not loaded: {missing} (loaded: {self.names})")
         with self._lock, torch.no_grad():
             undo: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
+            hooked: list[str] = []
             try:
                 for name in names:
                     for pname, delta in self._modules[name].deltas.items():
-                        undo.append(_apply(self._params[pname], delta))
+                        if isinstance(delta, LowRank):
+                            layer = pname.removesuffix(".weight")
+                            self._low_rank.setdefault(layer, []).append(delta)
+                            hooked.append(layer)
+                        else:
+                            undo.append(_apply(self._params[pname], delta))
                 yield
             finally:
+                for layer in hooked:
+                    self._low_rank[layer].pop()
                 for param, index, original in reversed(undo):  # reverse order: overlapping deltas undo exactly
                     if index is None:
                         param.copy_(original)
                     else:
                         param.view(-1)[index] = original
+
+
+def _is_linear_weight(layers: Mapping[str, object], name: str) -> bool:
+    import torch
+
+    layer = layers.get(name.removesuffix(".weight")) if name.endswith(".weight") else None
+    return isinstance(layer, torch.nn.Linear)
 
 
 def _apply(param: "torch.Tensor", delta: Delta):  # noqa: F821

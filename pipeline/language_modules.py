@@ -59,14 +59,16 @@ class LowRank:
 
 @dataclass(frozen=True)
 class Sparse:
-    """``W.flatten()[index] += values``."""
+    """``W.flatten()[index] += values``; ``base`` (set when loaded into a registry) keeps the base's values there."""
 
     index: "torch.Tensor"  # noqa: F821
     values: "torch.Tensor"  # noqa: F821
+    base: "torch.Tensor | None" = None  # noqa: F821
 
     @property
     def nbytes(self) -> int:
-        return self.index.numel() * self.index.element_size() + self.values.numel() * self.values.element_size()
+        extra = self.base.numel() * self.base.element_size() if self.base is not None else 0
+        return self.index.numel() * self.index.element_size() + self.values.numel() * self.values.element_size() + extra
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,11 @@ class ModuleRegistry:
                 raise ModuleMismatchError(f"module {module.name!r}: {name} is not the weight of a linear layer")
         device = next(iter(self._params.values())).device
         moved = {n: _to(d, device) for n, d in module.deltas.items()}
-        with self._lock:
+        with self._lock:  # no module is active here: the saved base values are the pristine ones
+            for name, delta in moved.items():
+                if isinstance(delta, Sparse):
+                    base = self._params[name].detach().view(-1).index_select(0, delta.index).clone()
+                    moved[name] = Sparse(delta.index, delta.values, base)
             for name, delta in moved.items():
                 layer = name.removesuffix(".weight")
                 if isinstance(delta, LowRank) and layer not in self._hooked:
@@ -287,7 +293,7 @@ class ModuleRegistry:
                     if index is None:
                         param.copy_(original)
                     else:
-                        param.view(-1)[index] = original
+                        param.view(-1).index_copy_(0, index, original)
 
 
 def _is_linear_weight(layers: Mapping[str, object], name: str) -> bool:
@@ -301,7 +307,7 @@ def _apply(param: "torch.Tensor", delta: Delta):  # noqa: F821
     """Apply one delta in place; returns ``(param, index or None, saved values)`` to undo it."""
     if isinstance(delta, Sparse):
         flat, index = param.view(-1), delta.index.to(param.device)
-        saved = flat[index].clone()
+        saved = delta.base if delta.base is not None else flat.index_select(0, index)
         flat.index_add_(0, index, delta.values.to(param.device, param.dtype))
         return param, index, saved
     saved = param.detach().clone()
@@ -316,5 +322,5 @@ def _to(delta: Delta, device) -> Delta:
     if isinstance(delta, LowRank):
         return LowRank(delta.a.to(device), delta.b.to(device), delta.scale)
     if isinstance(delta, Sparse):
-        return Sparse(delta.index.to(device), delta.values.to(device))
+        return Sparse(delta.index.to(device), delta.values.to(device), None if delta.base is None else delta.base.to(device))
     return Replace(delta.values.to(device))

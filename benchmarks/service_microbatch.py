@@ -94,6 +94,9 @@ def main() -> None:
     parser.add_argument("--pipeline", default="bm25>>ce")
     parser.add_argument("--requests", type=int, default=24, help="requests per mode (distinct queries)")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--config", type=Path, default=None,
+                        help="pipeline config for the service (default: configs/pipelines.yaml); on a slow shared CPU "
+                             "pass one without time_budget_ms so that late reranks are not turned into fallbacks")
     args = parser.parse_args()
 
     collection = dataset_name(args.dataset)
@@ -105,7 +108,7 @@ def main() -> None:
     port = free_port()
     env = {**os.environ, "SEARCH_COLLECTIONS": json.dumps([collection]), "SEARCH_PIPELINES": json.dumps([args.pipeline]),
            "SEARCH_INDEX_ROOT": str(default_index_root()), "SEARCH_CACHE_TTL_S": "0", "HF_HUB_OFFLINE": "1",
-           "TRANSFORMERS_OFFLINE": "1"}
+           "TRANSFORMERS_OFFLINE": "1", **({"SEARCH_CONFIG": str(args.config.resolve())} if args.config else {})}
     server = subprocess.Popen([sys.executable, "-m", "service", "--port", str(port), "--log-level", "warning"], env=env)
     try:
         wait_ready(port)

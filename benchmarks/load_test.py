@@ -196,7 +196,7 @@ async def load(service: Service, pipelines: list[str], queries: list[str], concu
                 start = time.perf_counter()
                 try:
                     r = await client.post("/search", json=body)
-                except httpx.HTTPError as exc:
+                except httpx.HTTPError as exc:  # counted by kind: ReadTimeout, ConnectError, RemoteProtocolError...
                     result.errors[type(exc).__name__] = result.errors.get(type(exc).__name__, 0) + 1
                     result.events.append((time.monotonic() - t0, f"error:{type(exc).__name__}"))
                     continue
@@ -248,6 +248,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--redis-url", default=None, help="result cache in Redis (default: in-process LRU)")
     parser.add_argument("--skip-cached", action="store_true", help="only the cache-off runs")
+    parser.add_argument("--only-cached", action="store_true", help="only the cache-on runs")
     parser.add_argument("--log", type=Path, default=Path("/tmp/load_test_service.log"))
     args = parser.parse_args()
 
@@ -259,7 +260,7 @@ def main() -> None:
         env["SEARCH_REDIS_URL"] = args.redis_url
         env["SEARCH_CACHE_NAMESPACE"] = f"load-{secrets.token_hex(4)}"
     results: list[LoadResult] = []
-    for cached in ([False] if args.skip_cached else [False, True]):
+    for cached in [m for m in (False, True) if not (args.skip_cached and m) and not (args.only_cached and not m)]:
         mode_env = {**env, "SEARCH_CACHE_TTL_S": "300" if cached else "0"}
         with running_service(mode_env, args.log) as service:
             status = pipeline_status(service)
@@ -288,7 +289,7 @@ def main() -> None:
         if b is not None and r is not b and b.qps:
             print(f"{r.label}: QPS {r.qps / b.qps:.2f}x the 1-client baseline, p50 {r.pct(50) / b.pct(50):.2f}x")
     failed = sum(sum(r.errors.values()) for r in results)
-    print(f"total errors: {failed}")
+    print(f"total errors: {failed}", {r.label: r.errors for r in results if r.errors} or "")
     raise SystemExit(1 if failed else 0)
 
 

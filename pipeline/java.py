@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import glob
 import importlib.util
+import contextlib
 import os
+import sys
 import threading
 
 _lock = threading.Lock()
@@ -47,3 +49,33 @@ def start_jvm(max_heap: str | None = None) -> None:
         import jnius  # noqa: F401  (starts the JVM)
 
         _started = True
+    detach_threads_from_jvm_on_exit()
+
+
+_hook_lock = threading.Lock()
+
+
+def detach_threads_from_jvm_on_exit() -> None:
+    """Make every thread of this process detach from the JVM as it ends.
+
+    pyjnius attaches each thread that calls into Java but never detaches it (except on
+    Android); a JVM that still lists a dead native thread can hang or crash at its next
+    safepoint. Thread pools in stages, the service and the eval job all create such threads,
+    so :func:`start_jvm` installs this hook once per process. Idempotent.
+    """
+    with _hook_lock:
+        if getattr(threading.Thread.run, "_detaches_jvm", False):
+            return
+        original = threading.Thread.run
+
+        def run(self, *args, **kwargs):
+            try:
+                return original(self, *args, **kwargs)
+            finally:
+                jnius = sys.modules.get("jnius")
+                if jnius is not None:
+                    with contextlib.suppress(Exception):
+                        jnius.detach()
+
+        run._detaches_jvm = True  # type: ignore[attr-defined]
+        threading.Thread.run = run  # type: ignore[method-assign]

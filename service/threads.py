@@ -17,6 +17,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
+from pipeline.java import detach_threads_from_jvm_on_exit  # noqa: F401  (re-exported for the app)
+
 T = TypeVar("T")
 _local = threading.local()
 
@@ -45,31 +47,3 @@ class Workers:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=True)
-
-
-_hook_lock = threading.Lock()
-
-
-def detach_threads_from_jvm_on_exit() -> None:
-    """Make every thread of this process detach from the JVM as it ends (what pyjnius itself does on Android).
-
-    Stages that run retrievers on short-lived threads (e.g. a fusion stage's per-call pool) would
-    otherwise leave dead threads attached, after which the JVM can hang or crash at a safepoint.
-    Idempotent; called by the service at start-up, never at import.
-    """
-    with _hook_lock:
-        if getattr(threading.Thread.run, "_detaches_jvm", False):
-            return
-        original = threading.Thread.run
-
-        def run(self, *args, **kwargs):
-            try:
-                return original(self, *args, **kwargs)
-            finally:
-                jnius = sys.modules.get("jnius")
-                if jnius is not None:
-                    with contextlib.suppress(Exception):
-                        jnius.detach()
-
-        run._detaches_jvm = True  # type: ignore[attr-defined]
-        threading.Thread.run = run  # type: ignore[method-assign]

@@ -25,6 +25,7 @@ _STAGE_MODULES = (
     "pipeline.stages.cross_encoder",
     "pipeline.stages.listwise",
     "pipeline.stages.modular_reranker",
+    "pipeline.stages.sharded",
 )
 
 

@@ -76,32 +76,32 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     lang = args.language
-    names = {kind: ["ranking", lang] for kind in ("lora", "sftm")}
+    families = {"lora-merge": ("lora", True), "lora-hook": ("lora", False), "sftm": ("sftm", True)}
+    names = ["ranking", lang]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, language {lang}")
 
     print("\n# 1. swap cost (apply + exact restore, no forward pass)")
     registries = {}
-    for kind in ("lora", "sftm"):
-        registry, tokenizer = load_registry(args.base, args.models_dir, args.modules, kind, names[kind])
-        registries[kind] = (registry, tokenizer)
+    for family, (kind, merge) in families.items():
+        registries[family] = load_registry(args.base, args.models_dir, args.modules, kind, names, merge_lora=merge)
 
     def swap(registry, modules):
         with registry.activated(modules):
             pass
 
-    empty = timed(lambda: swap(registries["lora"][0], []), args.repeats)
+    empty = timed(lambda: swap(registries["sftm"][0], []), args.repeats)
     describe("baseline: empty activation", empty)
-    for kind in ("lora", "sftm"):
-        registry = registries[kind][0]
-        describe(f"{kind}: {lang} alone", timed(lambda r=registry: swap(r, [lang]), args.repeats), empty)
-        describe(f"{kind}: ranking + {lang}", timed(lambda r=registry: swap(r, ["ranking", lang]), args.repeats), empty)
+    for family in families:
+        registry = registries[family][0]
+        describe(f"{family}: {lang} alone", timed(lambda r=registry: swap(r, [lang]), args.repeats), empty)
+        describe(f"{family}: ranking + {lang}", timed(lambda r=registry: swap(r, ["ranking", lang]), args.repeats), empty)
 
     print("\n# 2. memory per module")
-    base_bytes = sum(p.numel() * p.element_size() for p in registries["lora"][0].model.parameters())
+    base_bytes = sum(p.numel() * p.element_size() for p in registries["sftm"][0].model.parameters())
     print(f"{'base model (fp32 parameters)':<44} {base_bytes / 2**20:9.2f} MiB")
-    for kind in ("lora", "sftm"):
-        registry = registries[kind][0]
-        for name in names[kind]:
+    for family in ("lora-merge", "sftm"):
+        kind, registry = families[family][0], registries[family][0]
+        for name in names:
             module = registry.get(name)
             folder = args.models_dir / args.modules / kind / name
             on_disk = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
@@ -115,15 +115,15 @@ def main() -> int:
     docs = sorted(data.sentences)[: args.depth]
     hits = {qid: [Hit(qid, d, 0.0) for d in docs]}
     texts = lambda ids: {i: data.sentences[i] for i in ids}  # noqa: E731
-    for kind in ("lora", "sftm"):
-        registry, tokenizer = registries[kind]
-        stage = ModularCrossEncoder(registry, tokenizer, texts, {lang: names[kind]}, kind=kind, detector=None)
+    for family, (kind, _) in families.items():
+        registry, tokenizer = registries[family]
+        stage = ModularCrossEncoder(registry, tokenizer, texts, {lang: names}, kind=kind, detector=None)
         with_module = [Query(qid, data.questions[qid], lang)]
         without = [Query(qid, data.questions[qid], "xx")]  # no module: the bare base forward pass
         stage(with_module, hits)
         base_ms = timed(lambda s=stage, w=without: s(w, hits), max(5, args.repeats // 5))
-        describe(f"{kind}: base reranker, no module", base_ms)
-        describe(f"{kind}: ranking + {lang} modules", timed(lambda s=stage, w=with_module: s(w, hits), max(5, args.repeats // 5)), base_ms)
+        describe(f"{family}: base reranker, no module", base_ms)
+        describe(f"{family}: ranking + {lang} modules", timed(lambda s=stage, w=with_module: s(w, hits), max(5, args.repeats // 5)), base_ms)
 
     print(f"\n# 4. service latency, POST /search (bm25 top {args.depth} >> modular_ce), {args.requests} requests")
     service_latency(args, lang)

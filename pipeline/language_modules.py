@@ -198,8 +198,11 @@ def save_sftm(folder: Path, deltas: Mapping[str, Sparse], meta: Mapping[str, obj
 class ModuleRegistry:
     """The base model plus every loaded module; activation is exclusive and exactly reversible."""
 
-    def __init__(self, model: "torch.nn.Module"):  # noqa: F821
+    def __init__(self, model: "torch.nn.Module", merge_lora: bool = True):  # noqa: F821
         self.model = model
+        self.merge_lora = merge_lora
+        """True: add ``B·A·scale`` into the weights on activation (a copy per swap, base-speed forward);
+        False: leave the weights alone and add the low-rank term in forward hooks (free swap, slower forward)."""
         self._params = dict(model.named_parameters())
         self._layers = dict(model.named_modules())
         self._modules: dict[str, Module] = {}
@@ -233,7 +236,7 @@ class ModuleRegistry:
                     moved[name] = Sparse(delta.index, delta.values, base)
             for name, delta in moved.items():
                 layer = name.removesuffix(".weight")
-                if isinstance(delta, LowRank) and layer not in self._hooked:
+                if isinstance(delta, LowRank) and not self.merge_lora and layer not in self._hooked:
                     self._layers[layer].register_forward_hook(self._hook(layer))
                     self._hooked.add(layer)
             self._modules[module.name] = Module(module.name, module.kind, moved)
@@ -264,9 +267,9 @@ class ModuleRegistry:
     def activated(self, names: Sequence[str]) -> Iterator[None]:
         """Apply ``names`` in order for the duration of the block; the base weights come back exactly.
 
-        LoRA terms are not merged: each adapted linear layer's forward hook adds ``x·Aᵀ·Bᵀ·scale``
-        while they are active, so swapping an adapter costs no weight copy. Sparse and replaced
-        tensors are changed in place and restored from saved values.
+        LoRA terms are merged into the weights (``merge_lora``, the default) or, unmerged, added by
+        each adapted linear layer's forward hook while active. Sparse and replaced tensors are
+        changed in place and restored from saved values.
         """
         import torch
 
@@ -279,7 +282,7 @@ class ModuleRegistry:
             try:
                 for name in names:
                     for pname, delta in self._modules[name].deltas.items():
-                        if isinstance(delta, LowRank):
+                        if isinstance(delta, LowRank) and not self.merge_lora:
                             layer = pname.removesuffix(".weight")
                             self._low_rank.setdefault(layer, []).append(delta)
                             hooked.append(layer)

@@ -58,6 +58,8 @@ class ModularCEConfig(StageConfig):
     fallback: list[str] = Field(default_factory=list)
     """Modules for a language without its own (default: none, i.e. the base reranker)."""
     detect: bool = True
+    merge_lora: bool = True
+    """Merge adapters into the weights per swap (faster forward on CPU) or add them in forward hooks (free swap)."""
     max_length: int = Field(default=256, ge=16, le=512)
     batch_size: int = Field(default=32, ge=1, le=1024)
 
@@ -226,10 +228,10 @@ class ModularCrossEncoder(Stage):
 
 
 def load_registry(model: str, models_dir: Path, modules_dir: str, kind: str, names: Sequence[str],
-                  device: str | None = None) -> tuple[ModuleRegistry, object]:
+                  device: str | None = None, merge_lora: bool = True) -> tuple[ModuleRegistry, object]:
     """Load the base once and every named module of ``models/<modules_dir>/<kind>/``; checks they fit the base."""
     net, tokenizer, identity = load_base(model, models_dir, device)
-    registry = ModuleRegistry(net)
+    registry = ModuleRegistry(net, merge_lora=merge_lora)
     root = Path(models_dir) / modules_dir / kind
     for name in names:
         folder = root / name
@@ -247,9 +249,9 @@ def _build(cfg: ModularCEConfig, ctx: BuildContext) -> ModularCrossEncoder:
     store = DocStore(folder / DOCSTORE)
     langs = [normalize_lang(x) for x in cfg.languages]
     names = sorted({*langs, *cfg.fallback, *([cfg.ranking] if cfg.ranking else [])})
-    key = ("modular_ce", cfg.model, cfg.modules, cfg.kind, tuple(names), ctx.device)
+    key = ("modular_ce", cfg.model, cfg.modules, cfg.kind, tuple(names), ctx.device, cfg.merge_lora)
     registry, tokenizer = ctx.shared(key, lambda: load_registry(cfg.model, ctx.models_dir, cfg.modules, cfg.kind,
-                                                               names, ctx.device))
+                                                               names, ctx.device, cfg.merge_lora))
     ranking = [cfg.ranking] if cfg.ranking else []
     detector = ctx.shared("language-detector", LanguageDetector) if cfg.detect else None
 

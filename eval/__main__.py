@@ -89,6 +89,7 @@ def _report(argv: list[str]) -> int:
     parser.add_argument("--split", default="test")
     parser.add_argument("--pipelines", nargs="+", help="default: every pipeline in the config")
     parser.add_argument("--skip", nargs="+", default=[], help="pipelines to leave out (listed as skipped)")
+    parser.add_argument("--skip-reason", default="excluded on the command line (--skip)", help="shown for --skip")
     parser.add_argument("--baseline", default="bm25")
     parser.add_argument("--depths", type=int, nargs="*", default=list(DEFAULT_DEPTHS),
                         help="rerank depths for the trade-off curves (none: no curves)")
@@ -108,6 +109,7 @@ def _report(argv: list[str]) -> int:
         else:
             outcome = run_isolated(dataset, args.split, config, args.index_root, args.models_dir, names,
                                    depths=args.depths, exclude=args.skip)
+        outcome.skipped.update({name: args.skip_reason for name in args.skip if name in outcome.skipped})
         for name, results in outcome.results.items():
             write_run(results, args.out / "runs" / outcome.dataset / f"{_file_name(name)}.trec", tag=_file_name(name))
         outcomes.append(outcome)

@@ -175,6 +175,9 @@ def _regress(argv: list[str]) -> int:
         matrix = load_matrix(path)
         names = [p for p in args.pipeline if p in matrix.conditions] if args.pipeline else None
         for check in check_matrix(matrix, config, args.index_root, args.models_dir, pipelines=names):
+            if check.pending:
+                print(f"PENDING\t{path.stem}\t{check.pipeline}\tno expected numbers yet: {check.pending}")
+                continue
             status = "OK  " if check.ok else "FAIL"
             detail = check.error or "; ".join(map(str, check.deviations)) or "  ".join(f"{k}={v:.4f}" for k, v in check.measured.items())
             print(f"{status}\t{path.stem}\t{check.pipeline}\t{detail}")

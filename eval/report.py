@@ -154,7 +154,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                 for p in points:
                     lines.append(f"| `{name}` | {p['depth']} | {p['metrics'][CURVE_MEASURE]:.4f} | {p['ms_per_query']:.1f} |")
         if ds["skipped"]:
-            lines += ["", "Skipped (cannot be built here):", ""]
+            lines += ["", "Not evaluated (cannot be built here, crashed, or left out on the command line):", ""]
             lines += [f"- `{name}`: {reason}" for name, reason in ds["skipped"].items()]
         slug = _slug(ds["dataset"])
         if ds["systems"]:

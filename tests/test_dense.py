@@ -283,3 +283,17 @@ class _Random(Encoder):
         return np.random.default_rng(0).standard_normal((len(texts), self.dim)).astype(np.float32)
 
     encode_documents = encode_queries
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pipeline, low, high", [("dense", 0.640, 0.650), ("hybrid", 0.715, 1.0)])
+def test_scifact_test_ndcg_regression(pipeline, low, high):
+    """configs/pipelines.yaml on SciFact test: dense = MTEB's 0.6451 +/- 0.005, hybrid >= 0.715."""
+    from eval.runner import run_eval
+    from pipeline.config import load_config
+    from pipeline.settings_paths import default_index_root
+    from tests.conftest import needs_data
+
+    res = run_eval(needs_data("scifact"), "test", pipeline, load_config(REPO / "configs" / "pipelines.yaml"),
+                   default_index_root(), REPO / "models")
+    assert low <= res.metrics["nDCG@10"] <= high, res.metrics

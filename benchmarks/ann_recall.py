@@ -139,6 +139,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-scifact", action="store_true")
     ap.add_argument("--skip-hnsw", action="store_true", help="no HNSW on the synthetic corpus (its build is the slow part)")
+    ap.add_argument("--skip-ivf", action="store_true", help="no IVF-PQ on the synthetic corpus")
     ap.add_argument("--index-root", type=Path, default=default_index_root())
     ap.add_argument("--dataset", type=Path, default=default_data_dir() / "scifact")
     args = ap.parse_args()
@@ -156,7 +157,8 @@ def main() -> None:
         xb, xq = synthetic(args.n, args.queries)
         print(f"\nsynthetic: {args.n:,} x 384 generated in {time.perf_counter() - start:.1f}s", flush=True)
         configs = [] if args.skip_hnsw else [("HNSW32", "efSearch", [16, 64, 128])]
-        configs.append((f"IVF{args.nlist},PQ48", "nprobe", [8, 32]))
+        if not args.skip_ivf:
+            configs.append((f"IVF{args.nlist},PQ48", "nprobe", [8, 32]))
         rows += run_corpus("synthetic", xb, xq, configs, args.train, args.threads)
     print("\n" + header, *rows, sep="\n")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import importlib
 import logging
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Iterable
 from pipeline.collection import corpus_path, file_checksum
 from pipeline.config import IndexConfig, ServiceConfig, parse_index
 from pipeline.errors import IndexCorruptError, IndexNotFoundError
-from pipeline.index_store import Manifest, publishing, resolve
+from pipeline.index_store import Manifest, index_dir, publishing, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -32,22 +33,30 @@ def index_params_match(manifest: Manifest, cfg: IndexConfig, checksum: str) -> b
 def ensure_index(
     dataset: Path, collection: str, name: str, cfg: IndexConfig, index_root: Path, force: bool = False, threads: int = 2
 ) -> tuple[Path, Manifest, bool]:
-    """Return ``(folder, manifest, built)``; builds only when missing, stale or forced."""
+    """Return ``(folder, manifest, built)``; builds only when missing, stale or forced.
+
+    The check and the build happen under one lock per index, so two jobs that need the same
+    index at once build it once: the second waits, then finds it up to date.
+    """
     checksum = file_checksum(corpus_path(dataset))
-    if not force:
-        try:
-            folder, manifest = resolve(index_root, collection, name)
-            if index_params_match(manifest, cfg, checksum):
-                logger.info("index %s/%s is up to date (version %s)", collection, name, manifest.version)
-                return folder, manifest, False
-            logger.info("index %s/%s is stale: rebuilding", collection, name)
-        except (IndexNotFoundError, IndexCorruptError) as exc:
-            logger.info("index %s/%s: %s; building", collection, name, exc)
-    module, func = BUILDERS[cfg.type].split(":")
-    build = getattr(importlib.import_module(module), func)
-    with publishing(index_root, collection, name) as tmp:
-        build(dataset, tmp, cfg, collection=collection, threads=threads)
-    folder, manifest = resolve(index_root, collection, name)
+    base = index_dir(index_root, collection, name)
+    base.mkdir(parents=True, exist_ok=True)
+    with open(base / ".ensure.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not force:
+            try:
+                folder, manifest = resolve(index_root, collection, name)
+                if index_params_match(manifest, cfg, checksum):
+                    logger.info("index %s/%s is up to date (version %s)", collection, name, manifest.version)
+                    return folder, manifest, False
+                logger.info("index %s/%s is stale: rebuilding", collection, name)
+            except (IndexNotFoundError, IndexCorruptError) as exc:
+                logger.info("index %s/%s: %s; building", collection, name, exc)
+        module, func = BUILDERS[cfg.type].split(":")
+        build = getattr(importlib.import_module(module), func)
+        with publishing(index_root, collection, name) as tmp:
+            build(dataset, tmp, cfg, collection=collection, threads=threads)
+        folder, manifest = resolve(index_root, collection, name)
     logger.info("published %s/%s version %s (%d docs)", collection, name, manifest.version, manifest.doc_count)
     return folder, manifest, True
 

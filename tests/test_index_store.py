@@ -114,3 +114,16 @@ def test_not_json_line(tmp_path):
     (bad / "corpus.jsonl").write_text('{"_id": "a", "text": "x"}\n{oops\n')
     with pytest.raises(CollectionError, match="corpus.jsonl:2: not a JSON line"):
         ensure_index(bad, "t", "lucene", LuceneIndexConfig(), tmp_path / "idx")
+
+
+def test_concurrent_ensure_builds_once(tmp_path, tiny_dataset):
+    """Two jobs needing the same index at once: one builds, the other waits and reuses it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cfg = LuceneIndexConfig()
+    with ThreadPoolExecutor(2) as pool:
+        futures = [pool.submit(ensure_index, tiny_dataset, "t", "lucene", cfg, tmp_path / "idx") for _ in range(2)]
+        results = [f.result() for f in futures]
+    assert sorted(built for _, _, built in results) == [False, True]
+    assert results[0][1].version == results[1][1].version
+    assert len(list((tmp_path / "idx" / "t" / "lucene" / "versions").iterdir())) == 1

@@ -153,7 +153,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=60)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--query-pool", type=int, default=200, help="distinct queries (repeats exercise the cache)")
-    parser.add_argument("--log", type=Path, default=Path("/tmp/faults_service.log"))
+    parser.add_argument("--log", type=Path, default=Path(tempfile.gettempdir()) / "faults_service.log")
     args = parser.parse_args()
     if shutil.which("redis-server") is None:
         raise SystemExit("redis-server is needed (apt-get install -y redis-server)")

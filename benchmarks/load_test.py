@@ -18,6 +18,8 @@ the last-minus-first difference are both small. Prints a table and ratios agains
 
 from __future__ import annotations
 
+import tempfile
+
 import argparse
 import asyncio
 import contextlib
@@ -249,7 +251,7 @@ def main() -> None:
     parser.add_argument("--redis-url", default=None, help="result cache in Redis (default: in-process LRU)")
     parser.add_argument("--skip-cached", action="store_true", help="only the cache-off runs")
     parser.add_argument("--only-cached", action="store_true", help="only the cache-on runs")
-    parser.add_argument("--log", type=Path, default=Path("/tmp/load_test_service.log"))
+    parser.add_argument("--log", type=Path, default=Path(tempfile.gettempdir()) / "load_test_service.log")
     args = parser.parse_args()
 
     collection = dataset_name(args.dataset)

@@ -19,11 +19,13 @@ included) is its own:
 
 Run::
 
-    python benchmarks/scale_1m.py --docs 1000000 --work-dir /tmp/scale1m
+    python benchmarks/scale_1m.py --docs 1000000 --work-dir work/scale_1m
     python benchmarks/scale_1m.py --docs 20000 --phases bm25,dense     # a quick check
 """
 
 from __future__ import annotations
+
+import tempfile
 
 import argparse
 import json
@@ -235,7 +237,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=1_000_000)
     parser.add_argument("--mean-len", type=int, default=64, help="mean words per document (plus a 6-word title)")
-    parser.add_argument("--work-dir", type=Path, default=Path("/tmp/scale_1m"))
+    parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "scale_1m")
     parser.add_argument("--phases", default="bm25,bm25-ray,dense")
     parser.add_argument("--shards", type=int, default=4)
     parser.add_argument("--encode-sample", type=int, default=2000)

@@ -11,7 +11,7 @@ Reading (every reader raises :class:`FormatError` naming ``file:line`` on bad in
 ``convert_to_beir`` turns such files into a BEIR folder that the indexer and the
 eval job read; ``load_judgements`` gives topics and qrels from either layout::
 
-    convert_to_beir(Path("collection.tsv"), Path("topics.txt"), Path("qrels.txt"), Path("/tmp/msm"), split="dev")
+    convert_to_beir(Path("collection.tsv"), Path("topics.txt"), Path("qrels.txt"), Path("msmarco-beir"), split="dev")
 """
 
 from __future__ import annotations

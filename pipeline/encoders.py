@@ -92,6 +92,7 @@ class SentenceTransformerEncoder(Encoder):
             self.model.max_seq_length = min(max_length, self.model.max_seq_length or max_length)
         self.max_length = self.model.max_seq_length
         self.batch_size = batch_size
+        self.pipelined = not str(self.device).startswith("cpu")  # see _encode_pipelined
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
         self.normalize = True
@@ -102,9 +103,42 @@ class SentenceTransformerEncoder(Encoder):
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock:
+            if self.pipelined:
+                return self._encode_pipelined(list(texts))
             vecs = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=self.normalize,
                                      convert_to_numpy=True, show_progress_bar=False)
         return np.ascontiguousarray(vecs, dtype=np.float32)
+
+    def _encode_pipelined(self, texts: list[str]) -> np.ndarray:
+        """Length-sorted batches; batch i+1 is tokenized in a helper thread while the device runs
+        batch i, inputs go through pinned memory, and vectors stay on the device until one copy at
+        the end (``SentenceTransformer.encode`` tokenizes and syncs in between). GPU default."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        import torch
+
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        on_gpu = not str(self.device).startswith("cpu")
+        prepare = getattr(self.model, "preprocess", None) or self.model.tokenize  # renamed in sentence-transformers 6.1
+
+        def tokenize(batch: list[int]) -> dict:
+            features = prepare([texts[i] for i in batch])
+            return {k: (v.pin_memory() if on_gpu else v) for k, v in features.items() if isinstance(v, torch.Tensor)}
+
+        outputs = []
+        with ThreadPoolExecutor(1) as pool, torch.inference_mode():
+            future = pool.submit(tokenize, batches[0])
+            for i in range(len(batches)):
+                features = future.result()
+                if i + 1 < len(batches):
+                    future = pool.submit(tokenize, batches[i + 1])
+                features = {k: v.to(self.model.device, non_blocking=True) for k, v in features.items()}
+                emb = self.model(features)["sentence_embedding"].float()
+                outputs.append(torch.nn.functional.normalize(emb, dim=-1) if self.normalize else emb)
+        vecs = np.empty((len(texts), self.dim), dtype=np.float32)
+        vecs[np.asarray(order)] = torch.cat(outputs).cpu().numpy()
+        return vecs
 
     def encode_queries(self, texts: list[str]) -> np.ndarray:
         return self._encode(texts)

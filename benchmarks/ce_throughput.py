@@ -132,7 +132,7 @@ def gpu_bench(args) -> dict:
     result["pairs_per_s"]["CrossEncoder.predict fp32 b32"] = len(base) / t
     st = None  # free the baseline before timing ours
     tokens = CrossEncoderScorer(args.model, device="cuda", precision="bf16", max_length=args.max_length).encode(pairs[:2000])
-    result["mean_tokens_per_pair"] = sum(len(ids) for ids, _ in tokens) / len(tokens)
+    result["mean_tokens_per_pair"] = sum(len(q) + len(p) + 3 for q, p in tokens) / len(tokens)
     variants = [("bf16 eager b256", dict(batch_size=256, batch_tokens=256 * 512, compile=False)),
                 ("bf16 eager b512", dict(batch_size=512, batch_tokens=512 * 512, compile=False)),
                 ("bf16 compile b256", dict(batch_size=256, batch_tokens=256 * 512, compile=True))]
@@ -152,6 +152,37 @@ def gpu_bench(args) -> dict:
         print(json.dumps(result["pairs_per_s"]), flush=True)
     base_rate = result["pairs_per_s"]["CrossEncoder.predict fp32 b32"]
     result["best_speedup_vs_predict"] = best[0] / base_rate if best else None
+    return result
+
+
+def gpu_profile(args) -> dict:
+    """Where the time goes on a GPU: tokenization alone, forward passes alone (pre-tokenized),
+    and end to end, for attention implementations, batch sizes and padding multiples."""
+    import torch
+
+    from pipeline.stages.cross_encoder import CrossEncoderScorer
+
+    pairs, _, _ = load_pairs(args.bundle, None)
+    result: dict = {"device": torch.cuda.get_device_name(0), "pairs": len(pairs), "rows": []}
+    configs = [("sdpa b256 m8", dict(attn_implementation="sdpa", batch_size=256, batch_tokens=256 * 512)),
+               ("eager b256 m8", dict(attn_implementation="eager", batch_size=256, batch_tokens=256 * 512)),
+               ("sdpa b1024 m8", dict(attn_implementation="sdpa", batch_size=1024, batch_tokens=1024 * 512)),
+               ("sdpa b256 m64", dict(attn_implementation="sdpa", batch_size=256, batch_tokens=256 * 512, pad_multiple=64)),
+               ("sdpa b256 m64 compile", dict(attn_implementation="sdpa", batch_size=256, batch_tokens=256 * 512,
+                                              pad_multiple=64, compile=True))]
+    for name, kw in configs:
+        try:
+            scorer = CrossEncoderScorer(args.model, device="cuda", precision="bf16", max_length=args.max_length, **kw)
+            scorer.score(pairs[:8192])  # warm-up / compile
+            t_tok, encoded = timed(lambda s=scorer: s.encode(pairs), 1)
+            t_fwd, _ = timed(lambda s=scorer, e=encoded: s.score_encoded(e), args.repeats)
+            t_all, _ = timed(lambda s=scorer: s.score(pairs), args.repeats)
+            row = {"config": name, "tokenize_pairs_per_s": len(pairs) / t_tok, "forward_pairs_per_s": len(pairs) / t_fwd,
+                   "end_to_end_pairs_per_s": len(pairs) / t_all}
+        except Exception as exc:  # noqa: BLE001 - keep the other rows
+            row = {"config": name, "failed": f"{type(exc).__name__}: {exc}"[:300]}
+        result["rows"].append(row)
+        print(json.dumps(row), flush=True)
     return result
 
 
@@ -197,9 +228,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--ndcg-queries", type=int, default=30, help="CPU: queries x 100 candidates for the nDCG check")
     parser.add_argument("--baseline-pairs", type=int, default=4096, help="GPU: pairs timed for CrossEncoder.predict")
+    parser.add_argument("--profile", action="store_true", help="GPU: tokenization vs forward vs end to end, per config")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
-    result = cpu_bench(args) if args.device == "cpu" else gpu_bench(args)
+    result = cpu_bench(args) if args.device == "cpu" else gpu_profile(args) if args.profile else gpu_bench(args)
     text = json.dumps(result, indent=2)
     print(text)
     if args.json_out:

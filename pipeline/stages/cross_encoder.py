@@ -105,7 +105,8 @@ class CrossEncoderScorer:
 
     def __init__(self, folder: Path, device: str = "auto", precision: str = "auto", max_length: int = 384,
                  query_max_tokens: int = 64, batch_size: int = 64, batch_tokens: int = 32768,
-                 threads: int | None = None, compile: bool = False, chunk_pairs: int = 4096):
+                 threads: int | None = None, compile: bool = False, chunk_pairs: int = 4096,
+                 attn_implementation: str | None = None, pad_multiple: int = 8):
         folder = Path(folder)
         if not (folder / "config.json").is_file() or not (folder / "2_Dense" / "model.safetensors").is_file():
             raise ModelNotFoundError(f"no trained cross-encoder at {folder}: build it with {BUILD_COMMAND}")
@@ -128,8 +129,10 @@ class CrossEncoderScorer:
             torch.set_num_threads(threads)
         self.precision, self.max_length, self.query_max_tokens = precision, max_length, query_max_tokens
         self.batch_size, self.batch_tokens, self.chunk_pairs = batch_size, batch_tokens, chunk_pairs
+        self.pad_multiple = pad_multiple  # padded widths are multiples of this (fewer shapes to compile)
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        encoder = AutoModel.from_pretrained(str(folder), dtype=torch.float32)
+        extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        encoder = AutoModel.from_pretrained(str(folder), dtype=torch.float32, **extra)
         head = torch.nn.Linear(encoder.config.hidden_size, 1)
         head.load_state_dict({k.removeprefix("linear."): v.float() for k, v in load_file(str(folder / "2_Dense" / "model.safetensors")).items()})
         model = mean_pool_scorer(encoder, head).eval()
@@ -206,13 +209,14 @@ class CrossEncoderScorer:
     def _launch(self, encoded, deadline: float | None):
         """Run the forward passes (length-sorted batches); outputs stay on the device."""
         torch = self.torch
-        batches = length_batches([len(q) + len(p) + 3 for q, p in encoded], self.batch_size, self.batch_tokens)
+        batches = length_batches([len(q) + len(p) + 3 for q, p in encoded], self.batch_size, self.batch_tokens,
+                                 self.pad_multiple)
         outputs = []
         with torch.inference_mode():
             for batch in batches:
                 if deadline is not None and time.monotonic() > deadline:
                     raise RerankTimeoutError(f"reranking ran past its time budget after {len(outputs)}/{len(batches)} batches")
-                tensors = [torch.from_numpy(a) for a in self._batch_arrays([encoded[i] for i in batch])]
+                tensors = [torch.from_numpy(a) for a in self._batch_arrays([encoded[i] for i in batch], self.pad_multiple)]
                 if self.device != "cpu":
                     tensors = [t.pin_memory().to(self.device, non_blocking=True) for t in tensors]
                 outputs.append((batch, self.model(*tensors)))

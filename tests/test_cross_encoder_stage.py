@@ -115,6 +115,20 @@ def test_scores_do_not_depend_on_batching(tiny_model, docs, tiny_index):
         assert [h.score for h in a[q.query_id]] == pytest.approx([h.score for h in b[q.query_id]], abs=1e-5)
 
 
+def test_pipelined_scoring_matches_one_pass(tiny_model):
+    """The GPU path (distinct texts tokenized slice by slice, pairs launched as their texts are
+    ready) gives the one-pass scores in input order; forced on here to run on the CPU."""
+    passages = [f"passage {i} about " + "lava " * (i % 7) for i in range(23)]
+    pairs = [(f"query {i % 5}", passages[(i * 7) % 23]) for i in range(60)]  # shared texts, mixed order
+    one_pass = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64, batch_size=8)
+    piped = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64, batch_size=8, chunk_pairs=4)
+    piped.pipelined = True
+    chunks = piped._ready_chunks(pairs)
+    assert len(chunks) > 3 and sorted(j for _, m in chunks for j in m) == list(range(len(pairs)))
+    assert sum(len(t) for t, _ in chunks) == len({t for pair in pairs for t in pair})  # each text once
+    assert piped.score(pairs) == pytest.approx(one_pass.score(pairs), abs=1e-5)
+
+
 def test_micro_batched_stage_matches_direct(scorer, docs, tiny_index):
     from pipeline.micro_batch import MicroBatcher
 

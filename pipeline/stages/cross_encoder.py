@@ -130,6 +130,7 @@ class CrossEncoderScorer:
         self.precision, self.max_length, self.query_max_tokens = precision, max_length, query_max_tokens
         self.batch_size, self.batch_tokens, self.chunk_pairs = batch_size, batch_tokens, chunk_pairs
         self.pad_multiple = pad_multiple  # padded widths are multiples of this (fewer shapes to compile)
+        self.pipelined = self.device != "cpu"  # tokenization overlapped with forward passes (see score)
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
         extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
         encoder = AutoModel.from_pretrained(str(folder), dtype=torch.float32, **extra)
@@ -150,8 +151,13 @@ class CrossEncoderScorer:
         """``(query ids, passage ids)`` per pair, already cut by the truncation policy (see
         :func:`pair_token_ids`); each distinct text is tokenized once, in one parallel batch call."""
         texts = list(dict.fromkeys([q for q, _ in pairs] + [p for _, p in pairs]))
-        ids = self.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=self.max_length)["input_ids"]
-        table = {t: np.asarray(i, dtype=np.int64) for t, i in zip(texts, ids, strict=True)}
+        return self._pairs_from(pairs, self._tokenize(texts))
+
+    def _tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        ids = self.tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=self.max_length)["input_ids"]
+        return {t: np.asarray(i, dtype=np.int64) for t, i in zip(texts, ids, strict=True)}
+
+    def _pairs_from(self, pairs: Sequence[tuple[str, str]], table: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
         out = []
         for q, p in pairs:
             q_ids = table[q][: self.query_max_tokens]
@@ -180,27 +186,50 @@ class CrossEncoderScorer:
     def score(self, pairs: Sequence[tuple[str, str]], deadline: float | None = None) -> list[float]:
         """One score per pair (higher is more relevant). ``deadline``: a ``time.monotonic()`` value.
 
-        On a GPU, long inputs are cut into chunks of ``chunk_pairs``: the next chunk is tokenized
-        in a helper thread while the GPU runs the current one (no host sync until the end).
+        On a GPU, large inputs are pipelined: the distinct texts (in order of first use) are
+        tokenized slice by slice in a helper thread, and the pairs whose texts are all tokenized
+        run on the GPU while the next slice is tokenized; no host sync until the end. Each distinct
+        text is tokenized once (a passage shared by many queries, too).
         """
         if not pairs:
             return []
         pairs = list(pairs)
-        chunks = [pairs[i : i + self.chunk_pairs] for i in range(0, len(pairs), self.chunk_pairs)]
-        if self.device == "cpu" or len(chunks) == 1:
+        if not self.pipelined or len(pairs) <= self.chunk_pairs:
             return self.score_encoded(self.encode(pairs), deadline)
+        chunks = self._ready_chunks(pairs)
         pending = []
         with ThreadPoolExecutor(1) as pool, self._lock:
-            future = pool.submit(self.encode, chunks[0])
-            for i in range(len(chunks)):
-                encoded = future.result()
+            table: dict[str, np.ndarray] = {}
+            future = pool.submit(self._tokenize, chunks[0][0])
+            for i, (_, members) in enumerate(chunks):
+                table.update(future.result())
                 if i + 1 < len(chunks):
-                    future = pool.submit(self.encode, chunks[i + 1])
-                pending.append((len(encoded), self._launch(encoded, deadline)))
-            out: list[float] = []
-            for n, launched in pending:
-                out.extend(self._collect(n, launched))
+                    future = pool.submit(self._tokenize, chunks[i + 1][0])
+                if members:
+                    encoded = self._pairs_from([pairs[j] for j in members], table)
+                    pending.append((members, self._launch(encoded, deadline)))
+            out = [0.0] * len(pairs)
+            for members, launched in pending:
+                for j, score in zip(members, self._collect(len(members), launched), strict=True):
+                    out[j] = score
         return out
+
+    def _ready_chunks(self, pairs: list[tuple[str, str]]) -> list[tuple[list[str], list[int]]]:
+        """``(texts to tokenize, pairs ready once they are)`` per slice of about ``chunk_pairs``
+        distinct texts, in order of first use; every pair lands in the slice of its later text."""
+        slice_of: dict[str, int] = {}
+        slices: list[list[str]] = [[]]
+        for q, p in pairs:
+            for text in (q, p):
+                if text not in slice_of:
+                    if len(slices[-1]) >= self.chunk_pairs:
+                        slices.append([])
+                    slice_of[text] = len(slices) - 1
+                    slices[-1].append(text)
+        members: list[list[int]] = [[] for _ in slices]
+        for j, (q, p) in enumerate(pairs):
+            members[max(slice_of[q], slice_of[p])].append(j)
+        return list(zip(slices, members, strict=True))
 
     def score_encoded(self, encoded: Sequence[tuple[np.ndarray, np.ndarray]], deadline: float | None = None) -> list[float]:
         with self._lock:

@@ -4,9 +4,9 @@ Pairs are SciFact test queries with their BM25 top-100 (from a mined eval bundle
 machine needs no index). Every timing includes tokenization (end to end, text in, scores out).
 
 * ``--device cpu``: the same 100 candidates of one query, scored ``--repeats`` times by
-  ``CrossEncoder.predict`` (fp32, batch 32) and by the int8 scorer; prints pairs/s and the
-  ratio (target >= 2.5x). nDCG@10 of both over ``--ndcg-queries`` queries (target: int8 loses
-  at most 0.005).
+  ``CrossEncoder.predict`` (fp32, batch 32) and by our scorer in fp32, int8 and bf16 (interleaved);
+  prints pairs/s and the ratios (target >= 2.5x). nDCG@10 over ``--ndcg-queries`` queries x 100
+  candidates, and the score correlation with fp32 (target: lose at most 0.005).
 * ``--device cuda``: ``CrossEncoder.predict`` fp32 batch 32 on a slice, then the bf16 scorer on
   every pair (eager, then ``torch.compile``), and 8 threads of 100-pair requests through the
   micro-batcher against the same requests one at a time.
@@ -23,6 +23,8 @@ import statistics
 import threading
 import time
 from pathlib import Path
+
+import numpy as np
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -86,35 +88,39 @@ def cpu_bench(args) -> dict:
     pairs, owners, qrels = load_pairs(args.bundle, args.ndcg_queries)
     one = pairs[:100]
     st = baseline_model(args.model, "cpu", args.max_length)
-    int8 = CrossEncoderScorer(args.model, device="cpu", precision="int8", max_length=args.max_length, threads=args.threads)
-    fp32 = CrossEncoderScorer(args.model, device="cpu", precision="fp32", max_length=args.max_length, threads=args.threads)
-    runs = {"st": lambda: st.predict(one, batch_size=32, show_progress_bar=False), "fp32": lambda: fp32.score(one),
-            "int8": lambda: int8.score(one)}
+    ours = {p: CrossEncoderScorer(args.model, device="cpu", precision=p, max_length=args.max_length, threads=args.threads)
+            for p in ("fp32", "int8", "bf16")}
+    runs = {"st": lambda: st.predict(one, batch_size=32, show_progress_bar=False),
+            **{p: (lambda s=s: s.score(one)) for p, s in ours.items()}}
     times: dict[str, list[float]] = {k: [] for k in runs}
     cpu: dict[str, list[float]] = {k: [] for k in runs}
-    for scorer in (st, fp32, int8):  # warm-up on a few pairs (allocations, first-call costs)
-        (scorer.predict(one[:8], batch_size=32, show_progress_bar=False) if scorer is st else scorer.score(one[:8]))
+    st.predict(one[:8], batch_size=32, show_progress_bar=False)  # warm-up (allocations, first-call costs)
+    for scorer in ours.values():
+        scorer.score(one[:8])
     for _ in range(args.repeats):  # interleaved, so that a shared machine's load hits all three alike
         for name, fn in runs.items():
             start, cpu_start = time.perf_counter(), time.process_time()
             fn()
             times[name].append(time.perf_counter() - start)
             cpu[name].append(time.process_time() - cpu_start)
-    t_st, t_fp32, t_int8 = (statistics.median(times[k]) for k in ("st", "fp32", "int8"))
-    c_st, c_int8 = statistics.median(cpu["st"]), statistics.median(cpu["int8"])
+    med = {k: statistics.median(v) for k, v in times.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     result = {"device": "cpu", "threads": args.threads, "pairs": len(one), "repeats": args.repeats,
               "seconds": {k: [round(t, 3) for t in v] for k, v in times.items()},
-              "pairs_per_s": {"CrossEncoder.predict fp32": len(one) / t_st, "ours fp32": len(one) / t_fp32,
-                              "ours int8": len(one) / t_int8},
-              "speedup_int8_vs_predict": t_st / t_int8,
+              "pairs_per_s": {"CrossEncoder.predict fp32": len(one) / med["st"],
+                              **{f"ours {p}": len(one) / med[p] for p in ours}},
+              "speedup_vs_predict": {p: med["st"] / med[p] for p in ours},
               "cpu_seconds": {k: [round(t, 3) for t in v] for k, v in cpu.items()},
-              "speedup_int8_vs_predict_cpu_time": c_st / c_int8}  # robust when other jobs share the cores
+              "speedup_vs_predict_cpu_time": {p: med_cpu["st"] / med_cpu[p] for p in ours}}  # robust to other jobs
     print(json.dumps(result), flush=True)  # the throughput part, before the (slower) quality check
-    ref = st.predict(pairs, batch_size=32, show_progress_bar=False)
-    got = int8.score(pairs)
-    result["ndcg10"] = {"queries": len(qrels), "CrossEncoder.predict fp32": ndcg(owners, ref, qrels),
-                        "ours int8": ndcg(owners, got, qrels)}
-    result["ndcg10_loss_int8"] = result["ndcg10"]["CrossEncoder.predict fp32"] - result["ndcg10"]["ours int8"]
+    if args.ndcg_queries:
+        ref = st.predict(pairs, batch_size=32, show_progress_bar=False)
+        result["ndcg10"] = {"queries": len(qrels), "CrossEncoder.predict fp32": ndcg(owners, ref, qrels)}
+        for p in ("int8", "bf16"):
+            got = ours[p].score(pairs)
+            result["ndcg10"][f"ours {p}"] = ndcg(owners, got, qrels)
+            result[f"ndcg10_loss_{p}"] = result["ndcg10"]["CrossEncoder.predict fp32"] - result["ndcg10"][f"ours {p}"]
+            result[f"score_correlation_{p}"] = float(np.corrcoef(ref, got)[0, 1])
     return result
 
 

@@ -36,6 +36,7 @@ def eval_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pipeline", action="append", help="pipeline name (repeatable; default: bm25)")
     parser.add_argument("--run-file", type=Path, help="TREC run output (with several pipelines: a folder)")
     parser.add_argument("--collection", help="collection name (default: from the folder name)")
+    parser.add_argument("--max-queries", type=int, help="only the first N judged queries (qrels file order)")
     parser.add_argument("--json", action="store_true", help="print metrics as JSON lines")
     _common(parser)
     return parser
@@ -62,7 +63,8 @@ def _plain(argv: list[str]) -> int:
     pipelines = args.pipeline or ["bm25"]
     config = load_config(args.config)
     for name in pipelines:
-        res = run_eval(args.dataset, args.split, name, config, args.index_root, args.models_dir, collection=args.collection)
+        res = run_eval(args.dataset, args.split, name, config, args.index_root, args.models_dir, collection=args.collection,
+                       max_queries=args.max_queries)
         if args.run_file:
             path = args.run_file / f"{_file_name(name)}.trec" if len(pipelines) > 1 else args.run_file
             write_run(res.results, path, tag=_file_name(name))
@@ -95,6 +97,8 @@ def _report(argv: list[str]) -> int:
                         help="rerank depths for the trade-off curves (none: no curves)")
     parser.add_argument("--trials", type=int, default=10_000, help="randomisation-test trials")
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--max-queries", type=int, help="only the first N judged queries of each dataset (same for "
+                        "every pipeline; for rerankers on a CPU); the report says so")
     parser.add_argument("--in-process", action="store_true", help="run every pipeline in this process (a native "
                         "crash then ends the report); default: pipelines grouped by first stage, one child process each")
     _common(parser)
@@ -104,11 +108,11 @@ def _report(argv: list[str]) -> int:
     outcomes = []
     for dataset in args.datasets:
         if args.in_process:
-            exp = Experiment(dataset, args.split, config, args.index_root, args.models_dir)
+            exp = Experiment(dataset, args.split, config, args.index_root, args.models_dir, max_queries=args.max_queries)
             outcome = exp.run_all(names, depths=args.depths, exclude=args.skip)
         else:
             outcome = run_isolated(dataset, args.split, config, args.index_root, args.models_dir, names,
-                                   depths=args.depths, exclude=args.skip)
+                                   depths=args.depths, exclude=args.skip, max_queries=args.max_queries)
         outcome.skipped.update({name: args.skip_reason for name in args.skip if name in outcome.skipped})
         for name, results in outcome.results.items():
             write_run(results, args.out / "runs" / outcome.dataset / f"{_file_name(name)}.trec", tag=_file_name(name))

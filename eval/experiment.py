@@ -107,12 +107,13 @@ class Experiment:
         collection: str | None = None,
         batch_size: int = 64,
         warmup: int = 8,
+        max_queries: int | None = None,
     ):
         self.dataset, self.split, self.config = Path(dataset), split, config
         self.index_root = Path(index_root)
         self.collection = collection or dataset_name(self.dataset)
         self.batch_size, self.warmup = batch_size, warmup
-        self.queries, self.qrels = judged_queries(self.dataset, split)
+        self.queries, self.qrels = judged_queries(self.dataset, split, max_queries=max_queries)
         self.ctx = BuildContext(index_root=self.index_root, collection=self.collection, config=config, models_dir=Path(models_dir))
         self._outputs: dict[str, _Prefix] = {}
         self._stages: dict[str, Stage] = {}

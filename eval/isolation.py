@@ -56,16 +56,18 @@ def run_isolated(
     depths: Iterable[int] | None = DEFAULT_DEPTHS,
     exclude: Iterable[str] = (),
     preload: Sequence[str] = (),
+    max_queries: int | None = None,
 ) -> DatasetOutcome:
     """Like ``Experiment(...).run_all(names, depths, exclude)``, one child process per group.
 
     ``preload``: ``"module:function"`` hooks each child calls first (e.g. to register stage types).
     """
     dataset, names, excluded = Path(dataset), list(names), set(exclude)
-    queries, _ = judged_queries(dataset, split)  # fail early, in the parent, on a bad dataset
+    queries, _ = judged_queries(dataset, split, max_queries=max_queries)  # fail early, in the parent, on a bad dataset
     outcome = DatasetOutcome(dataset_name(dataset), split, len(queries))
     job = {"dataset": dataset.resolve(), "split": split, "config": config, "index_root": Path(index_root).resolve(),
-           "models_dir": Path(models_dir).resolve(), "depths": list(depths) if depths else None, "preload": list(preload)}
+           "models_dir": Path(models_dir).resolve(), "depths": list(depths) if depths else None, "preload": list(preload),
+           "max_queries": max_queries}
     todo = [n for n in names if n not in excluded]
     for group in first_stage_groups(config, todo):
         part, error = _in_child(job, group)
@@ -132,7 +134,8 @@ def _child_main(job: dict[str, Any], names: list[str], out: str) -> None:
         for hook in job["preload"]:
             module, func = hook.split(":")
             getattr(importlib.import_module(module), func)()
-        exp = Experiment(job["dataset"], job["split"], job["config"], job["index_root"], job["models_dir"])
+        exp = Experiment(job["dataset"], job["split"], job["config"], job["index_root"], job["models_dir"],
+                         max_queries=job.get("max_queries"))
         payload: Any = exp.run_all(names, depths=job["depths"])
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which records the pipelines as skipped
         payload = f"{type(exc).__name__}: {exc}"

@@ -33,8 +33,15 @@ def remove_self_hits(results: Results) -> Results:
     return {qid: [h for h in hits if h.doc_id != qid] for qid, hits in results.items()}
 
 
-def judged_queries(dataset: Path, split: str, lang: str | None = None) -> tuple[list[Query], dict[str, dict[str, int]]]:
+def judged_queries(dataset: Path, split: str, lang: str | None = None,
+                   max_queries: int | None = None) -> tuple[list[Query], dict[str, dict[str, int]]]:
+    """The judged queries of ``split`` and their qrels; ``max_queries``: the first N, in qrels file order
+    (a fixed subset, the same for every pipeline: for slow pipelines on a CPU)."""
     qrels = load_qrels(dataset, split)
+    if max_queries is not None:
+        if max_queries < 1:
+            raise ValueError(f"max_queries must be >= 1, got {max_queries}")
+        qrels = dict(list(qrels.items())[:max_queries])
     queries = load_queries(dataset, lang=lang)
     missing = [q for q in qrels if q not in queries]
     if missing:
@@ -51,12 +58,13 @@ def run_eval(
     models_dir: Path,
     batch_size: int = 64,
     collection: str | None = None,
+    max_queries: int | None = None,
 ) -> EvalResult:
     collection = collection or dataset_name(dataset)
     ensure_indexes(dataset, collection, config, required_indexes(config, pipeline), index_root)
     ctx = BuildContext(index_root=index_root, collection=collection, config=config, models_dir=models_dir)
     pipe = build_pipeline(pipeline, ctx)
-    queries, qrels = judged_queries(dataset, split)
+    queries, qrels = judged_queries(dataset, split, max_queries=max_queries)
     start = time.perf_counter()
     results: Results = {}
     for i in range(0, len(queries), batch_size):

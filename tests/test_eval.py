@@ -63,3 +63,24 @@ def test_cli_unknown_split_is_a_clear_error(tiny_dataset, tmp_path, capsys):
     cfg.write_text(yaml.safe_dump(TINY_CONFIG))
     rc = eval_main(["--dataset", str(tiny_dataset), "--split", "dev", "--config", str(cfg), "--index-root", str(tmp_path / "i")])
     assert rc == 2 and "no qrels for split 'dev'" in capsys.readouterr().err
+
+
+def test_max_queries_takes_the_first_judged_queries_in_qrels_order(tiny_dataset):
+    from eval.runner import judged_queries
+
+    all_queries, all_qrels = judged_queries(tiny_dataset, "test")
+    queries, qrels = judged_queries(tiny_dataset, "test", max_queries=2)
+    assert [q.query_id for q in queries] == [q.query_id for q in all_queries[:2]] == list(qrels)
+    assert len(all_queries) > 2
+    with pytest.raises(ValueError, match="max_queries"):
+        judged_queries(tiny_dataset, "test", max_queries=0)
+
+
+def test_cli_max_queries_evaluates_the_subset(tiny_dataset, tmp_path, capsys):
+    import yaml
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(TINY_CONFIG))
+    rc = eval_main(["--dataset", str(tiny_dataset), "--pipeline", "bm25", "--config", str(cfg), "--max-queries", "2",
+                    "--index-root", str(tmp_path / "idx")])
+    assert rc == 0 and "(2 queries," in capsys.readouterr().out

@@ -14,7 +14,11 @@ Everything is measured in this run against its own baseline:
 3. rerank: one query x ``--depth`` XQuAD-R sentences scored with base + ranking + language
    module, against the same stage with no module active;
 4. service: ``POST /search`` latency (in-process HTTP, BM25 top ``--depth`` >> modular_ce) with
-   modules vs the same pipeline whose reranker has none.
+   modules vs the same pipeline whose reranker has none;
+5. with ``--ml-config configs/multilingual.yaml``: the configured ``ml-<lang>`` / ``ml-sftm-<lang>``
+   pipelines (BM25 + e5 fusion >> modular_ce, as configured, interpolation included) vs the same
+   pipeline with the base reranker alone and vs the fusion alone (needs the collection's e5 index:
+   ``python -m indexer build --dataset .../xquad-r/<lang> --collection xquad-r-<lang> --config configs/multilingual.yaml --index e5``).
 """
 
 from __future__ import annotations
@@ -62,6 +66,8 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--base", default="ce-minilm")
     parser.add_argument("--synthetic", action="store_true", help="random modules of the trained shapes (see above)")
+    parser.add_argument("--ml-config", type=Path, help="also time this config's ml-<lang> pipelines (section 5)")
+    parser.add_argument("--only-ml", action="store_true", help="run section 5 only")
     args = parser.parse_args()
     if args.synthetic:
         import tempfile
@@ -76,6 +82,9 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     lang = args.language
+    if args.only_ml:
+        ml_latency(args, lang)
+        return 0
     families = {"lora-merge": ("lora", True), "lora-hook": ("lora", False), "sftm": ("sftm", True)}
     names = ["ranking", lang]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, language {lang}")
@@ -127,6 +136,8 @@ def main() -> int:
 
     print(f"\n# 4. service latency, POST /search (bm25 top {args.depth} >> modular_ce), {args.requests} requests")
     service_latency(args, lang)
+    if args.ml_config:
+        ml_latency(args, lang)
     return 0
 
 
@@ -209,6 +220,50 @@ def service_latency(args, lang: str) -> None:
         describe("bm25 >> base reranker (no modules)", results["no-modules"])
         describe(f"bm25 >> reranker + lora ranking + {lang}", results["with-modules"], results["no-modules"])
         describe(f"bm25 >> reranker + sftm ranking + {lang}", results["sftm-modules"], results["no-modules"])
+
+
+def ml_latency(args, lang: str) -> None:
+    """The configured ml-<lang> pipelines vs the same fusion >> base reranker (no module) vs the fusion alone."""
+    import yaml
+    from fastapi.testclient import TestClient
+
+    from pipeline.config import parse_config
+    from service.app import create_app
+    from service.engine import Engine
+    from service.settings import Settings
+    from training.language_modules.xquad import load_language, question_split
+
+    raw = yaml.safe_load(args.ml_config.read_text())
+    lora, sftm = raw["pipelines"][f"ml-{lang}"], raw["pipelines"][f"ml-sftm-{lang}"]
+    fusion, reranker = lora["stages"]
+    base = {**reranker, "languages": [], "ranking": None, "fallback": []}
+    pipelines = {"fusion": {"stages": [fusion]}, "base": {"stages": [fusion, base]}, f"ml-{lang}": lora,
+                 f"ml-sftm-{lang}": sftm}
+    config = parse_config({"indexes": raw["indexes"], "pipelines": pipelines})
+    collection = f"xquad-r-{lang}"
+    engine = Engine(config, args.index_root, args.models_dir, [collection])
+    off = engine.collection(collection).off
+    if off:
+        print(f"pipelines off: {off}")
+        return
+    data = load_language(args.data, lang)
+    _, heldout = question_split(data)
+    questions = [data.questions[q] for q in heldout[: args.requests]]
+    print(f"\n# 5. service latency, POST /search, {args.ml_config} pipelines, {len(questions)} held-out questions, lang={lang}")
+    with TestClient(create_app(Settings(collections=[collection], cache_ttl_s=0), engine=engine)) as client:
+        def post(pipeline: str, q: str) -> None:
+            client.post("/search", json={"query": q, "pipeline": pipeline, "k": 10, "lang": lang}).raise_for_status()
+
+        results = {}
+        for name in pipelines:
+            post(name, questions[0])  # warm-up
+        for q in questions:  # interleaved, so load changes hit every pipeline alike
+            for name in pipelines:
+                results.setdefault(name, []).extend(timed(lambda p=name, q=q: post(p, q), 1))
+        describe("fusion (BM25 + e5) alone", results["fusion"])
+        describe("fusion >> base reranker (no module)", results["base"])
+        describe(f"ml-{lang} (lora ranking + {lang})", results[f"ml-{lang}"], results["base"])
+        describe(f"ml-sftm-{lang} (sftm ranking + {lang})", results[f"ml-sftm-{lang}"], results["base"])
 
 
 if __name__ == "__main__":

@@ -98,6 +98,30 @@ def test_each_language_scores_with_its_own_module(stage):
     assert scores["c"] == pytest.approx([base[i] for i in range(4)], abs=1e-5)  # fallback = base + ranking
 
 
+def test_interpolation_mixes_min_max_reranker_and_first_stage_scores(stage):
+    from pipeline.stages.modular_reranker import ModularCrossEncoder, interpolate_scores
+
+    q = [Query("a", "wo ist der Mond", lang="de")]
+    cands = _candidates(q)  # incoming scores 1, 1/2, 1/3, 1/4
+    mixed = {}
+    for alpha in (0.0, 0.3, 1.0):
+        s = ModularCrossEncoder(stage.registry, stage.tokenizer, stage.doc_texts, stage.language_modules,
+                                fallback=stage.fallback, kind=stage.kind, detector=None, batch_size=3, interpolate=alpha)
+        mixed[alpha] = s(q, cands)["a"]
+    raw = {h.doc_id: h.stage_scores[stage.name] for h in stage(q, cands)["a"]}
+    assert [h.doc_id for h in mixed[0.0]] == [h.doc_id for h in cands["a"]]  # alpha 0: first-stage order
+    assert [h.doc_id for h in mixed[1.0]] == [d for d, _ in sorted(raw.items(), key=lambda x: (-x[1], x[0]))]
+    ids = [h.doc_id for h in cands["a"]]
+    want = dict(zip(ids, interpolate_scores([raw[d] for d in ids], [h.score for h in cands["a"]], 0.3), strict=True))
+    for h in mixed[0.3]:
+        assert h.score == pytest.approx(want[h.doc_id], abs=1e-5)
+        assert h.stage_scores["modular_ce_interpolated"] == h.score
+        assert h.stage_scores[stage.name] == pytest.approx(raw[h.doc_id], abs=1e-5) and h.stage_scores["bm25"] == 1.0
+    assert interpolate_scores([2.0, 0.0], [5.0, 5.0], 0.5) == [1.0, 0.5]  # equal scores normalise to 1
+    with pytest.raises(ValueError):
+        ModularCrossEncoder(stage.registry, stage.tokenizer, stage.doc_texts, {}, interpolate=1.5)
+
+
 def test_module_trained_on_another_base_is_refused(models_dir, tmp_path):
     from pipeline.language_modules import ModuleMismatchError
     from pipeline.stages.modular_reranker import load_registry

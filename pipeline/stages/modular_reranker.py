@@ -8,10 +8,14 @@ A query without ``lang`` gets one from the packaged detector; a language with no
 back to the base reranker (plus ``fallback`` modules), and :meth:`ModularCrossEncoder.choose`
 says which, so the service can report it.
 
+With ``interpolate: alpha`` the final score is, per query over its candidates,
+``alpha * minmax(reranker) + (1 - alpha) * minmax(incoming score)`` (:func:`interpolate_scores`);
+the hit keeps the raw reranker logit under ``modular_ce`` and the mix under ``modular_ce_interpolated``.
+
 Config example::
 
     - {type: modular_ce, index: lucene-de, model: ce-minilm, modules: lang-modules, kind: lora,
-       ranking: ranking, languages: [en, de, es, ar, zh, ru]}
+       ranking: ranking, languages: [en, de, es, ar, zh, ru], interpolate: 0.3}
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import hashlib
 import importlib.resources
 import json
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Literal, Mapping, Sequence
 
@@ -62,6 +66,16 @@ class ModularCEConfig(StageConfig):
     """Merge adapters into the weights per swap (faster forward on CPU) or add them in forward hooks (free swap)."""
     max_length: int = Field(default=256, ge=16, le=512)
     batch_size: int = Field(default=32, ge=1, le=1024)
+    interpolate: float | None = Field(default=None, ge=0.0, le=1.0)
+    """``alpha``: final = alpha * minmax(reranker) + (1 - alpha) * minmax(first stage), per query (None: reranker only)."""
+
+
+def interpolate_scores(rerank: Sequence[float], first: Sequence[float], alpha: float) -> list[float]:
+    """``alpha * minmax(rerank) + (1 - alpha) * minmax(first)`` over one query's candidates (all equal -> 1)."""
+    from pipeline.stages.fusion import normalize_scores
+
+    return [alpha * r + (1.0 - alpha) * f
+            for r, f in zip(normalize_scores(list(rerank)), normalize_scores(list(first)), strict=True)]
 
 
 @dataclass(frozen=True)
@@ -151,7 +165,8 @@ class ModularCrossEncoder(Stage):
 
     def __init__(self, registry: ModuleRegistry, tokenizer, doc_texts: Callable[[list[str]], Mapping[str, str]],
                  language_modules: Mapping[str, Sequence[str]], fallback: Sequence[str] = (), kind: str = "lora",
-                 detector: LanguageDetector | None = None, max_length: int = 256, batch_size: int = 32):
+                 detector: LanguageDetector | None = None, max_length: int = 256, batch_size: int = 32,
+                 interpolate: float | None = None):
         for lang, names in language_modules.items():
             missing = [n for n in names if n not in registry]
             if missing:
@@ -161,6 +176,9 @@ class ModularCrossEncoder(Stage):
         self.fallback = tuple(fallback)
         self.kind, self.detector = kind, detector
         self.max_length, self.batch_size = max_length, batch_size
+        if interpolate is not None and not 0.0 <= interpolate <= 1.0:
+            raise ValueError(f"interpolate must be in [0, 1], got {interpolate}")
+        self.interpolate = interpolate
         self._tokenizer_lock = threading.Lock()  # fast tokenizers refuse concurrent use
 
     @functools.lru_cache(maxsize=8192)  # noqa: B019 - one stage per process; bounded
@@ -194,8 +212,16 @@ class ModularCrossEncoder(Stage):
             for (q, h), s in zip(pairs, scores, strict=True):
                 out[q.query_id].append(h.rescored(self.name, s))
             for q in group:
-                out[q.query_id] = sort_hits(out[q.query_id])
+                out[q.query_id] = sort_hits(self._mix(out[q.query_id], candidates.get(q.query_id, [])))
         return out
+
+    def _mix(self, hits: list, incoming: list) -> list:
+        """With ``interpolate``: the per-query min-max mix of reranker and incoming scores (else ``hits``)."""
+        if self.interpolate is None or not hits:
+            return hits
+        mixed = interpolate_scores([h.score for h in hits], [h.score for h in incoming], self.interpolate)
+        key = f"{self.name}_interpolated"
+        return [replace(h, score=m, stage_scores={**h.stage_scores, key: m}) for h, m in zip(hits, mixed, strict=True)]
 
     def score(self, queries: Sequence[str], docs: Sequence[str], modules: Sequence[str]) -> list[float]:
         """One logit per (query, document) pair with ``modules`` active.
@@ -260,7 +286,7 @@ def _build(cfg: ModularCEConfig, ctx: BuildContext) -> ModularCrossEncoder:
 
     return ModularCrossEncoder(registry, tokenizer, texts, {lang: [*ranking, lang] for lang in langs},
                                fallback=cfg.fallback, kind=cfg.kind, detector=detector,
-                               max_length=cfg.max_length, batch_size=cfg.batch_size)
+                               max_length=cfg.max_length, batch_size=cfg.batch_size, interpolate=cfg.interpolate)
 
 
 register_stage("modular_ce", ModularCEConfig, _build)

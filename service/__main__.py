@@ -31,7 +31,7 @@ def main() -> None:
     level = args.log_level or settings.log_level
     configure_logging(level, json_lines=settings.log_json)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None, log_level=level.lower(),
-                access_log=False)
+                access_log=False, timeout_keep_alive=settings.keep_alive_s)
 
 
 if __name__ == "__main__":

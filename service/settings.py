@@ -92,6 +92,9 @@ class Settings(BaseSettings):
 
     # logging
     log_json: bool = True
+    keep_alive_s: float = Field(default=75.0, gt=0, le=3600)
+    """Idle keep-alive of client connections (uvicorn's default is 5 s, the same as common HTTP clients'
+    pool expiry, so a client could reuse a connection the server was closing: a rare ReadError under load)."""
     log_level: str = "INFO"
 
     @field_validator("api_key_hashes", "admin_key_hashes")

@@ -168,3 +168,13 @@ def test_development_default_is_open_and_keys_must_be_digests():
     assert Settings().api_key_hashes == [] and Settings().env == "development"
     with pytest.raises(ValidationError, match="64 hex"):
         Settings(api_key_hashes=["plain-text-key"])
+
+
+def test_keep_alive_outlasts_common_client_pool_expiry(monkeypatch):
+    """uvicorn's 5 s default equals httpx's pool expiry: a reused connection could be closed under the
+    client (a ReadError seen once in 21,683 load-test requests). The service keeps connections 75 s."""
+    assert Settings().keep_alive_s == 75.0
+    monkeypatch.setenv("SEARCH_KEEP_ALIVE_S", "30")
+    assert Settings().keep_alive_s == 30.0
+    with pytest.raises(ValidationError):
+        Settings(keep_alive_s=0)

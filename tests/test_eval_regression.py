@@ -56,6 +56,17 @@ def test_checker_passes_and_flags_on_tiny_fixture(tiny_dataset, tiny_index_root)
     assert not bad.ok and bad.deviations[0].measure == "nDCG@10"
 
 
+def test_condition_with_max_queries_runs_on_that_subset(tiny_dataset, tiny_index_root):
+    config = parse_config(TINY_CONFIG)
+    cmd = f"python -m eval --dataset {tiny_dataset} --split test --pipeline bm25"
+    matrix = Matrix(dataset=str(tiny_dataset), split="test", conditions={"bm25": {
+        "command": cmd + " --max-queries 1", "scores": {"nDCG@10": 1.0}}})
+    assert matrix.conditions["bm25"].max_queries == 1
+    check_command(matrix.conditions["bm25"].command, matrix, "bm25")
+    (ok,) = check_matrix(matrix, config, tiny_index_root, REPO / "models")
+    assert ok.ok
+
+
 def test_checker_builds_missing_index_and_refuses_unknown_conditions(tiny_dataset, tiny_index_root):
     config = parse_config({**TINY_CONFIG, "pipelines": {"bm25": {"stages": [{"type": "bm25", "index": "lucene"}]}}})
     matrix = tiny_matrix(tiny_dataset, 1.0)

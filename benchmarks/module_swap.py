@@ -236,6 +236,11 @@ def ml_latency(args, lang: str) -> None:
     raw = yaml.safe_load(args.ml_config.read_text())
     lora, sftm = raw["pipelines"][f"ml-{lang}"], raw["pipelines"][f"ml-sftm-{lang}"]
     fusion, reranker = lora["stages"]
+    # no query-embedding cache: otherwise only the first pipeline of each round pays the e5 encoding
+    nocache = {**fusion, "retrievers": [{**r, "cache_size": 0} if r["type"] == "dense" else r for r in fusion["retrievers"]]}
+    fusion = nocache
+    lora = {**lora, "stages": [nocache, reranker]}
+    sftm = {**sftm, "stages": [nocache, sftm["stages"][1]]}
     base = {**reranker, "languages": [], "ranking": None, "fallback": []}
     pipelines = {"fusion": {"stages": [fusion]}, "base": {"stages": [fusion, base]}, f"ml-{lang}": lora,
                  f"ml-sftm-{lang}": sftm}

@@ -176,13 +176,7 @@ def synthetic_modules(root: Path, models_dir: Path, base: str, lang: str) -> Pat
 
 
 def service_latency(args, lang: str) -> None:
-    from fastapi.testclient import TestClient
-
     from pipeline.config import parse_config
-    from service.app import create_app
-    from service.engine import Engine
-    from service.settings import Settings
-    from training.language_modules.xquad import load_language, question_split
 
     index = f"lucene-{lang}"
     reranker = {"type": "modular_ce", "index": index, "model": args.base, "modules": args.modules}
@@ -198,40 +192,21 @@ def service_latency(args, lang: str) -> None:
             "bm25": {"stages": [{"type": "bm25", "index": index, "cutoff": args.depth}]},
         },
     })
-    collection = f"xquad-r-{lang}"
-    engine = Engine(config, args.index_root, args.models_dir, [collection])
-    off = engine.collection(collection).off
-    if off:
-        print(f"pipelines off: {off} (build the index: python -m training.language_modules.candidates ...)")
+    results = _time_pipelines(config, args, lang, ["bm25", "no-modules", "with-modules", "sftm-modules"], interleave=False,
+                              off_hint=" (build the index: python -m training.language_modules.candidates ...)")
+    if results is None:
         return
-    data = load_language(args.data, lang)
-    _, heldout = question_split(data)
-    questions = [data.questions[q] for q in heldout[: args.requests]]
-    with TestClient(create_app(Settings(collections=[collection], cache_ttl_s=0), engine=engine)) as client:
-        def post(pipeline: str, q: str) -> None:
-            r = client.post("/search", json={"query": q, "pipeline": pipeline, "k": 10, "lang": lang})
-            r.raise_for_status()
-
-        results = {}
-        for pipeline in ("bm25", "no-modules", "with-modules", "sftm-modules"):
-            post(pipeline, questions[0])  # warm-up
-            results[pipeline] = [timed(lambda p=pipeline, q=q: post(p, q), 1)[0] for q in questions]
-        describe("bm25 alone", results["bm25"])
-        describe("bm25 >> base reranker (no modules)", results["no-modules"])
-        describe(f"bm25 >> reranker + lora ranking + {lang}", results["with-modules"], results["no-modules"])
-        describe(f"bm25 >> reranker + sftm ranking + {lang}", results["sftm-modules"], results["no-modules"])
+    describe("bm25 alone", results["bm25"])
+    describe("bm25 >> base reranker (no modules)", results["no-modules"])
+    describe(f"bm25 >> reranker + lora ranking + {lang}", results["with-modules"], results["no-modules"])
+    describe(f"bm25 >> reranker + sftm ranking + {lang}", results["sftm-modules"], results["no-modules"])
 
 
 def ml_latency(args, lang: str) -> None:
     """The configured ml-<lang> pipelines vs the same fusion >> base reranker (no module) vs the fusion alone."""
     import yaml
-    from fastapi.testclient import TestClient
 
     from pipeline.config import parse_config
-    from service.app import create_app
-    from service.engine import Engine
-    from service.settings import Settings
-    from training.language_modules.xquad import load_language, question_split
 
     raw = yaml.safe_load(args.ml_config.read_text())
     lora, sftm = raw["pipelines"][f"ml-{lang}"], raw["pipelines"][f"ml-sftm-{lang}"]
@@ -245,30 +220,51 @@ def ml_latency(args, lang: str) -> None:
     pipelines = {"fusion": {"stages": [fusion]}, "base": {"stages": [fusion, base]}, f"ml-{lang}": lora,
                  f"ml-sftm-{lang}": sftm}
     config = parse_config({"indexes": raw["indexes"], "pipelines": pipelines})
+    print(f"\n# 5. service latency, POST /search, {args.ml_config} pipelines, {args.requests} held-out questions, lang={lang}")
+    results = _time_pipelines(config, args, lang, list(pipelines), interleave=True)
+    if results is None:
+        return
+    describe("fusion (BM25 + e5) alone", results["fusion"])
+    describe("fusion >> base reranker (no module)", results["base"])
+    describe(f"ml-{lang} (lora ranking + {lang})", results[f"ml-{lang}"], results["base"])
+    describe(f"ml-sftm-{lang} (sftm ranking + {lang})", results[f"ml-sftm-{lang}"], results["base"])
+
+
+def _time_pipelines(config, args, lang: str, names: list[str], interleave: bool, off_hint: str = "") -> dict | None:
+    """ms per POST /search of each named pipeline on ``args.requests`` held-out questions, through the
+    real app (one warm-up request each); None (and a message) when a pipeline is off."""
+    from fastapi.testclient import TestClient
+
+    from service.app import create_app
+    from service.engine import Engine
+    from service.settings import Settings
+    from training.language_modules.xquad import load_language, question_split
+
     collection = f"xquad-r-{lang}"
     engine = Engine(config, args.index_root, args.models_dir, [collection])
     off = engine.collection(collection).off
     if off:
-        print(f"pipelines off: {off}")
-        return
+        print(f"pipelines off: {off}{off_hint}")
+        return None
     data = load_language(args.data, lang)
     _, heldout = question_split(data)
     questions = [data.questions[q] for q in heldout[: args.requests]]
-    print(f"\n# 5. service latency, POST /search, {args.ml_config} pipelines, {len(questions)} held-out questions, lang={lang}")
+    results: dict[str, list[float]] = {name: [] for name in names}
     with TestClient(create_app(Settings(collections=[collection], cache_ttl_s=0), engine=engine)) as client:
         def post(pipeline: str, q: str) -> None:
             client.post("/search", json={"query": q, "pipeline": pipeline, "k": 10, "lang": lang}).raise_for_status()
 
-        results = {}
-        for name in pipelines:
-            post(name, questions[0])  # warm-up
-        for q in questions:  # interleaved, so load changes hit every pipeline alike
-            for name in pipelines:
-                results.setdefault(name, []).extend(timed(lambda p=name, q=q: post(p, q), 1))
-        describe("fusion (BM25 + e5) alone", results["fusion"])
-        describe("fusion >> base reranker (no module)", results["base"])
-        describe(f"ml-{lang} (lora ranking + {lang})", results[f"ml-{lang}"], results["base"])
-        describe(f"ml-sftm-{lang} (sftm ranking + {lang})", results[f"ml-sftm-{lang}"], results["base"])
+        if interleave:  # so that load changes hit every pipeline alike
+            for name in names:
+                post(name, questions[0])  # warm-up
+            for q in questions:
+                for name in names:
+                    results[name].extend(timed(lambda p=name, q=q: post(p, q), 1))
+        else:
+            for name in names:
+                post(name, questions[0])  # warm-up
+                results[name] = [timed(lambda p=name, q=q: post(p, q), 1)[0] for q in questions]
+    return results
 
 
 if __name__ == "__main__":

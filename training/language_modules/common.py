@@ -54,8 +54,15 @@ def settings(args, lr: float) -> TrainSettings:
                          seed=args.seed)
 
 
+def _main_module() -> str:
+    """The module that ``python -m`` ran (``training`` or ``training.language_modules.job``), for the record."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = spec.name if spec is not None else "training"
+    return name.removesuffix(".__main__")
+
+
 def write_meta(folder: Path, **meta) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {"command": " ".join(["python -m training", *sys.argv[1:]]), "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-            time.gmtime()), **meta}
+    meta = {"command": " ".join([f"python -m {_main_module()}", *sys.argv[1:]]),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **meta}
     (folder / "module.json").write_text(json.dumps(meta, indent=2, sort_keys=True))

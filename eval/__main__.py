@@ -99,6 +99,8 @@ def _report(argv: list[str]) -> int:
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--max-queries", type=int, help="only the first N judged queries of each dataset (same for "
                         "every pipeline; for rerankers on a CPU); the report says so")
+    parser.add_argument("--stage-cache", type=Path, help="folder of first-stage results: read when present, written "
+                        "when computed (fill it where Java and the indexes are, rerank where the GPU is; see eval/stage_cache.py)")
     parser.add_argument("--in-process", action="store_true", help="run every pipeline in this process (a native "
                         "crash then ends the report); default: pipelines grouped by first stage, one child process each")
     _common(parser)
@@ -108,11 +110,13 @@ def _report(argv: list[str]) -> int:
     outcomes = []
     for dataset in args.datasets:
         if args.in_process:
-            exp = Experiment(dataset, args.split, config, args.index_root, args.models_dir, max_queries=args.max_queries)
+            exp = Experiment(dataset, args.split, config, args.index_root, args.models_dir, max_queries=args.max_queries,
+                             stage_cache=args.stage_cache)
             outcome = exp.run_all(names, depths=args.depths, exclude=args.skip)
         else:
             outcome = run_isolated(dataset, args.split, config, args.index_root, args.models_dir, names,
-                                   depths=args.depths, exclude=args.skip, max_queries=args.max_queries)
+                                   depths=args.depths, exclude=args.skip, max_queries=args.max_queries,
+                                   stage_cache=args.stage_cache)
         outcome.skipped.update({name: args.skip_reason for name in args.skip if name in outcome.skipped})
         for name, results in outcome.results.items():
             write_run(results, args.out / "runs" / outcome.dataset / f"{_file_name(name)}.trec", tag=_file_name(name))

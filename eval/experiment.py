@@ -25,7 +25,7 @@ from indexer.build import ensure_indexes
 from pipeline.collection import corpus_path, dataset_name, file_checksum
 from pipeline.config import ServiceConfig, parse_stage
 from pipeline.errors import PipelineError
-from pipeline.registry import BuildContext, build_stage, required_indexes
+from pipeline.registry import BuildContext, build_stage
 from pipeline.stage import Pipeline, Stage
 from pipeline.types import Results
 
@@ -108,6 +108,7 @@ class Experiment:
         batch_size: int = 64,
         warmup: int = 8,
         max_queries: int | None = None,
+        stage_cache: Path | None = None,
     ):
         self.dataset, self.split, self.config = Path(dataset), split, config
         self.index_root = Path(index_root)
@@ -118,6 +119,12 @@ class Experiment:
         self._outputs: dict[str, _Prefix] = {}
         self._stages: dict[str, Stage] = {}
         self._warm: set[int] = set()
+        self.stage_cache = None
+        if stage_cache is not None:
+            from eval.stage_cache import StageCache
+
+            self.stage_cache = StageCache(stage_cache, self.collection, split, [q.query_id for q in self.queries],
+                                          file_checksum(corpus_path(self.dataset)))
 
     def provenance(self, names: Iterable[str]) -> dict[str, Any]:
         """sha256 of the corpus and the qrels file, and the stage configs of the named pipelines."""
@@ -128,22 +135,35 @@ class Experiment:
             "pipelines": {n: self.config.pipelines[n].model_dump() for n in names if n in self.config.pipelines},
         }
 
+    def stage_from_cache(self) -> dict[str, str]:
+        """First stages read from the stage cache in this run: stage name -> machine that measured it."""
+        return dict(self.stage_cache.loaded) if self.stage_cache else {}
+
     # -- building -----------------------------------------------------------------------------
     def build_stages(self, name: str) -> list[Stage]:
         """Build (or reuse) every stage of a pipeline, building its indexes first if needed."""
-        if name not in self.config.pipelines:
-            raise PipelineError(f"unknown pipeline {name!r} (configured: {sorted(self.config.pipelines)})")
-        ensure_indexes(self.dataset, self.collection, self.config, required_indexes(self.config, name), self.index_root)
-        raws = self.config.pipelines[name].stages
-        stages = []
-        for i, raw in enumerate(raws):
-            where = f"pipelines.{name}.stages[{i}]"
-            key = stage_key([raw], where)
-            if key not in self._stages:
-                self._stages[key] = build_stage(raw, self.ctx, where)
-            stages.append(self._stages[key])
+        raws = self._raws(name)
+        stages = [self._stage(name, i) for i in range(len(raws))]
         Pipeline(stages, [raw.get("cutoff") for raw in raws], name=name)  # validates names and cutoffs
         return stages
+
+    def _raws(self, name: str) -> list[dict[str, Any]]:
+        if name not in self.config.pipelines:
+            raise PipelineError(f"unknown pipeline {name!r} (configured: {sorted(self.config.pipelines)})")
+        return self.config.pipelines[name].stages
+
+    def _stage(self, name: str, i: int) -> Stage:
+        """Stage ``i`` of a pipeline, built on first use (with the indexes it reads): a first stage
+        served from the stage cache is never built, so it needs neither Java nor its index."""
+        raw = self._raws(name)[i]
+        where = f"pipelines.{name}.stages[{i}]"
+        key = stage_key([raw], where)
+        if key not in self._stages:
+            needed: list[str] = []
+            _visit_indexes(raw, needed)
+            ensure_indexes(self.dataset, self.collection, self.config, needed, self.index_root)
+            self._stages[key] = build_stage(raw, self.ctx, where)
+        return self._stages[key]
 
     # -- running ------------------------------------------------------------------------------
     def _run_stage(self, stage: Stage, cutoff: int | None, candidates: Results | None) -> tuple[Results, float, list[str]]:
@@ -166,7 +186,7 @@ class Experiment:
             degraded.extend(d for d in run.degraded if d not in degraded)
         return out, total, degraded
 
-    def _prefix(self, name: str, stages: list[Stage], upto: int) -> tuple[_Prefix, int]:
+    def _prefix(self, name: str, upto: int) -> tuple[_Prefix, int]:
         """Results after ``stages[:upto]`` (cutoffs applied); returns it and how many leading
         stages came from the cache.
 
@@ -180,14 +200,24 @@ class Experiment:
         for i in range(upto):
             own = {k: v for k, v in raws[i].items() if k != "cutoff"}
             key = stage_key(raws[:i], f"pipelines.{name}") + stage_key([own], f"pipelines.{name}.stages[{i}]")
+            cached = None
+            if key not in self._outputs and self.stage_cache is not None and i == 0:
+                cached = self.stage_cache.get(key)
             if key in self._outputs:
                 out = self._outputs[key]
                 reused += reused == i
-            else:
-                results, ms, degraded = self._run_stage(stages[i], None, current.results if i else None)
-                out = _Prefix(results, {**current.stage_ms, stages[i].name: ms}, current.degraded + degraded)
+            elif cached is not None:
+                out = _Prefix(cached.results, {cached.name: cached.ms}, list(cached.degraded))
                 self._outputs[key] = out
-                logger.info("%s: stage %s done (%.1f ms/query)", name, stages[i].name, ms / max(1, len(self.queries)))
+                logger.info("%s: stage %s read from the stage cache (measured on %s)", name, cached.name, cached.machine)
+            else:
+                stage = self._stage(name, i)
+                results, ms, degraded = self._run_stage(stage, None, current.results if i else None)
+                out = _Prefix(results, {**current.stage_ms, stage.name: ms}, current.degraded + degraded)
+                self._outputs[key] = out
+                if self.stage_cache is not None and i == 0:
+                    self.stage_cache.put(key, stage.name, results, ms, degraded)
+                logger.info("%s: stage %s done (%.1f ms/query)", name, stage.name, ms / max(1, len(self.queries)))
             cutoff = raws[i].get("cutoff")
             results = out.results if cutoff is None else {q: hits[:cutoff] for q, hits in out.results.items()}
             current = _Prefix(results, out.stage_ms, out.degraded)
@@ -198,8 +228,10 @@ class Experiment:
         return evaluate(self.qrels, run), per_query(self.qrels, run)
 
     def run_pipeline(self, name: str) -> tuple[SystemResult, Results]:
-        stages = self.build_stages(name)
-        prefix, reused = self._prefix(name, stages, len(stages))
+        raws = self._raws(name)
+        for i in range(1, len(raws)):  # rerankers: built (and validated) up front; the first stage only if it runs
+            self._stage(name, i)
+        prefix, reused = self._prefix(name, len(raws))
         metrics, pq = self._score(prefix.results)
         n = max(1, len(self.queries))
         stage_ms = {k: v / n for k, v in prefix.stage_ms.items()}
@@ -212,24 +244,24 @@ class Experiment:
         Depth 0 is the first stage(s) alone. Depths beyond the configured candidate cutoff
         are left out; the candidates are computed once and truncated per depth.
         """
-        stages = self.build_stages(name)
-        first = next((i for i, s in enumerate(stages) if s.needs_candidates), None)
+        raws = self._raws(name)
+        first = next((i for i in range(1, len(raws)) if self._stage(name, i).needs_candidates), None)
         if not first:
             return []
-        raws = self.config.pipelines[name].stages
-        prefix, _ = self._prefix(name, stages, first)
+        stages = [self._stage(name, i) for i in range(len(raws))[first:]]
+        prefix, _ = self._prefix(name, first)
         n = max(1, len(self.queries))
         base_ms = sum(prefix.stage_ms.values()) / n
         available = max((len(h) for h in prefix.results.values()), default=0)
         points = [DepthPoint(0, self._score(prefix.results)[0], base_ms)]
         for depth in sorted({d for d in depths if 0 < d <= available}):
             if depth == available:  # no truncation: this is the configured pipeline, already run
-                full, _ = self._prefix(name, stages, len(stages))
+                full, _ = self._prefix(name, len(raws))
                 points.append(DepthPoint(depth, self._score(full.results)[0], sum(full.stage_ms.values()) / n))
                 continue
             current: Results = {q: hits[:depth] for q, hits in prefix.results.items()}
             ms = 0.0
-            for stage, raw in zip(stages[first:], raws[first:], strict=True):
+            for stage, raw in zip(stages, raws[first:], strict=True):
                 current, stage_ms, _ = self._run_stage(stage, raw.get("cutoff"), current)
                 ms += stage_ms
             points.append(DepthPoint(depth, self._score(current)[0], base_ms + ms / n))
@@ -242,6 +274,7 @@ class Experiment:
         """Evaluate every named pipeline; one that cannot be built is recorded as skipped with the reason."""
         names = list(names)
         outcome = DatasetOutcome(self.collection, self.split, len(self.queries), provenance=self.provenance(names))
+        outcome.provenance["from_stage_cache"] = self.stage_cache.loaded if self.stage_cache is not None else {}
         excluded = set(exclude)
         for name in names:
             if name in excluded:
@@ -258,6 +291,14 @@ class Experiment:
                 outcome.skipped[name] = f"{type(exc).__name__}: {exc}"
                 logger.warning("%s/%s skipped: %s", self.collection, name, exc)
         return outcome
+
+
+def _visit_indexes(raw: dict[str, Any], out: list[str]) -> None:
+    """Index names one stage config reads (a fusion's retrievers included)."""
+    if "index" in raw and raw["index"] not in out:
+        out.append(raw["index"])
+    for child in raw.get("retrievers", []) or []:
+        _visit_indexes(child, out)
 
 
 def outcome_from_runs(

@@ -57,6 +57,7 @@ def run_isolated(
     exclude: Iterable[str] = (),
     preload: Sequence[str] = (),
     max_queries: int | None = None,
+    stage_cache: Path | None = None,
 ) -> DatasetOutcome:
     """Like ``Experiment(...).run_all(names, depths, exclude)``, one child process per group.
 
@@ -67,7 +68,7 @@ def run_isolated(
     outcome = DatasetOutcome(dataset_name(dataset), split, len(queries))
     job = {"dataset": dataset.resolve(), "split": split, "config": config, "index_root": Path(index_root).resolve(),
            "models_dir": Path(models_dir).resolve(), "depths": list(depths) if depths else None, "preload": list(preload),
-           "max_queries": max_queries}
+           "max_queries": max_queries, "stage_cache": Path(stage_cache).resolve() if stage_cache else None}
     todo = [n for n in names if n not in excluded]
     for group in first_stage_groups(config, todo):
         part, error = _in_child(job, group)
@@ -96,7 +97,8 @@ def _merge(outcome: DatasetOutcome, part: DatasetOutcome | None, error: str | No
     outcome.curves.update(part.curves)
     outcome.results.update(part.results)
     pipelines = {**outcome.provenance.get("pipelines", {}), **part.provenance.get("pipelines", {})}
-    outcome.provenance = {**part.provenance, "pipelines": pipelines}
+    cached = {**outcome.provenance.get("from_stage_cache", {}), **part.provenance.get("from_stage_cache", {})}
+    outcome.provenance = {**part.provenance, "pipelines": pipelines, "from_stage_cache": cached}
 
 
 def _in_child(job: dict[str, Any], names: list[str]) -> tuple[DatasetOutcome | None, str | None]:
@@ -135,7 +137,7 @@ def _child_main(job: dict[str, Any], names: list[str], out: str) -> None:
             module, func = hook.split(":")
             getattr(importlib.import_module(module), func)()
         exp = Experiment(job["dataset"], job["split"], job["config"], job["index_root"], job["models_dir"],
-                         max_queries=job.get("max_queries"))
+                         max_queries=job.get("max_queries"), stage_cache=job.get("stage_cache"))
         payload: Any = exp.run_all(names, depths=job["depths"])
     except Exception as exc:  # noqa: BLE001 - reported to the parent, which records the pipelines as skipped
         payload = f"{type(exc).__name__}: {exc}"

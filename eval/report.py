@@ -153,6 +153,10 @@ def render_markdown(report: dict[str, Any]) -> str:
             for name, points in ds["curves"].items():
                 for p in points:
                     lines.append(f"| `{name}` | {p['depth']} | {p['metrics'][CURVE_MEASURE]:.4f} | {p['ms_per_query']:.1f} |")
+        cached = ds.get("provenance", {}).get("from_stage_cache") or {}
+        if cached:
+            lines += ["", "First stages read from the stage cache (`--stage-cache`): their results and ms/query were "
+                      "measured on another machine: " + "; ".join(f"`{k}` on {v}" for k, v in cached.items()) + "."]
         if ds["skipped"]:
             lines += ["", "Not evaluated (cannot be built here, crashed, or left out on the command line):", ""]
             lines += [f"- `{name}`: {reason}" for name, reason in ds["skipped"].items()]

@@ -140,3 +140,44 @@ def test_same_stage_with_another_cutoff_is_shared_and_truncated(experiment):
     assert short.stage_ms_per_query["bm25"] == outcome.systems["bm25"].stage_ms_per_query["bm25"]
     assert max(len(hits) for hits in outcome.results["bm25@2>>rev"].values()) == 2
     assert short.metrics["nDCG@10"] == pytest.approx(expected_reversed(2))
+
+
+def test_stage_cache_serves_first_stages_without_building_them(config, tiny_dataset, tiny_index_root, tmp_path, monkeypatch):
+    """A cache filled on one machine lets another rerank without Java or the index (the GPU report)."""
+    import eval.experiment as experiment_module
+
+    cache = tmp_path / "stages"
+    first = Experiment(tiny_dataset, "test", config, tiny_index_root, REPO / "models", collection="tiny", stage_cache=cache)
+    filled = first.run_all(["bm25", "bm25>>rev"], depths=[2])
+    assert len(list((cache / "tiny").glob("*.json.gz"))) == 1  # one first stage, shared by both pipelines
+    assert filled.provenance["from_stage_cache"] == {}
+
+    real_build = experiment_module.build_stage
+
+    def no_bm25(raw, ctx, where):
+        if raw["type"] == "bm25":
+            raise AssertionError("the first stage was built although it is cached")
+        return real_build(raw, ctx, where)
+
+    monkeypatch.setattr(experiment_module, "build_stage", no_bm25)
+    second = Experiment(tiny_dataset, "test", config, tmp_path / "no-indexes", REPO / "models", collection="tiny",
+                        stage_cache=cache)
+    again = second.run_all(["bm25", "bm25>>rev"], depths=[2])
+    for name in ("bm25", "bm25>>rev"):
+        assert again.systems[name].metrics == filled.systems[name].metrics
+        assert again.results[name] == filled.results[name]  # hits with their stage scores
+    assert again.systems["bm25"].stage_ms_per_query["bm25"] == filled.systems["bm25"].stage_ms_per_query["bm25"]
+    assert [p.metrics for p in again.curves["bm25>>rev"]] == [p.metrics for p in filled.curves["bm25>>rev"]]
+    assert set(again.provenance["from_stage_cache"]) == {"bm25"}
+
+    # another query set is another cache scope; a corrupt entry is recomputed, not trusted
+    subset = Experiment(tiny_dataset, "test", config, tmp_path / "no-indexes", REPO / "models", collection="tiny",
+                        stage_cache=cache, max_queries=2)
+    with pytest.raises(AssertionError, match="built although"):
+        subset.run_pipeline("bm25")
+    for entry in (cache / "tiny").glob("*.json.gz"):
+        entry.write_bytes(b"garbage")
+    monkeypatch.setattr(experiment_module, "build_stage", real_build)
+    rebuilt = Experiment(tiny_dataset, "test", config, tiny_index_root, REPO / "models", collection="tiny", stage_cache=cache)
+    assert rebuilt.run_pipeline("bm25")[0].metrics == filled.systems["bm25"].metrics
+    assert rebuilt.stage_from_cache() == {}

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import TINY
 from training.cross_encoder.curriculum import Heuristic, anneal, difficulty, group_weight, pair_weights
-from training.cross_encoder.data.bundle import Bundle, BundleQuery, fused, load_bundle
+from training.cross_encoder.data.bundle import Bundle, BundleQuery, fused, load_bundle, merge_bundles
 from training.cross_encoder.data.groups import Candidate, Group, candidate_table, make_groups
 from training.cross_encoder.data.mining import carve_dev, write_json
 from training.cross_encoder.ranking_metrics import ndcg_at_k
@@ -144,6 +144,30 @@ def test_mine_tiny_collection(tiny_index_root, tmp_path):
     assert [s for _, s in q2.bm25] == sorted((s for _, s in q2.bm25), reverse=True)
 
 
+def test_mine_eval_only_bundle(tiny_index_root, tmp_path):
+    """``--train-split ''``: only eval bundles (an unseen collection to report on)."""
+    from training.cross_encoder.data.mining import mine
+
+    paths = mine(TINY, tmp_path, tiny_index_root, train_split="", eval_splits=("test",), dev_queries=1, seed=0, depth=5)
+    assert [p.name for p in paths] == ["eval-test.json.gz"]
+    assert {q.role for q in load_bundle(paths[0]).queries} == {"test"}
+
+
+def test_merge_bundles_namespaces_ids_and_keeps_roles():
+    a = tiny_bundle()
+    b = Bundle({**a.meta, "dataset": "other", "dev_queries": 2}, dict(a.docs), list(a.queries))
+    merged = merge_bundles([a, b])
+    assert len(merged.queries) == 8 and len(merged.docs) == 2 * len(a.docs)
+    assert {q.qid for q in merged.role("dev")} == {"tiny/q4", "other/q4"}
+    q1 = next(q for q in merged.queries if q.qid == "other/q1")
+    assert q1.positives == ["other/d1"] and all(d.startswith("other/") for d, _ in q1.bm25 + q1.dense)
+    assert merged.docs["other/d1"] == a.docs["d1"]
+    assert merged.meta["dataset"] == "tiny+other" and merged.meta["dev_queries"] == 3
+    assert merge_bundles([a]) is a
+    with pytest.raises(ValueError, match="same dataset"):
+        merge_bundles([a, a])
+
+
 # ---------------------------------------------------------------- metric
 
 
@@ -259,6 +283,29 @@ def test_cli_train_writes_model_card_and_report(tiny_base, tmp_path):
     card = (out / "MODEL_CARD.md").read_text()
     assert "abc123" in card and "sha256" in card and "| pointwise |" in card
     assert (out / "2_Dense" / "model.safetensors").is_file()
+
+
+def test_cli_trains_on_two_collections_and_reports_an_unseen_one(tiny_base, tmp_path):
+    from training.__main__ import main
+    from training.cross_encoder.data.mining import write_json
+
+    b = tiny_bundle()
+    rows = [{"qid": q.qid, "text": q.text, "role": q.role, "qrels": q.qrels, "bm25": q.bm25, "dense": q.dense} for q in b.queries]
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        write_json(tmp_path / name / "train.json.gz", {"meta": {**b.meta, "dataset": name}, "docs": b.docs, "queries": rows})
+    unseen = tmp_path / "unseen.json.gz"
+    write_json(unseen, {"meta": {**b.meta, "dataset": "unseen"}, "docs": b.docs, "queries": [{**r, "role": "test"} for r in rows]})
+    out = tmp_path / "model"
+    code = main(["cross-encoder", "train", "--bundle", str(tmp_path / "one"), str(tmp_path / "two"),
+                 "--extra-eval", str(unseen), "--out", str(out), "--base-model", str(tiny_base), "--negatives", "3",
+                 "--rank-to", "11", "--epochs", "1", "--groups-per-batch", "2", "--max-length", "64", "--device", "cpu"])
+    assert code == 0
+    report = json.loads((out / "training_report.json").read_text())
+    assert report["data"]["dataset"] == "one+two" and len(report["data"]["parts"]) == 2
+    assert {"unseen:bm25_first_stage", "unseen:bm25>>ce"} <= set(report["chosen"]["test"])
+    card = (out / "MODEL_CARD.md").read_text()
+    assert "unseen:bm25>>ce" in card and "collection: two" in card
 
 
 def test_cli_rejects_unknown_variant(tmp_path):

@@ -34,10 +34,14 @@ def first_stages(bundle: Bundle, depth: int = 100) -> dict[str, dict[str, list]]
     return out
 
 
-def run_variant(name: str, cfg: TrainConfig, train_bundle: Bundle, eval_bundle: Bundle | None) -> tuple[dict, TrainResult]:
+def run_variant(name: str, cfg: TrainConfig, train_bundle: Bundle, eval_bundle: Bundle | None,
+                extra_evals: dict[str, Bundle] | None = None) -> tuple[dict, TrainResult]:
     logger.info("variant %s: %s", name, cfg.to_dict())
     result = train(cfg, train_bundle)
     test = evaluate_report(result, cfg, eval_bundle, first_stages(eval_bundle)) if eval_bundle else {}
+    for dataset, bundle in (extra_evals or {}).items():  # unseen collections: reported, never used to select
+        scores = evaluate_report(result, cfg, bundle, first_stages(bundle))
+        test.update({f"{dataset}:{k}": v for k, v in scores.items()})
     row = {"name": name, "config": cfg.to_dict(), "dev_ndcg10": result.best_dev, "dev_history": result.dev_history,
            "best_epoch": result.best_epoch, "steps": result.steps, "seconds": result.seconds, "test": test}
     logger.info("variant %s: dev %.4f test %s", name, result.best_dev, test)
@@ -45,7 +49,8 @@ def run_variant(name: str, cfg: TrainConfig, train_bundle: Bundle, eval_bundle: 
 
 
 def run_ablation(base: TrainConfig, names: list[str], train_bundle: Bundle, eval_bundle: Bundle | None,
-                 save_to: Path | None, dtype: str = "bfloat16", on_variant: Callable[[dict], None] | None = None) -> dict:
+                 save_to: Path | None, dtype: str = "bfloat16", on_variant: Callable[[dict], None] | None = None,
+                 extra_evals: dict[str, Bundle] | None = None) -> dict:
     """Train every named variant; save the best by dev nDCG@10 to ``save_to``; return the report.
 
     ``on_variant(report so far)`` is called after each variant (a long run leaves partial results).
@@ -59,7 +64,7 @@ def run_ablation(base: TrainConfig, names: list[str], train_bundle: Bundle, eval
     for name in names:
         cfg = dataclasses.replace(base, **VARIANTS[name])
         cfg.__post_init__()
-        row, result = run_variant(name, cfg, train_bundle, eval_bundle)
+        row, result = run_variant(name, cfg, train_bundle, eval_bundle, extra_evals)
         rows.append(row)
         if best is None or row["dev_ndcg10"] > best[0]["dev_ndcg10"]:
             if save_to is not None:

@@ -10,6 +10,14 @@ Rebuild the default reranker (``models/ce-minilm``)::
     python -m training cross-encoder train --bundle .cache/ce/scifact --out models/ce-minilm
     # the ablation table: train every variant, keep the best by dev nDCG@10
     python -m training cross-encoder train --bundle .cache/ce/scifact --out models/ce-minilm --variants all
+
+Multi-domain training (SciFact + the training articles of XQuAD-R en), with Cranfield reported
+as an unseen collection (an eval-only bundle: ``--train-split ''``)::
+
+    python -m training cross-encoder mine-xquad --data ../shared/data/xquad-r --lang en --out .cache/ce/xquad-en
+    python -m training cross-encoder mine --dataset ../shared/data/cranfield --train-split '' --out .cache/ce/cranfield
+    python -m training cross-encoder train --bundle .cache/ce/scifact .cache/ce/xquad-en \\
+        --extra-eval .cache/ce/cranfield/eval-test.json.gz --out models/ce-minilm
 """
 
 from __future__ import annotations
@@ -40,13 +48,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mine.add_argument("--depth", type=int, default=200)
     mine.add_argument("--dense", action="store_true", help="also add dense lists here (slow on a CPU; see densify)")
 
+    xquad = sub.add_parser("mine-xquad", help="mine a training bundle from XQuAD-R's training articles (one language)")
+    xquad.add_argument("--data", type=Path, required=True, help="the xquad-r folder (holds <lang>/)")
+    xquad.add_argument("--lang", default="en")
+    xquad.add_argument("--out", type=Path, required=True)
+    xquad.add_argument("--index-root", type=Path, default=None, help="published indexes (default $SEARCH_INDEX_ROOT)")
+    xquad.add_argument("--dev-queries", type=int, default=100)
+    xquad.add_argument("--seed", type=int, default=13)
+    xquad.add_argument("--depth", type=int, default=200)
+
     densify = sub.add_parser("densify", help="add dense (all-MiniLM-L6-v2) candidate lists to mined bundles (GPU if any)")
     densify.add_argument("--bundle", type=Path, required=True, help="folder of *.json.gz bundles")
     densify.add_argument("--model", type=Path, default=None, help="MiniLM folder (default: the packaged one)")
     densify.add_argument("--device", default=None)
 
     train = sub.add_parser("train", help="train (and optionally ablate) the cross-encoder")
-    train.add_argument("--bundle", type=Path, required=True, help="folder with train.json.gz (+ eval-test.json.gz)")
+    train.add_argument("--bundle", type=Path, nargs="+", required=True,
+                       help="folder(s) with train.json.gz; several = multi-domain training (the first one's "
+                            "eval-<split>.json.gz is the report split)")
+    train.add_argument("--extra-eval", type=Path, nargs="*", default=[],
+                       help="more eval bundles (e.g. an unseen collection) reported under their dataset name")
     train.add_argument("--out", type=Path, required=True, help="model folder to write")
     train.add_argument("--variants", default="listwise+curriculum",
                        help="comma-separated variant names, or 'all' (see training/cross_encoder/ablation.py)")
@@ -77,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.action == "mine":
             return _mine(args)
+        if args.action == "mine-xquad":
+            return _mine_xquad(args)
         if args.action == "densify":
             return _densify(args)
         if args.action == "train":
@@ -102,6 +125,15 @@ def _mine(args) -> int:
     return 0
 
 
+def _mine_xquad(args) -> int:
+    from pipeline.settings_paths import default_index_root
+    from training.cross_encoder.data.mining import mine_xquad
+
+    print(mine_xquad(args.data, args.lang, args.out, args.index_root or default_index_root(), args.dev_queries,
+                     args.seed, args.depth))
+    return 0
+
+
 def _densify(args) -> int:
     from training.cross_encoder.data.mining import add_dense
 
@@ -114,7 +146,7 @@ def _densify(args) -> int:
 
 def _train(args) -> int:
     from training.cross_encoder.ablation import VARIANTS, run_ablation
-    from training.cross_encoder.data.bundle import load_bundle
+    from training.cross_encoder.data.bundle import load_bundle, merge_bundles
     from training.cross_encoder.model_card import write_model_card
     from training.cross_encoder.trainer import TrainConfig, resolve_device
 
@@ -127,9 +159,13 @@ def _train(args) -> int:
         patience=args.patience, seed=args.seed, device=args.device, max_steps=args.max_steps,
         base_model=args.base_model)
     names = list(VARIANTS) if args.variants == "all" else [v.strip() for v in args.variants.split(",") if v.strip()]
-    train_bundle = load_bundle(args.bundle / "train.json.gz")
-    eval_path = args.bundle / f"eval-{args.report_split}.json.gz" if args.report_split else None
+    train_bundle = merge_bundles([load_bundle(b / "train.json.gz") for b in args.bundle])
+    eval_path = args.bundle[0] / f"eval-{args.report_split}.json.gz" if args.report_split else None
     eval_bundle = load_bundle(eval_path) if eval_path and eval_path.is_file() else None
+    extra_evals = {}
+    for path in args.extra_eval:
+        bundle = load_bundle(path)
+        extra_evals[str(bundle.meta.get("dataset", path.stem))] = bundle
     extra = {"command": "python -m training cross-encoder " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["cross-encoder"] else sys.argv[1:]),
              "code_commit": args.code_commit, "device": _device_name(resolve_device(args.device)), "data": train_bundle.meta}
 
@@ -138,7 +174,8 @@ def _train(args) -> int:
         (args.out / "training_report.json").write_text(json.dumps(report, indent=2))
         write_model_card(args.out, report)
 
-    report = run_ablation(cfg, names, train_bundle, eval_bundle, args.out, dtype=args.dtype, on_variant=save_report)
+    report = run_ablation(cfg, names, train_bundle, eval_bundle, args.out, dtype=args.dtype, on_variant=save_report,
+                          extra_evals=extra_evals)
     save_report(report)
     from training.cross_encoder.model_card import ablation_table
 

@@ -23,14 +23,17 @@ def weight_checksums(folder: Path) -> dict[str, str]:
 
 def ablation_table(rows: list[dict]) -> str:
     """Markdown table of ablation rows (name, loss, curriculum, negatives, dev and test nDCG@10)."""
+    unseen = sorted({k for r in rows for k in r["test"] if ":" in k and k.endswith(">>ce")})
     head = ("| variant | loss | curriculum | negatives from | best epoch | dev nDCG@10 | test bm25>>ce | "
-            "test bm25+dense RRF>>ce | train s |\n|---|---|---|---|---|---|---|---|---|\n")
+            "test bm25+dense RRF>>ce | " + "".join(f"{k} | " for k in unseen) + "train s |\n"
+            "|---|---|---|---|---|---|---|---|" + "---|" * len(unseen) + "---|\n")
     lines = []
     for r in rows:
         c = r["config"]
+        extra = "".join(f"{r['test'].get(k, float('nan')):.4f} | " for k in unseen)
         lines.append(f"| {r['name']} | {c['loss']} | {'yes' if c['curriculum'] else 'no'} | {'+'.join(c['retrievers'])} | "
                      f"{r['best_epoch']} | {r['dev_ndcg10']:.4f} | {r['test'].get('bm25>>ce', float('nan')):.4f} | "
-                     f"{r['test'].get('hybrid>>ce', float('nan')):.4f} | {r['seconds']:.0f} |")
+                     f"{r['test'].get('hybrid>>ce', float('nan')):.4f} | {extra}{r['seconds']:.0f} |")
     return head + "\n".join(lines) + "\n"
 
 
@@ -48,8 +51,9 @@ def write_model_card(folder: Path, report: dict) -> Path:
         "`CrossEncoder(folder).predict(pairs)` and the `cross_encoder` stage give the same ranking.",
         "",
         "## Data",
-        f"- collection: {meta.get('dataset')} (corpus sha256 `{meta.get('corpus_sha256')}`), split `{meta.get('split')}`;",
-        f"  {meta.get('dev_queries')} train queries held out as dev (seed {meta.get('seed')}); test qrels never used for training or selection.",
+        *[f"- collection: {m.get('dataset')} (corpus sha256 `{m.get('corpus_sha256')}`), split `{m.get('split')}`; "
+          f"{m.get('dev_queries')} train queries held out as dev (seed {m.get('seed')})" for m in meta.get("parts", [meta])],
+        "- test qrels never used for training or selection; collections named `name:` in the metrics were never trained on.",
         f"- hard negatives: first-stage ranks {chosen['config']['rank_from']}..{chosen['config']['rank_to']} of "
         f"{' + '.join(chosen['config']['retrievers'])}, positives excluded, resampled each epoch.",
         "",

@@ -49,6 +49,30 @@ def load_bundle(path: Path) -> Bundle:
                          f"`python -m training cross-encoder mine`") from exc
 
 
+def merge_bundles(bundles: list[Bundle]) -> Bundle:
+    """One training bundle from several collections (multi-domain training).
+
+    Query and document ids are prefixed with each bundle's dataset name (``scifact/123``) so
+    that collections never collide; roles (train/dev) are kept, so the dev set is the union of
+    every collection's dev queries. A single bundle is returned unchanged.
+    """
+    if len(bundles) == 1:
+        return bundles[0]
+    names = [str(b.meta.get("dataset", f"bundle{i}")) for i, b in enumerate(bundles)]
+    if len(set(names)) != len(names):
+        raise ValueError(f"cannot merge bundles of the same dataset twice: {names}")
+    docs: dict[str, str] = {}
+    queries: list[BundleQuery] = []
+    for name, b in zip(names, bundles, strict=True):
+        docs.update({f"{name}/{d}": text for d, text in b.docs.items()})
+        for q in b.queries:
+            queries.append(BundleQuery(f"{name}/{q.qid}", q.text, q.role, {f"{name}/{d}": r for d, r in q.qrels.items()},
+                                       [(f"{name}/{d}", s) for d, s in q.bm25], [(f"{name}/{d}", s) for d, s in q.dense]))
+    meta = {"dataset": "+".join(names), "parts": [b.meta for b in bundles],
+            "dev_queries": sum(int(b.meta.get("dev_queries") or 0) for b in bundles), "seed": bundles[0].meta.get("seed")}
+    return Bundle(meta, docs, queries)
+
+
 def fused(q: BundleQuery, depth: int = 100, k: int = 60) -> list[tuple[str, float]]:
     """Reciprocal-rank fusion of the BM25 and dense lists (a hybrid first stage for reports)."""
     scores: dict[str, float] = {}

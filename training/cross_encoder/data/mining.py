@@ -93,7 +93,7 @@ def mine(dataset: Path, out: Path, index_root: Path, train_split: str = "train",
     meta = {"dataset": collection, "corpus_sha256": file_checksum(corpus_path(dataset)), "depth": depth,
             "bm25": {"k1": 0.9, "b": 0.4, "fields": "title+text"}, "dense": None}
     written = []
-    for split in [train_split, *eval_splits]:
+    for split in [s for s in (train_split, *eval_splits) if s]:  # train_split '' = eval bundles only
         qrels = load_qrels(dataset, split)
         queries = [all_queries[q] for q in qrels if q in all_queries]
         bm25 = bm25_candidates(dataset, collection, queries, depth, index_root)
@@ -108,6 +108,34 @@ def mine(dataset: Path, out: Path, index_root: Path, train_split: str = "train",
         logger.info("wrote %s: %d queries, %d docs", path, len(rows), len(all_docs))
         written.append(path)
     return written
+
+
+def mine_xquad(root: Path, lang: str, out: Path, index_root: Path, dev_queries: int = 100, seed: int = 13,
+               depth: int = 200, heldout_share: float = 1 / 3) -> Path:
+    """A training bundle of XQuAD-R ``lang``: the questions of the *training* articles only.
+
+    Articles are split as the language modules split them (:func:`question_split`, same seed), so
+    the held-out articles stay unseen. Candidates are BM25 (that language's analyzer) over every
+    sentence of the collection; the dataset is named ``xquad-r-<lang>``.
+    """
+    from training.language_modules.candidates import bm25_runs
+    from training.language_modules.xquad import load_language, question_split
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_language(root, lang)
+    train_ids, _ = question_split(data, heldout_share, seed)
+    runs = bm25_runs(Path(root) / lang, lang, {q: data.questions[q] for q in train_ids}, index_root, depth)
+    dev = carve_dev(train_ids, dev_queries, seed)
+    rows = [{"qid": q, "text": data.questions[q], "qrels": {data.answer[q]: 1}, "bm25": runs.get(q, [])[:depth],
+             "role": "dev" if q in dev else "train", "dense": []} for q in train_ids]
+    meta = {"dataset": f"xquad-r-{lang}", "corpus_sha256": file_checksum(Path(root) / lang / "corpus.jsonl"),
+            "depth": depth, "bm25": {"k1": 0.9, "b": 0.4, "analyzer": lang}, "dense": None, "split": "train-articles",
+            "heldout_share": heldout_share, "dev_queries": dev_queries, "seed": seed}
+    path = out / "train.json.gz"
+    write_json(path, {"meta": meta, "docs": dict(data.sentences), "queries": rows})
+    logger.info("wrote %s: %d questions (%d dev), %d sentences", path, len(rows), len(dev), len(data.sentences))
+    return path
 
 
 def add_dense(paths: Sequence[Path], model: Path | None = None, device: str | None = None) -> None:

@@ -101,12 +101,23 @@ def _report(argv: list[str]) -> int:
                         "every pipeline; for rerankers on a CPU); the report says so")
     parser.add_argument("--stage-cache", type=Path, help="folder of first-stage results: read when present, written "
                         "when computed (fill it where Java and the indexes are, rerank where the GPU is; see eval/stage_cache.py)")
+    parser.add_argument("--first-stages-only", action="store_true", help="with --stage-cache: only compute and store "
+                        "every pipeline's first stage (no reranking, no report)")
     parser.add_argument("--in-process", action="store_true", help="run every pipeline in this process (a native "
                         "crash then ends the report); default: pipelines grouped by first stage, one child process each")
     _common(parser)
     args = parser.parse_args(argv)
     config = load_config(args.config)
     names = args.pipelines or list(config.pipelines)
+    if args.first_stages_only:
+        if args.stage_cache is None:
+            parser.error("--first-stages-only needs --stage-cache")
+        for dataset in args.datasets:
+            exp = Experiment(dataset, args.split, config, args.index_root, args.models_dir, max_queries=args.max_queries,
+                             stage_cache=args.stage_cache)
+            for name, status in exp.fill_stage_cache([n for n in names if n not in args.skip]).items():
+                print(f"{exp.collection} {name}: {status}")
+        return 0
     outcomes = []
     for dataset in args.datasets:
         if args.in_process:

@@ -194,7 +194,7 @@ class Experiment:
         included) and its own config without the cutoff: ``hybrid`` (fusion, cutoff 1000) and
         ``hybrid>>ce`` (the same fusion, cutoff 100) run the fusion once.
         """
-        raws = self.config.pipelines[name].stages
+        raws = self._raws(name)
         reused = 0
         current = _Prefix({}, {}, [])
         for i in range(upto):
@@ -267,6 +267,20 @@ class Experiment:
             points.append(DepthPoint(depth, self._score(current)[0], base_ms + ms / n))
             logger.info("%s depth %d: %s=%.4f", name, depth, CURVE_MEASURE, points[-1].metrics[CURVE_MEASURE])
         return points
+
+    def fill_stage_cache(self, names: Iterable[str]) -> dict[str, str]:
+        """Run (or find) the first stage of every named pipeline and store it in the stage cache;
+        returns pipeline -> 'cached' or why it could not run. Nothing is reranked."""
+        if self.stage_cache is None:
+            raise ValueError("fill_stage_cache needs an Experiment with stage_cache set")
+        status = {}
+        for name in names:
+            try:
+                self._prefix(name, 1)
+                status[name] = "cached"
+            except (PipelineError, ImportError, OSError) as exc:
+                status[name] = f"{type(exc).__name__}: {exc}"
+        return status
 
     def run_all(
         self, names: Iterable[str], depths: Iterable[int] | None = DEFAULT_DEPTHS, exclude: Iterable[str] = ()

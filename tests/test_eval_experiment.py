@@ -181,3 +181,15 @@ def test_stage_cache_serves_first_stages_without_building_them(config, tiny_data
     rebuilt = Experiment(tiny_dataset, "test", config, tiny_index_root, REPO / "models", collection="tiny", stage_cache=cache)
     assert rebuilt.run_pipeline("bm25")[0].metrics == filled.systems["bm25"].metrics
     assert rebuilt.stage_from_cache() == {}
+
+
+def test_fill_stage_cache_runs_first_stages_only(config, tiny_dataset, tiny_index_root, tmp_path):
+    ReverseReranker.calls = 0
+    exp = Experiment(tiny_dataset, "test", config, tiny_index_root, REPO / "models", collection="tiny",
+                     stage_cache=tmp_path / "c")
+    status = exp.fill_stage_cache(["bm25", "bm25>>rev", "bm25@2>>rev", "nope"])
+    assert status["bm25"] == status["bm25>>rev"] == "cached" and "unknown pipeline" in status["nope"]
+    assert ReverseReranker.calls == 0
+    assert len(list((tmp_path / "c" / "tiny").glob("*.json.gz"))) == 1  # the cutoff is not part of the key
+    with pytest.raises(ValueError, match="stage_cache"):
+        Experiment(tiny_dataset, "test", config, tiny_index_root, REPO / "models", collection="tiny").fill_stage_cache(["bm25"])

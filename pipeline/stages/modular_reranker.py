@@ -14,7 +14,7 @@ the hit keeps the raw reranker logit under ``modular_ce`` and the mix under ``mo
 
 Config example::
 
-    - {type: modular_ce, index: lucene-de, model: ce-minilm, modules: lang-modules, kind: lora,
+    - {type: modular_ce, index: lucene-de, model: ce-minilm-scifact, modules: lang-modules, kind: lora,
        ranking: ranking, languages: [en, de, es, ar, zh, ru], interpolate: 0.3}
 """
 
@@ -52,8 +52,8 @@ class ModularCEConfig(StageConfig):
     type: str = "modular_ce"
     index: str = "lucene"
     """Index whose document store gives the candidates' texts."""
-    model: str = "ce-minilm"
-    """Base reranker folder under the models dir (or ``minilm``)."""
+    model: str = "ce-minilm-scifact"
+    """Base reranker folder under the models dir (or ``minilm``): the one the modules were trained on."""
     modules: str = "lang-modules"
     kind: Literal["lora", "sftm"] = "lora"
     ranking: str | None = "ranking"

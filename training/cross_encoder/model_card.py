@@ -73,7 +73,7 @@ def write_model_card(folder: Path, report: dict) -> Path:
         f"- dev (BM25 top-{chosen['config']['eval_depth']} reranked): {chosen['dev_ndcg10']:.4f}",
         *[f"- test {k}: {v:.4f}" for k, v in chosen["test"].items()],
         "",
-        "Chosen among the variants below by dev nDCG@10 (test shown for the record only).",
+        report.get("choice", "Chosen among the variants below by dev nDCG@10 (test shown for the record only)."),
         "",
         ablation_table(report.get("variants", [chosen])),
         *(["## Notes", *[f"- {n}" for n in report["notes"]], ""] if report.get("notes") else []),

@@ -79,6 +79,7 @@ PY
 echo "chosen variant: $BEST"
 [ -n "$BEST" ] && cp -r "$JOB/$BEST" "$OUT/first-smollm2" && cp -r "$JOB/$BEST" "$STASH/first-smollm2"
 rm -f "$OUT/first-smollm2/README.md"
+while [ -n "${WAIT_PID:-}" ] && kill -0 "$WAIT_PID" 2>/dev/null; do sleep 2; done  # a GPU job beside this one: time alone
 if [ -f "$OUT/first-smollm2/adapter_model.safetensors" ]; then
   timeout 300 python3 benchmarks/listwise_latency.py --candidates "$JOB/test-bm25" --adapter "$OUT/first-smollm2" \
     --out "$OUT/bench" "${BENCH_ARGS[@]}"

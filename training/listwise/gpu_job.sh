@@ -16,7 +16,7 @@
 # the chosen adapter is also copied to $STASH/first-smollm2.
 # Usage: [VARIANTS='--lm-weight 1;--lm-weight 0'] training/listwise/gpu_job.sh [train args...] -- [benchmark args...]
 set -uo pipefail
-STASH=${STASH:-/tmp/listwise-stash}
+STASH=${STASH:-/tmp/stash}
 JOB=${JOB:-/tmp/listwise-job}
 OUT=${OUT:-runs/listwise-gpu}
 GGUF_SHA=${GGUF_SHA:-b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53}
@@ -52,13 +52,15 @@ date
 IFS=';' read -r -a VARIANT_LIST <<< "${VARIANTS:-}"
 [ ${#VARIANT_LIST[@]} -eq 0 ] && VARIANT_LIST=("")
 i=0
+PIDS=()
 for v in "${VARIANT_LIST[@]}"; do
   read -r -a extra <<< "$v"
   timeout "${TRAIN_S:-330}" python3 -m training listwise train --teacher "$TEACHER" --out "$JOB/first-$i" \
     --teacher-name "$(basename "$TEACHER_CE")" "${TRAIN_ARGS[@]}" "${extra[@]}" > "$JOB/train-$i.log" 2>&1 &
+  PIDS+=($!)
   i=$((i + 1))
 done
-wait
+wait "${PIDS[@]}"  # not a bare `wait`: it would also wait for the `tee` of the log (a process substitution) and hang
 date
 tail -n 3 "$JOB"/train-*.log
 BEST=$(python3 - "$JOB" "$OUT/variants.json" <<'PY'

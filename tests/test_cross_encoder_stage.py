@@ -239,3 +239,14 @@ def test_trained_reranker_golden_ranking_and_int8_agrees(docs):
         a, b = fp32.score(pairs), int8.score(pairs)
         assert ids[max(range(len(ids)), key=a.__getitem__)] == expected
         assert ids[max(range(len(ids)), key=b.__getitem__)] == expected
+
+
+def test_auto_precision_is_never_lossy_int8(monkeypatch):
+    """``auto`` is bf16 on a GPU or a CPU with native bf16, else fp32; int8 only when asked for."""
+    import pipeline.stages.cross_encoder as ce
+
+    assert ce.default_precision("cuda") == "bf16"
+    monkeypatch.setattr(ce, "cpu_has_fast_bf16", lambda: False)
+    assert ce.default_precision("cpu") == "fp32"
+    monkeypatch.setattr(ce, "cpu_has_fast_bf16", lambda: True)
+    assert ce.default_precision("cpu") == "bf16"

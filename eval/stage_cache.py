@@ -25,7 +25,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -91,12 +90,8 @@ class StageCache:
 
 
 def machine_label() -> str:
-    cpu = platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
+    """``"<cpu model>, <n> cores"``: where a cached stage was measured."""
+    from eval.report import machine  # lazy: eval.report imports the experiment, which imports this module
+
+    info = machine()
+    return f"{info['cpu']}, {info['cores']} cores"

@@ -25,7 +25,7 @@ from indexer.build import ensure_indexes
 from pipeline.collection import corpus_path, dataset_name, file_checksum
 from pipeline.config import ServiceConfig, parse_stage
 from pipeline.errors import PipelineError
-from pipeline.registry import BuildContext, build_stage
+from pipeline.registry import BuildContext, build_stage, stage_indexes
 from pipeline.stage import Pipeline, Stage
 from pipeline.types import Results
 
@@ -140,13 +140,6 @@ class Experiment:
         return dict(self.stage_cache.loaded) if self.stage_cache else {}
 
     # -- building -----------------------------------------------------------------------------
-    def build_stages(self, name: str) -> list[Stage]:
-        """Build (or reuse) every stage of a pipeline, building its indexes first if needed."""
-        raws = self._raws(name)
-        stages = [self._stage(name, i) for i in range(len(raws))]
-        Pipeline(stages, [raw.get("cutoff") for raw in raws], name=name)  # validates names and cutoffs
-        return stages
-
     def _raws(self, name: str) -> list[dict[str, Any]]:
         if name not in self.config.pipelines:
             raise PipelineError(f"unknown pipeline {name!r} (configured: {sorted(self.config.pipelines)})")
@@ -159,9 +152,7 @@ class Experiment:
         where = f"pipelines.{name}.stages[{i}]"
         key = stage_key([raw], where)
         if key not in self._stages:
-            needed: list[str] = []
-            _visit_indexes(raw, needed)
-            ensure_indexes(self.dataset, self.collection, self.config, needed, self.index_root)
+            ensure_indexes(self.dataset, self.collection, self.config, stage_indexes(raw), self.index_root)
             self._stages[key] = build_stage(raw, self.ctx, where)
         return self._stages[key]
 
@@ -200,9 +191,7 @@ class Experiment:
         for i in range(upto):
             own = {k: v for k, v in raws[i].items() if k != "cutoff"}
             key = stage_key(raws[:i], f"pipelines.{name}") + stage_key([own], f"pipelines.{name}.stages[{i}]")
-            cached = None
-            if key not in self._outputs and self.stage_cache is not None and i == 0:
-                cached = self.stage_cache.get(key)
+            cached = self.stage_cache.get(key) if key not in self._outputs and self.stage_cache and i == 0 else None
             if key in self._outputs:
                 out = self._outputs[key]
                 reused += reused == i
@@ -288,7 +277,6 @@ class Experiment:
         """Evaluate every named pipeline; one that cannot be built is recorded as skipped with the reason."""
         names = list(names)
         outcome = DatasetOutcome(self.collection, self.split, len(self.queries), provenance=self.provenance(names))
-        outcome.provenance["from_stage_cache"] = self.stage_cache.loaded if self.stage_cache is not None else {}
         excluded = set(exclude)
         for name in names:
             if name in excluded:
@@ -304,15 +292,8 @@ class Experiment:
             except (PipelineError, ImportError, OSError) as exc:
                 outcome.skipped[name] = f"{type(exc).__name__}: {exc}"
                 logger.warning("%s/%s skipped: %s", self.collection, name, exc)
+        outcome.provenance["from_stage_cache"] = self.stage_from_cache()
         return outcome
-
-
-def _visit_indexes(raw: dict[str, Any], out: list[str]) -> None:
-    """Index names one stage config reads (a fusion's retrievers included)."""
-    if "index" in raw and raw["index"] not in out:
-        out.append(raw["index"])
-    for child in raw.get("retrievers", []) or []:
-        _visit_indexes(child, out)
 
 
 def outcome_from_runs(

@@ -3,7 +3,7 @@
 # configs/pipelines.yaml, with the first stages read from a stage cache filled on a CPU machine
 # that has Java and the indexes:
 #   python -m eval report --datasets ../shared/data/scifact ../shared/data/cranfield \
-#       --stage-cache .cache/stages --first-stages-only --out /tmp/unused
+#       --stage-cache .cache/stages --first-stages-only --out reports/first-stages
 # Carried (git-ignored): .device/whl (pydantic, ir-measures, pytrec-eval wheels), .device/report.tar.xz
 # (data/<collection>/ BEIR folders, indexes/<collection>/lucene/ published folders for the document
 # store, stages/ the stage cache). From $STASH (earlier calls on the same warm machine): ce-mix/, first-smollm2/

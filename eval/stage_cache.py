@@ -5,8 +5,8 @@ indexes and a CPU; its rerankers want a GPU. With ``python -m eval report --stag
 every first-stage output is written to ``DIR`` (and read from it when present), so a report
 can be split over two machines and still be one report::
 
-    # CPU machine, with Java and the indexes: fill the cache (first-stage pipelines only)
-    python -m eval report --datasets ../shared/data/scifact --pipelines bm25 hybrid --stage-cache .cache/stages --out reports/first
+    # CPU machine, with Java and the indexes: fill the cache (every pipeline's first stage, no reranking)
+    python -m eval report --datasets ../shared/data/scifact --stage-cache .cache/stages --first-stages-only --out reports/first-stages
     # GPU machine, same datasets and config: every pipeline; first stages come from the cache
     python -m eval report --datasets ../shared/data/scifact --stage-cache .cache/stages --out reports/full
 

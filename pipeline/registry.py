@@ -97,16 +97,19 @@ def build_pipeline(name: str, ctx: BuildContext) -> Pipeline:
     return Pipeline(stages, cutoffs, name=name)
 
 
+def stage_indexes(raw: dict[str, Any], out: list[str] | None = None) -> list[str]:
+    """Index names one stage config reads (a fusion stage's retrievers included), appended to ``out``."""
+    out = [] if out is None else out
+    if "index" in raw and raw["index"] not in out:
+        out.append(raw["index"])
+    for child in raw.get("retrievers", []) or []:
+        stage_indexes(child, out)
+    return out
+
+
 def required_indexes(config: ServiceConfig, pipeline: str) -> list[str]:
     """Index names a pipeline reads (nested retrievers of a fusion stage included)."""
     out: list[str] = []
-
-    def visit(raw: dict[str, Any]) -> None:
-        if "index" in raw and raw["index"] not in out:
-            out.append(raw["index"])
-        for child in raw.get("retrievers", []) or []:
-            visit(child)
-
     for raw in config.pipelines[pipeline].stages:
-        visit(raw)
+        stage_indexes(raw, out)
     return out

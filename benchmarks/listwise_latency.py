@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--latency-queries", type=int, default=5)
     p.add_argument("--limit", type=int, default=0, help="only the first N queries (0: all)")
     p.add_argument("--skip-generative-batch", action="store_true", help="latency only for the generative mode")
+    p.add_argument("--first-only", action="store_true", help="no generative baseline at all (a quick nDCG check)")
     p.add_argument("--device", default=None)
     args = p.parse_args(argv)
 
@@ -110,18 +111,19 @@ def main(argv: list[str] | None = None) -> int:
     first = ListwiseReranker(model, tokenizer, docs, mode="first", batch_size=args.batch_size, **common)
     gen = ListwiseReranker(model, tokenizer, docs, mode="generative", batch_size=args.gen_batch_size, **common)
 
+    stages = (("first", first),) if args.first_only else (("first", first), ("generative", gen))
     warm = queries[:1]
-    for stage in (first, gen):
+    for _, stage in stages:
         timed(stage, warm, candidates)
     lat: dict[str, list[float]] = {"first": [], "generative": []}
     for q in queries[1 : 1 + args.latency_queries]:
-        for name, stage in (("first", first), ("generative", gen)):
+        for name, stage in stages:
             lat[name].append(timed(stage, [q], {q.query_id: candidates[q.query_id]})[1])
     gen.stats.update(windows=0, repaired=0)
     runs: dict[str, Results] = {"input": candidates}
     seconds: dict[str, float] = {}
     runs["first"], seconds["first"] = timed(first, queries, candidates)
-    if not args.skip_generative_batch:
+    if not (args.skip_generative_batch or args.first_only):
         runs["generative"], seconds["generative"] = timed(gen, queries, candidates)
     args.out.mkdir(parents=True, exist_ok=True)
     for name, run in runs.items():
@@ -133,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     med = {k: statistics.median(v) for k, v in lat.items() if v}
+    ratio = med["first"] / med["generative"] if "generative" in med and "first" in med else None
     summary = {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "queries": len(queries), "window": args.window, "stride": args.stride, "depth": args.depth,
@@ -140,14 +143,14 @@ def main(argv: list[str] | None = None) -> int:
         "latency_queries": len(lat["first"]),
         "latency_median_s": med, "latency_mean_s": {k: statistics.mean(v) for k, v in lat.items() if v},
         "latency_all_s": lat,
-        "first_over_generative": med["first"] / med["generative"] if med else None,
+        "first_over_generative": ratio,
         "batched_seconds": seconds, "batched_ms_per_query": {k: 1000 * v / len(queries) for k, v in seconds.items()},
         "generative_windows": gen.stats["windows"], "generative_repaired": gen.stats["repaired"],
         "ndcg@10": ndcg10(args.qrels, runs),
     }
     (args.out / "listwise_bench.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
-    if med:
+    if ratio is not None:
         print(f"\nper-query latency (median of {len(lat['first'])}, {summary['device']}): "
               f"FIRST {med['first'] * 1000:.0f} ms, generative {med['generative'] * 1000:.0f} ms, "
               f"ratio {summary['first_over_generative']:.3f} ({100 * (1 - summary['first_over_generative']):.0f}% lower)")

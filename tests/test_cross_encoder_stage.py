@@ -104,6 +104,26 @@ def test_keeps_first_stage_scores_and_cuts_to_top_n(scorer, docs, tiny_index):
         assert hit.score == hit.stage_scores["ce"]
 
 
+def test_interpolate_blends_with_the_first_stage_and_keeps_the_raw_logit(scorer, docs, tiny_index):
+    from pipeline.stages.fusion import interpolate_scores
+
+    queries = [Query("q", "volcano lava magma eruption")]
+    cands = bm25_candidates(tiny_index, queries)
+    raw = {h.doc_id: h.score for h in CrossEncoderReranker(scorer, docs, top_n=5)(queries, cands)["q"]}
+    first = cands["q"][:5]
+    want = dict(zip([h.doc_id for h in first],
+                    interpolate_scores([raw[h.doc_id] for h in first], [h.score for h in first], 0.3), strict=True))
+    out = CrossEncoderReranker(scorer, docs, top_n=5, interpolate=0.3)(queries, cands)["q"]
+    assert [h.doc_id for h in out] == sorted(want, key=lambda d: -want[d])
+    for hit in out:
+        assert hit.score == pytest.approx(want[hit.doc_id]) == hit.stage_scores["ce_interpolated"]
+        assert hit.stage_scores["ce"] == pytest.approx(raw[hit.doc_id])
+    only_first = CrossEncoderReranker(scorer, docs, top_n=5, interpolate=0.0)(queries, cands)["q"]
+    assert [h.doc_id for h in only_first] == [h.doc_id for h in first]  # alpha 0 keeps the first-stage order
+    with pytest.raises(ValueError, match="interpolate"):
+        CrossEncoderReranker(scorer, docs, interpolate=1.5)
+
+
 def test_scores_do_not_depend_on_batching(tiny_model, docs, tiny_index):
     queries = StageContract.queries
     cands = bm25_candidates(tiny_index, queries)
@@ -201,6 +221,8 @@ def test_bad_config_names_the_field():
         parse_config(ce_config(top_n=0))
     with pytest.raises(ConfigError, match=r"stages\[1\]\.precision"):
         parse_config(ce_config(precision="int4"))
+    with pytest.raises(ConfigError, match=r"stages\[1\]\.interpolate"):
+        parse_config(ce_config(interpolate=-0.1))
 
 
 def test_service_starts_without_weights_and_says_which_pipelines_are_off(tiny_index_root, tmp_path):

@@ -13,7 +13,7 @@ from pipeline.registry import BuildContext, build_pipeline
 from pipeline.stage import Stage
 from pipeline.stages.bm25 import BM25
 from pipeline.stages.dense import DenseRetriever
-from pipeline.stages.fusion import Fusion, normalize_scores
+from pipeline.stages.fusion import Fusion, linear_fusion, normalize_scores
 from pipeline.testing import StageContract
 from pipeline.types import Hit, Query, Results
 from tests.conftest import REPO
@@ -75,6 +75,12 @@ def test_linear_minmax_interpolation():
     assert hits["b"] == pytest.approx(0.3 * 6 / 9 + 0.7 * 0)
     assert hits["c"] == pytest.approx(0.3 * 0 + 0.7 * 1)
     assert hits["d"] == pytest.approx(0.0)
+
+
+def test_linear_fusion_of_plain_lists_matches_the_stage():
+    stage = {h.doc_id: h.score for h in Fusion([A, B], method="linear", weights=[0.6, 0.4], normalization="zscore")(Q)["q"]}
+    plain = linear_fusion([A.ranking, B.ranking], [0.6, 0.4], "zscore")
+    assert plain == pytest.approx(stage) and set(plain) == {"a", "b", "c", "d"}
 
 
 def test_linear_alpha_one_reproduces_the_first_retriever():

@@ -21,7 +21,7 @@ from training.listwise.data import (  # noqa: E402
     sample_windows,
     write_ranking_set,
 )
-from training.listwise.loss import weighted_ranknet  # noqa: E402
+from training.listwise.loss import listnet, weighted_ranknet  # noqa: E402
 
 PASSAGES = {f"d{i}": f"passage {i} " + ("volcano lava " if i < 3 else "cooking recipes ") * 4 for i in range(12)}
 RANKED = [Ranked(f"q{j}", "volcano lava eruption", [(f"d{i}", 12.0 - i) for i in range(12)]) for j in range(4)]
@@ -81,6 +81,31 @@ def test_sample_windows_draws_from_the_pool_with_teacher_ranks():
     assert again == windows
 
 
+def test_listnet_follows_the_teacher_distribution():
+    teacher = torch.tensor([[5.0, 0.0, 0.0]])
+    good = listnet(torch.tensor([[3.0, 0.0, 0.0]]), teacher)
+    bad = listnet(torch.tensor([[0.0, 3.0, 0.0]]), teacher)
+    assert good < bad
+    # a sharp teacher (low temperature) is one-hot on its best passage, a flat one (high) uniform
+    scores = torch.tensor([[1.0, 0.0, 0.0]])
+    assert listnet(scores, teacher, 0.01).item() == pytest.approx(-torch.log_softmax(scores, -1)[0, 0].item(), abs=1e-4)
+    assert listnet(scores, teacher, 1e4).item() == pytest.approx(-torch.log_softmax(scores, -1).mean().item(), abs=1e-3)
+    with pytest.raises(ValueError, match="shape"):
+        listnet(torch.zeros(1, 3), torch.zeros(1, 4))
+    with pytest.raises(ValueError, match="temperature"):
+        listnet(torch.zeros(1, 3), torch.zeros(1, 3), 0.0)
+
+
+def test_include_top_puts_the_teacher_best_in_every_window_with_its_score():
+    windows = list(sample_windows(RANKED, PASSAGES, window=4, pool=12, per_query=5, seed=2, include_top=1))
+    assert len(windows) == 20
+    for w in windows:
+        assert PASSAGES["d0"] in w.passages and w.teacher_rank[w.passages.index(PASSAGES["d0"])] == 0
+        assert w.teacher_score == [12.0 - int(p.split()[1]) for p in w.passages]
+    drawn = {p for w in windows for p in w.passages}
+    assert len(drawn) > 6  # the rest is drawn from the whole pool
+
+
 def test_promote_relevant_moves_judged_docs_to_the_top():
     r = promote_relevant(RANKED[0], ["d7", "d2"])
     assert [d for d, _ in r.hits[:3]] == ["d2", "d7", "d0"]
@@ -134,6 +159,26 @@ def test_lora_steps_lower_the_ranking_loss_and_reload(tiny_base, tokenizer, tmp_
     stage = ListwiseReranker(merged, tok2, docstore=None, window=4, stride=2, passage_tokens=8, query_tokens=8)
     scores = stage.first_token_scores([(w.query, w.passages) for w in windows])
     assert all(len(s) == 4 for s in scores)
+
+
+def test_listnet_steps_learn_the_teacher_scores(tiny_base, tokenizer):
+    from pipeline.llm_loading import load_causal_lm
+    from training.listwise.trainer import TrainSettings, evaluate_windows, train
+
+    windows = [TrainWindow(w.query, w.passages, w.teacher_rank, [4.0 if "volcano" in p else 0.0 for p in w.passages])
+               for w in sample_windows(RANKED, PASSAGES, window=4, pool=12, per_query=2, seed=0, include_top=1)]
+    settings = TrainSettings(lr=3e-2, batch_size=2, max_steps=30, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                             passage_tokens=8, query_tokens=8, lm_weight=0.0, warmup=0.0, rank_loss="listnet",
+                             temperature=2.0)
+    model, tok = load_causal_lm(str(tiny_base), device="cpu", dtype="float32")
+    before = evaluate_windows(model, tok, windows, settings)
+    model, report = train(model, tok, windows, settings, dev=windows)
+    entropy = sum(float(listnet(torch.tensor([w.teacher_score]) / 2.0, torch.tensor([w.teacher_score]) / 2.0))
+                  for w in windows) / len(windows)  # the floor: loss of a model that copies the teacher
+    assert report.dev["dev_rank_loss"] - entropy < 0.85 * (before["dev_rank_loss"] - entropy)
+    no_scores = [TrainWindow(w.query, w.passages, w.teacher_rank) for w in windows]
+    with pytest.raises(ValueError, match="teacher scores"):
+        evaluate_windows(model, tok, no_scores, settings)
 
 
 def test_cli_trains_from_a_ranking_set(tiny_base, tmp_path):

@@ -99,7 +99,8 @@ def test_each_language_scores_with_its_own_module(stage):
 
 
 def test_interpolation_mixes_min_max_reranker_and_first_stage_scores(stage):
-    from pipeline.stages.modular_reranker import ModularCrossEncoder, interpolate_scores
+    from pipeline.stages.fusion import interpolate_scores
+    from pipeline.stages.modular_reranker import ModularCrossEncoder
 
     q = [Query("a", "wo ist der Mond", lang="de")]
     cands = _candidates(q)  # incoming scores 1, 1/2, 1/3, 1/4

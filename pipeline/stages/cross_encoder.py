@@ -41,7 +41,8 @@ from pipeline.errors import IndexNotFoundError, ModelNotFoundError, StageError
 from pipeline.micro_batch import MicroBatcher
 from pipeline.registry import BuildContext, register_stage
 from pipeline.stage import Stage
-from pipeline.types import Query, Results, sort_hits
+from pipeline.stages.fusion import interpolate_scores
+from pipeline.types import Hit, Query, Results, sort_hits
 
 logger = logging.getLogger(__name__)
 
@@ -356,6 +357,10 @@ class CrossEncoderConfig(StageConfig):
     micro_batch: bool = True
     micro_batch_wait_ms: float = Field(default=2.0, ge=0, le=1000)
     micro_batch_max_pairs: int = Field(default=1024, ge=1)
+    interpolate: float | None = Field(default=None, ge=0.0, le=1.0)
+    """``alpha``: final = alpha * minmax(reranker) + (1 - alpha) * minmax(incoming score), per query over the
+    reranked candidates (None: the reranker alone). Tune it on a dev split:
+    ``python -m training cross-encoder interpolate``."""
 
 
 class CrossEncoderReranker(Stage):
@@ -371,9 +376,11 @@ class CrossEncoderReranker(Stage):
     needs_candidates = True
 
     def __init__(self, scorer: CrossEncoderScorer, docs, top_n: int = 100, time_budget_ms: float | None = None,
-                 batcher: MicroBatcher | None = None):
+                 batcher: MicroBatcher | None = None, interpolate: float | None = None):
+        if interpolate is not None and not 0.0 <= interpolate <= 1.0:
+            raise ValueError(f"interpolate must be in [0, 1], got {interpolate}")
         self.scorer, self.docs, self.top_n = scorer, docs, top_n
-        self.time_budget_ms, self.batcher = time_budget_ms, batcher
+        self.time_budget_ms, self.batcher, self.interpolate = time_budget_ms, batcher, interpolate
 
     def transform(self, queries: Sequence[Query], candidates: Results | None = None) -> Results:
         candidates = candidates or {}
@@ -390,7 +397,14 @@ class CrossEncoderReranker(Stage):
         out: Results = {q.query_id: [] for q in queries}
         for hit, score in zip(owners, scores, strict=True):
             out[hit.query_id].append(hit.rescored(self.name, float(score)))
-        return {qid: sort_hits(hits) for qid, hits in out.items()}
+        return {qid: sort_hits(self._mix(hits, heads[qid])) for qid, hits in out.items()}
+
+    def _mix(self, reranked: list[Hit], incoming: list[Hit]) -> list[Hit]:
+        """With ``interpolate``: the per-query blend of reranker and first-stage scores (raw logit kept under ``ce``)."""
+        if self.interpolate is None or not reranked:
+            return reranked
+        mixed = interpolate_scores([h.score for h in reranked], [h.score for h in incoming], self.interpolate)
+        return [h.rescored(f"{self.name}_interpolated", m) for h, m in zip(reranked, mixed, strict=True)]
 
     def score_texts(self, query: Query, documents: Sequence) -> list[float]:
         """Scores of caller-supplied documents (``title``/``text``), in order (the service's ``/rerank``)."""
@@ -442,7 +456,7 @@ def _build(cfg: CrossEncoderConfig, ctx: BuildContext) -> CrossEncoderReranker:
     path = _docstore_path(ctx)  # keyed by the versioned file: a reload to a new index version gets a new store
     docs = ctx.shared(("docstore", str(path)), lambda: DocStore(path))
     return CrossEncoderReranker(scorer, docs, top_n=cfg.top_n, time_budget_ms=cfg.time_budget_ms,
-                                batcher=batcher if cfg.micro_batch else None)
+                                batcher=batcher if cfg.micro_batch else None, interpolate=cfg.interpolate)
 
 
 register_stage("cross_encoder", CrossEncoderConfig, _build)

@@ -40,6 +40,7 @@ from pipeline.language import LanguageDetector, normalize_lang
 from pipeline.language_modules import ModuleMismatchError, ModuleRegistry, load_module
 from pipeline.registry import BuildContext, register_stage
 from pipeline.stage import Stage
+from pipeline.stages.fusion import interpolate_scores  # noqa: F401 (also imported from here)
 from pipeline.types import Query, Results, sort_hits
 
 PACKAGED_MINILM = "minilm"
@@ -68,14 +69,6 @@ class ModularCEConfig(StageConfig):
     batch_size: int = Field(default=32, ge=1, le=1024)
     interpolate: float | None = Field(default=None, ge=0.0, le=1.0)
     """``alpha``: final = alpha * minmax(reranker) + (1 - alpha) * minmax(first stage), per query (None: reranker only)."""
-
-
-def interpolate_scores(rerank: Sequence[float], first: Sequence[float], alpha: float) -> list[float]:
-    """``alpha * minmax(rerank) + (1 - alpha) * minmax(first)`` over one query's candidates (all equal -> 1)."""
-    from pipeline.stages.fusion import normalize_scores
-
-    return [alpha * r + (1.0 - alpha) * f
-            for r, f in zip(normalize_scores(list(rerank)), normalize_scores(list(first)), strict=True)]
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--device", default="auto")
     train.add_argument("--base-model", default=None, help="encoder folder to start from (default: packaged MiniLM)")
 
+    interp = sub.add_parser("interpolate", help="tune the stage's reranker/first-stage blend (alpha) on dev queries")
+    interp.add_argument("--model", type=Path, required=True, help="cross-encoder folder, e.g. models/ce-minilm")
+    interp.add_argument("--bundle", type=Path, nargs="+", required=True, help="training bundles (their dev queries)")
+    interp.add_argument("--extra-eval", type=Path, nargs="*", default=[], help="eval bundles of unseen collections")
+    interp.add_argument("--split", default="test", help="each training bundle's eval split reported")
+    interp.add_argument("--depth", type=int, default=100)
+    interp.add_argument("--device", default="auto")
+    interp.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"])
+    interp.add_argument("--out", type=Path, required=True, help="JSON report")
+
     card = sub.add_parser("card", help="(re)write MODEL_CARD.md of a model folder from its training report")
     card.add_argument("--model", type=Path, required=True)
     card.add_argument("--report", type=Path, help="training_report.json (default: the model folder's)")
@@ -104,6 +114,10 @@ def run(args: argparse.Namespace) -> int:
             return _densify(args)
         if args.action == "train":
             return _train(args)
+        if args.action == "interpolate":
+            from training.cross_encoder.interpolation import run as interpolate
+
+            return interpolate(args)
         return _card(args)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -80,7 +80,7 @@ def build_dev(args) -> dict:
 
 def mix(rerank: dict, first: dict, alpha: float) -> dict:
     """Per query: ``alpha * minmax(rerank) + (1 - alpha) * minmax(first)`` over the reranked documents."""
-    from pipeline.stages.modular_reranker import interpolate_scores
+    from pipeline.stages.fusion import interpolate_scores
 
     run = {}
     for q, docs in rerank.items():

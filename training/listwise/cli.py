@@ -57,6 +57,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--shuffle-prob", type=float, default=1.0,
                    help="share of windows shown in random order; the rest in a perturbed teacher order, which "
                         "teaches a position shortcut (0.5 in the first run: the model kept the input order)")
+    t.add_argument("--include-top", type=int, default=0,
+                   help="teacher-best docs put in every window (the rest drawn from the pool): a clear winner per window")
+    t.add_argument("--rank-loss", default="ranknet", choices=["ranknet", "listnet"],
+                   help="ranknet: the paper's weighted pairwise loss on teacher ranks; listnet: distil teacher scores")
+    t.add_argument("--temperature", type=float, default=1.0, help="teacher score temperature for listnet")
     t.add_argument("--dev-fraction", type=float, default=0.1)
     t.add_argument("--epochs", type=float, default=1.0)
     t.add_argument("--max-steps", type=int, default=0)
@@ -149,19 +154,21 @@ def _train(args: argparse.Namespace) -> int:
     train_q = [r for r in ranked if not is_dev(r.qid, args.dev_fraction)]
     dev_q = [r for r in ranked if is_dev(r.qid, args.dev_fraction)]
     windows = list(sample_windows(train_q, passages, args.window, args.pool, args.per_query,
-                                  shuffle_prob=args.shuffle_prob, seed=args.seed))
-    dev = list(sample_windows(dev_q, passages, args.window, args.pool, 1, shuffle_prob=1.0, seed=args.seed + 1))
+                                  shuffle_prob=args.shuffle_prob, seed=args.seed, include_top=args.include_top))
+    dev = list(sample_windows(dev_q, passages, args.window, args.pool, 1, shuffle_prob=1.0, seed=args.seed + 1,
+                              include_top=args.include_top))
     logger.info("%d train windows from %d queries; %d dev windows", len(windows), len(train_q), len(dev))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_causal_lm(args.base, device=device, dtype="float32")
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, rank_weight=args.rank_weight,
+                             rank_loss=args.rank_loss, temperature=args.temperature,
                              lm_weight=args.lm_weight, lora_r=args.lora_r, lora_alpha=2 * max(args.lora_r, 1),
                              passage_tokens=args.passage_tokens, query_tokens=args.query_tokens,
                              max_steps=args.max_steps, max_seconds=args.max_seconds, seed=args.seed)
     model, report = train(model, tokenizer, windows, settings, dev=dev, device=device)
     extra = {"teacher": args.teacher_name or str(args.teacher.name), "train_queries": len(train_q),
              "dev_queries": len(dev_q), "window": args.window, "pool": args.pool, "per_query": args.per_query,
-             "shuffle_prob": args.shuffle_prob,
+             "shuffle_prob": args.shuffle_prob, "include_top": args.include_top,
              "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"}
     save_adapter(model, args.out, report, settings, extra, base_name=args.base)
     print(f"trained {report.steps} steps on {report.examples} windows in {report.seconds:.0f}s; dev {report.dev}",

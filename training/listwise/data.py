@@ -38,6 +38,8 @@ class TrainWindow:
     query: str
     passages: list[str]
     teacher_rank: list[int]
+    teacher_score: list[float] | None = None
+    """The teacher's score of each passage (for the listwise distillation loss), if it has one."""
 
     @property
     def teacher_order(self) -> list[int]:
@@ -90,25 +92,34 @@ def promote_relevant(ranked: Ranked, relevant: Iterable[str]) -> Ranked:
 
 
 def sample_windows(ranked: list[Ranked], passages: dict[str, str], window: int = 20, pool: int = 30,
-                   per_query: int = 2, shuffle_prob: float = 0.5, seed: int = 0) -> Iterator[TrainWindow]:
+                   per_query: int = 2, shuffle_prob: float = 0.5, seed: int = 0,
+                   include_top: int = 0) -> Iterator[TrainWindow]:
     """``per_query`` windows per query: ``window`` docs drawn from the teacher's top ``pool``.
 
+    ``include_top`` teacher-best docs are in every window (the rest is drawn at random), so each
+    window holds a clear winner: with a wide pool most other draws are easy negatives, and
+    the signal is not drowned in the teacher's arbitrary order of irrelevant passages.
     Prompt order is the first-stage-like order (by doc rank in the pool, i.e. the teacher
     order perturbed) or, with ``shuffle_prob``, a random shuffle, so the model cannot learn
     to trust positions. The teacher rank is each passage's place in the teacher ranking.
     """
     rng = random.Random(seed)
     for r in ranked:
-        top = [d for d, _ in r.hits[:pool] if d in passages]
+        kept = [(d, s) for d, s in r.hits[:pool] if d in passages]
+        top = [d for d, _ in kept]
+        score = [s for _, s in kept]
         if len(top) < 2:
             continue
         m = min(window, len(top))
+        fixed = list(range(min(include_top, m)))
         for _ in range(per_query):
-            chosen = sorted(rng.sample(range(len(top)), m))  # teacher positions, best first
+            drawn = rng.sample(range(len(fixed), len(top)), m - len(fixed))
+            chosen = sorted(fixed + drawn)  # teacher positions, best first
             shown = list(chosen)
             if rng.random() < shuffle_prob:
                 rng.shuffle(shown)
             else:  # mildly perturbed teacher order, as a first stage would show it
                 shown.sort(key=lambda pos: pos + rng.gauss(0.0, m / 4))
             rank_of = {pos: i for i, pos in enumerate(chosen)}
-            yield TrainWindow(r.query, [passages[top[p]] for p in shown], [rank_of[p] for p in shown])
+            yield TrainWindow(r.query, [passages[top[p]] for p in shown], [rank_of[p] for p in shown],
+                              [score[p] for p in shown])

@@ -21,7 +21,9 @@ from typing import Any, Sequence
 from pipeline.permutation import format_permutation
 from pipeline.stages.listwise import ListwisePrompt, identifier_token_ids, left_pad
 from training.listwise.data import TrainWindow
-from training.listwise.loss import lm_loss, weighted_ranknet
+from training.listwise.loss import listnet, lm_loss, weighted_ranknet
+
+RANK_LOSSES = ("ranknet", "listnet")
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,10 @@ class TrainSettings:
     warmup: float = 0.05
     rank_weight: float = 1.0
     """Weight of FIRST's ranking loss on the first-token logits."""
+    rank_loss: str = "ranknet"
+    """``ranknet`` (the paper's weighted pairwise loss on teacher ranks) or ``listnet`` (teacher scores)."""
+    temperature: float = 1.0
+    """Softmax temperature of the teacher scores for ``listnet``."""
     lm_weight: float = 1.0
     """Weight of the language-modelling loss on the full permutation (0 disables it)."""
     lora_r: int = 16
@@ -70,6 +76,12 @@ class Encoded:
         self.targets = [tokenizer.encode(format_permutation(w.teacher_order)[1:], add_special_tokens=False) + [eos]
                         for w in windows]
         self.ranks = [w.teacher_rank for w in windows]
+        self.teacher_scores = [w.teacher_score for w in windows]
+        if settings.rank_loss not in RANK_LOSSES:
+            raise ValueError(f"rank_loss must be one of {RANK_LOSSES}, got {settings.rank_loss!r}")
+        if settings.rank_loss == "listnet" and any(s is None for s in self.teacher_scores):
+            raise ValueError("the listnet loss needs teacher scores in every window")
+        self.rank_loss, self.temperature = settings.rank_loss, settings.temperature
         width = max(len(r) for r in self.ranks)
         self.label_ids = identifier_token_ids(tokenizer, width)
 
@@ -98,9 +110,13 @@ def batch_losses(model: Any, enc: Encoded, idx: Sequence[int], pad_id: int, devi
     m = len(enc.ranks[idx[0]])
     label_ids = torch.tensor(enc.label_ids[:m], device=logits.device)
     scores = logits[:, 0, :].index_select(-1, label_ids)
-    ranks = torch.tensor([enc.ranks[i] for i in idx], device=logits.device)
     targets = torch.tensor([enc.targets[i] for i in idx], device=logits.device)
-    return {"rank": weighted_ranknet(scores, ranks), "lm": lm_loss(logits[:, :target_len], targets), "scores": scores}
+    if enc.rank_loss == "listnet":
+        teacher = torch.tensor([enc.teacher_scores[i] for i in idx], device=logits.device)
+        rank = listnet(scores, teacher, enc.temperature)
+    else:
+        rank = weighted_ranknet(scores, torch.tensor([enc.ranks[i] for i in idx], device=logits.device))
+    return {"rank": rank, "lm": lm_loss(logits[:, :target_len], targets), "scores": scores}
 
 
 def wrap_model(model: Any, settings: TrainSettings) -> Any:

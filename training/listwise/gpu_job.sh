@@ -11,7 +11,7 @@
 # The teacher cross-encoder: $TEACHER_CE (default $STASH/ce-mix, left there by training/gpu_ce_multidomain.sh
 # on the same warm machine; models/ce-minilm if that is absent).
 # VARIANTS: ';'-separated extra train args, one training per entry, run side by side on the GPU; the
-# one with the lowest dev ranking loss (teacher order of held-out train queries) is benchmarked.
+# one with the highest dev top-1 agreement (teacher's best of held-out train queries) is benchmarked.
 # Results go to $OUT: first-smollm2/ (adapter + training.json), variants.json, bench/ (runs + summary), job.log;
 # the chosen adapter is also copied to $STASH/first-smollm2.
 # Usage: [VARIANTS='--lm-weight 1;--lm-weight 0'] training/listwise/gpu_job.sh [train args...] -- [benchmark args...]
@@ -30,7 +30,9 @@ done
 mkdir -p "$OUT" "$JOB"
 exec > >(tee "$OUT/job.log") 2>&1
 date; ls -la "$STASH"
-tar -xJf "$STASH/bundle.tar.xz" -C "$JOB" || exit 2
+# the inputs: bundle.tar.xz, or train-bm25/ and test-bm25/ already unpacked into $JOB by an earlier call
+if [ -f "$STASH/bundle.tar.xz" ]; then tar -xJf "$STASH/bundle.tar.xz" -C "$JOB" || exit 2; fi
+[ -d "$JOB/test-bm25" ] || { echo "no test-bm25 ranking set in $JOB"; exit 2; }
 if [ -d "$JOB/whl" ]; then  # else: an earlier call on this warm machine installed them into /tmp/site
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$JOB"/whl/*.whl || exit 3
 fi
@@ -46,8 +48,13 @@ python3 -c 'import torch, transformers, peft; print("torch", torch.__version__, 
 TEACHER="$JOB/teacher-ce"
 TEACHER_CE=${TEACHER_CE:-$STASH/ce-mix}
 [ -d "$TEACHER_CE" ] || TEACHER_CE=models/ce-minilm
-timeout 120 python3 -m training listwise teacher --candidates "$JOB/train-bm25" --out "$TEACHER" --cross-encoder "$TEACHER_CE" \
-  || { echo "cross-encoder teacher failed: falling back to BM25 + train qrels"; TEACHER="$JOB/teacher-bm25-qrels"; }
+if [ -n "${TEACHER_SET:-}" ] && [ -f "$TEACHER_SET/rankings.jsonl" ]; then  # scored by an earlier call
+  TEACHER="$TEACHER_SET"
+else
+  timeout 120 python3 -m training listwise teacher --candidates "$JOB/train-bm25" --out "$TEACHER" --cross-encoder "$TEACHER_CE" \
+    || { echo "cross-encoder teacher failed: falling back to BM25 + train qrels"; TEACHER="$JOB/teacher-bm25-qrels"; }
+fi
+echo "teacher: $TEACHER"
 date
 IFS=';' read -r -a VARIANT_LIST <<< "${VARIANTS:-}"
 [ ${#VARIANT_LIST[@]} -eq 0 ] && VARIANT_LIST=("")
@@ -74,7 +81,8 @@ for folder in sorted(job.glob("first-*")):
     except OSError:
         continue
 out.write_text(json.dumps(rows, indent=1))
-best = min(rows, key=lambda k: rows[k].get("report", rows[k]).get("dev", {}).get("dev_rank_loss", 9e9)) if rows else ""
+# variants may differ in loss, so they are compared by top-1 agreement with the teacher on the dev windows
+best = max(rows, key=lambda k: rows[k].get("report", rows[k]).get("dev", {}).get("dev_top1_agreement", -1)) if rows else ""
 print(best)
 PY
 )

@@ -170,13 +170,19 @@ def gpu_profile(args) -> dict:
 
     pairs, _, _ = load_pairs(args.bundle, None)
     result: dict = {"device": torch.cuda.get_device_name(0), "pairs": len(pairs), "rows": []}
-    configs = [("sdpa b256 m8", dict(attn_implementation="sdpa", batch_size=256, batch_tokens=256 * 512)),
+    configs = [("sdpa b256 m8 unthrottled", dict(attn_implementation="sdpa", batch_size=256, batch_tokens=256 * 512,
+                                                  max_in_flight=0)),
+               ("sdpa b256 m8", dict(attn_implementation="sdpa", batch_size=256, batch_tokens=256 * 512)),
+               ("sdpa b256 m8 in-flight 4", dict(attn_implementation="sdpa", batch_size=256, batch_tokens=256 * 512,
+                                                 max_in_flight=4)),
                ("eager b256 m8", dict(attn_implementation="eager", batch_size=256, batch_tokens=256 * 512)),
                ("sdpa b1024 m8", dict(attn_implementation="sdpa", batch_size=1024, batch_tokens=1024 * 512)),
                ("sdpa b256 m64", dict(attn_implementation="sdpa", batch_size=256, batch_tokens=256 * 512, pad_multiple=64)),
                ("sdpa b256 m64 compile", dict(attn_implementation="sdpa", batch_size=256, batch_tokens=256 * 512,
                                               pad_multiple=64, compile=True))]
     for name, kw in configs:
+        if args.only and not any(name == o for o in args.only):
+            continue
         try:
             scorer = CrossEncoderScorer(args.model, device="cuda", precision="bf16", max_length=args.max_length, **kw)
             scorer.score(pairs[:8192])  # warm-up / compile
@@ -235,6 +241,7 @@ def main() -> None:
     parser.add_argument("--ndcg-queries", type=int, default=30, help="CPU: queries x 100 candidates for the nDCG check")
     parser.add_argument("--baseline-pairs", type=int, default=4096, help="GPU: pairs timed for CrossEncoder.predict")
     parser.add_argument("--profile", action="store_true", help="GPU: tokenization vs forward vs end to end, per config")
+    parser.add_argument("--only", nargs="*", default=None, help="--profile: only these configurations (names as printed)")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     result = cpu_bench(args) if args.device == "cpu" else gpu_profile(args) if args.profile else gpu_bench(args)

@@ -170,11 +170,7 @@ def gpu_profile(args) -> dict:
 
     pairs, _, _ = load_pairs(args.bundle, None)
     result: dict = {"device": torch.cuda.get_device_name(0), "pairs": len(pairs), "rows": []}
-    configs = [("sdpa b256 m8 unthrottled", dict(attn_implementation="sdpa", batch_size=256, batch_tokens=256 * 512,
-                                                  max_in_flight=0)),
-               ("sdpa b256 m8", dict(attn_implementation="sdpa", batch_size=256, batch_tokens=256 * 512)),
-               ("sdpa b256 m8 in-flight 4", dict(attn_implementation="sdpa", batch_size=256, batch_tokens=256 * 512,
-                                                 max_in_flight=4)),
+    configs = [("sdpa b256 m8", dict(attn_implementation="sdpa", batch_size=256, batch_tokens=256 * 512)),
                ("eager b256 m8", dict(attn_implementation="eager", batch_size=256, batch_tokens=256 * 512)),
                ("sdpa b1024 m8", dict(attn_implementation="sdpa", batch_size=1024, batch_tokens=1024 * 512)),
                ("sdpa b256 m64", dict(attn_implementation="sdpa", batch_size=256, batch_tokens=256 * 512, pad_multiple=64)),

@@ -29,7 +29,6 @@ import logging
 import os
 import threading
 import time
-from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal, Sequence
@@ -110,7 +109,7 @@ class CrossEncoderScorer:
     def __init__(self, folder: Path, device: str = "auto", precision: str = "auto", max_length: int = 384,
                  query_max_tokens: int = 64, batch_size: int = 64, batch_tokens: int = 32768,
                  threads: int | None = None, compile: bool = False, chunk_pairs: int = 4096,
-                 attn_implementation: str | None = None, pad_multiple: int = 8, max_in_flight: int = 2):
+                 attn_implementation: str | None = None, pad_multiple: int = 8):
         folder = Path(folder)
         if not (folder / "config.json").is_file() or not (folder / "2_Dense" / "model.safetensors").is_file():
             raise ModelNotFoundError(f"no trained cross-encoder at {folder}: build it with {BUILD_COMMAND}")
@@ -134,10 +133,6 @@ class CrossEncoderScorer:
         self.precision, self.max_length, self.query_max_tokens = precision, max_length, query_max_tokens
         self.batch_size, self.batch_tokens, self.chunk_pairs = batch_size, batch_tokens, chunk_pairs
         self.pad_multiple = pad_multiple  # padded widths are multiples of this (fewer shapes to compile)
-        self.max_in_flight = max_in_flight
-        """GPU batches queued ahead of the device (0: no limit). Past it the launching thread waits on a
-        CUDA event, which releases the GIL, so the tokenizer thread runs meanwhile; without a limit it
-        blocks inside a kernel launch, holding the GIL, and tokenization and forward passes serialize."""
         self.pipelined = self.device != "cpu"  # tokenization overlapped with forward passes (see score)
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
         extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
@@ -249,8 +244,6 @@ class CrossEncoderScorer:
         batches = length_batches([len(q) + len(p) + 3 for q, p in encoded], self.batch_size, self.batch_tokens,
                                  self.pad_multiple)
         outputs = []
-        in_flight: deque = deque()
-        throttle = self.device.startswith("cuda") and self.max_in_flight > 0
         with torch.inference_mode():
             for batch in batches:
                 if deadline is not None and time.monotonic() > deadline:
@@ -259,12 +252,6 @@ class CrossEncoderScorer:
                 if self.device != "cpu":
                     tensors = [t.pin_memory().to(self.device, non_blocking=True) for t in tensors]
                 outputs.append((batch, self.model(*tensors)))
-                if throttle:
-                    event = torch.cuda.Event()
-                    event.record()
-                    in_flight.append(event)
-                    if len(in_flight) > self.max_in_flight:
-                        in_flight.popleft().synchronize()  # GIL released while waiting
         return outputs
 
     def _collect(self, n: int, outputs) -> list[float]:

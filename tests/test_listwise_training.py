@@ -181,6 +181,22 @@ def test_listnet_steps_learn_the_teacher_scores(tiny_base, tokenizer):
         evaluate_windows(model, tok, no_scores, settings)
 
 
+def test_full_fine_tuning_saves_a_loadable_base_with_its_tokenizer(tiny_base, tmp_path):
+    from pipeline.llm_loading import load_causal_lm
+    from training.listwise.trainer import TrainSettings, save_adapter, train
+
+    windows = list(sample_windows(RANKED, PASSAGES, window=4, pool=12, per_query=1, seed=0, include_top=1))
+    settings = TrainSettings(lr=1e-3, batch_size=2, max_steps=2, lora_r=0, passage_tokens=8, query_tokens=8,
+                             lm_weight=0.0, warmup=0.0, rank_loss="listnet")
+    model, tok = load_causal_lm(str(tiny_base), device="cpu", dtype="float32")
+    model, report = train(model, tok, windows, settings)
+    out = save_adapter(model, tmp_path / "full", report, settings, {}, tokenizer=tok)
+    reloaded, tok2 = load_causal_lm(str(out), device="cpu", dtype="float32")
+    assert tok2("[A]")["input_ids"] == tok("[A]")["input_ids"]
+    for (name, a), b in zip(model.state_dict().items(), reloaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+
+
 def test_cli_trains_from_a_ranking_set(tiny_base, tmp_path):
     from training.__main__ import main
 

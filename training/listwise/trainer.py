@@ -200,8 +200,9 @@ def evaluate_windows(model: Any, tokenizer: Any, windows: Sequence[TrainWindow],
 
 
 def save_adapter(model: Any, out: Path, report: TrainReport, settings: TrainSettings, extra: dict[str, Any],
-                 base_name: str = "smollm2-135m") -> Path:
-    """Write the LoRA delta in bfloat16 (compact) plus ``training.json``; full models as safetensors.
+                 base_name: str = "smollm2-135m", tokenizer: Any = None) -> Path:
+    """Write the LoRA delta in bfloat16 (compact) plus ``training.json``; full models as safetensors,
+    with ``tokenizer`` beside them so that the folder loads as a base (``listwise`` stage ``base:``).
 
     The adapter config names the base by its portable name (``base_name``), not a local path.
     """
@@ -221,6 +222,8 @@ def save_adapter(model: Any, out: Path, report: TrainReport, settings: TrainSett
         config_path.write_text(json.dumps(config, indent=2))
     else:
         model.save_pretrained(out, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(out)
     summary = {"settings": asdict(settings), "report": asdict(report), **extra}
     (out / "training.json").write_text(json.dumps(summary, indent=2))
     return out

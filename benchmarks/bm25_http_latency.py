@@ -11,6 +11,7 @@ Prints median and p99 of each and the ratio HTTP / in-process (target: median <=
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import socket
@@ -18,8 +19,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import http.client
 
 import httpx
 import numpy as np

@@ -18,8 +18,6 @@ the last-minus-first difference are both small. Prints a table and ratios agains
 
 from __future__ import annotations
 
-import tempfile
-
 import argparse
 import asyncio
 import contextlib
@@ -29,6 +27,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field

@@ -25,8 +25,6 @@ Run::
 
 from __future__ import annotations
 
-import tempfile
-
 import argparse
 import json
 import os
@@ -34,6 +32,7 @@ import re
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path

@@ -13,7 +13,8 @@ from pathlib import Path
 from indexer.progress import progress
 from pipeline.collection import corpus_path, file_checksum, iter_corpus
 from pipeline.config import LuceneIndexConfig
-from pipeline.docstore import FILENAME as DOCSTORE, write_docstore
+from pipeline.docstore import FILENAME as DOCSTORE
+from pipeline.docstore import write_docstore
 from pipeline.index_store import Manifest, write_manifest
 from pipeline.java import start_jvm
 from pipeline.stages.bm25 import LUCENE_DIR

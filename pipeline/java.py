@@ -8,9 +8,9 @@ Call :func:`start_jvm` before importing any ``pyserini`` module.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import importlib.util
-import contextlib
 import os
 import sys
 import threading

@@ -88,7 +88,7 @@ class Pipeline(Stage):
             raise ValueError("one cutoff per stage (None for no cutoff)")
         self.stages: list[Stage] = []
         self.cutoffs: list[int | None] = []
-        for stage, cutoff in zip(stages, cutoffs):
+        for stage, cutoff in zip(stages, cutoffs, strict=True):
             if cutoff is not None and cutoff < 1:
                 raise ValueError(f"cutoff after stage {stage.name!r} must be >= 1, got {cutoff}")
             if isinstance(stage, Pipeline):  # flatten nested pipelines
@@ -127,7 +127,7 @@ class Pipeline(Stage):
             if not stages[-1].needs_candidates:
                 stages[-1] = stages[-1].with_depth(k)
             cutoffs[-1] = _min_cutoff(cutoffs[-1], k)
-        for stage, cutoff in zip(stages, cutoffs):
+        for stage, cutoff in zip(stages, cutoffs, strict=True):
             start = time.perf_counter()
             try:
                 current = stage(queries, current)

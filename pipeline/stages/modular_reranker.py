@@ -40,7 +40,7 @@ from pipeline.language import LanguageDetector, normalize_lang
 from pipeline.language_modules import ModuleMismatchError, ModuleRegistry, load_module
 from pipeline.registry import BuildContext, register_stage
 from pipeline.stage import Stage
-from pipeline.stages.fusion import interpolate_scores  # noqa: F401 (also imported from here)
+from pipeline.stages.fusion import interpolate_scores
 from pipeline.types import Query, Results, sort_hits
 
 PACKAGED_MINILM = "minilm"

@@ -236,3 +236,54 @@ def test_gguf_is_converted_once_and_matches_the_direct_load(tmp_path):
     ids = torch.tensor([tok.encode("The capital of France is")])
     with torch.inference_mode():
         assert torch.allclose(model(input_ids=ids).logits, direct(input_ids=ids).logits, atol=1e-4)
+
+
+def _perturbed_copy(folder, tmp_path, scale=0.05):
+    """A stand-in for a fully fine-tuned model: every weight (norms and tied embeddings too) moved at random."""
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn_like(p))
+    out = tmp_path / "tuned"
+    model.save_pretrained(out)
+    transformers.AutoTokenizer.from_pretrained(folder).save_pretrained(out)
+    return out
+
+
+def test_full_rank_extraction_reproduces_the_tuned_model(tiny_base, tmp_path):
+    from pipeline.llm_loading import load_causal_lm
+    from training.listwise.extract_lora import extract
+
+    tuned_dir = _perturbed_copy(tiny_base, tmp_path)
+    base, tok = load_causal_lm(str(tiny_base), device="cpu", dtype="float32")
+    tuned, _ = load_causal_lm(str(tuned_dir), device="cpu", dtype="float32")
+    x = torch.tensor([tok("[A] volcano [B] cooking")["input_ids"]])
+    want = tuned(input_ids=x).logits
+    full = extract(base, tuned, rank=64).merge_and_unload()  # rank >= every matrix's: exact
+    assert torch.allclose(full(input_ids=x).logits, want, atol=1e-4)
+    base2, _ = load_causal_lm(str(tiny_base), device="cpu", dtype="float32")
+    low = extract(base2, tuned, rank=2).merge_and_unload().state_dict()
+    base3 = load_causal_lm(str(tiny_base), device="cpu", dtype="float32")[0].state_dict()
+    for name in ("model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight", "model.embed_tokens.weight"):
+        target = tuned.state_dict()[name]
+        err_low, err_base = (low[name] - target).norm(), (base3[name] - target).norm()
+        assert 0 < err_low < err_base, name  # rank 2: an approximation, closer than the base (Eckart-Young)
+    assert torch.equal(low["model.norm.weight"], tuned.state_dict()["model.norm.weight"])  # norms stored whole
+
+
+def test_extraction_cli_writes_an_adapter_the_stage_loads(tiny_base, tmp_path):
+    from pipeline.llm_loading import load_causal_lm
+    from training.listwise.extract_lora import main
+
+    tuned_dir = _perturbed_copy(tiny_base, tmp_path)
+    write_ranking_set(tmp_path / "teacher", RANKED, PASSAGES)
+    out = tmp_path / "adapter"
+    assert main(["--base", str(tiny_base), "--tuned", str(tuned_dir), "--rank", "64", "--out", str(out),
+                 "--teacher", str(tmp_path / "teacher"), "--windows", "3"]) == 0
+    summary = json.loads((out / "extraction.json").read_text())
+    assert summary["fidelity"]["windows"] == 3 and summary["fidelity"]["top1_same"] == 1.0
+    assert summary["fidelity"]["score_correlation"] > 0.99  # bf16 storage only
+    merged, _ = load_causal_lm(str(tiny_base), adapter=out, device="cpu", dtype="float32")
+    assert merged is not None
+    assert main(["--tuned", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2

@@ -13,7 +13,9 @@
 # VARIANTS: ';'-separated extra train args, one training per entry, run side by side on the GPU; the
 # one with the highest dev top-1 agreement (teacher's best of held-out train queries) is benchmarked.
 # Results go to $OUT: first-smollm2/ (adapter + training.json), variants.json, bench/ (runs + summary), job.log;
-# the chosen adapter is also copied to $STASH/first-smollm2.
+# the chosen adapter is also copied to $STASH/first-smollm2. A chosen full fine-tuning (--lora-r 0) is turned
+# into a rank-$EXTRACT_RANK (default 64) LoRA adapter first (training/listwise/extract_lora.py, with its fidelity
+# in extraction.json); the full model stays in $JOB/full-<variant>.
 # Usage: [VARIANTS='--lm-weight 1;--lm-weight 0'] training/listwise/gpu_job.sh [train args...] -- [benchmark args...]
 set -uo pipefail
 STASH=${STASH:-/tmp/stash}
@@ -87,6 +89,12 @@ print(best)
 PY
 )
 echo "chosen variant: $BEST"
+if [ -n "$BEST" ] && [ ! -f "$JOB/$BEST/adapter_config.json" ] && [ -f "$JOB/$BEST/config.json" ]; then
+  # a fully fine-tuned model (--lora-r 0): too big to keep; its delta becomes a rank-$EXTRACT_RANK LoRA adapter
+  timeout 300 python3 -m training.listwise.extract_lora --tuned "$JOB/$BEST" --rank "${EXTRACT_RANK:-64}" \
+    --teacher "$TEACHER" --out "$JOB/$BEST-lora" && cp "$JOB/$BEST/training.json" "$JOB/$BEST-lora/" \
+    && mv "$JOB/$BEST" "$JOB/full-$BEST" && mv "$JOB/$BEST-lora" "$JOB/$BEST"
+fi
 [ -n "$BEST" ] && cp -r "$JOB/$BEST" "$OUT/first-smollm2" && cp -r "$JOB/$BEST" "$STASH/first-smollm2"
 rm -f "$OUT/first-smollm2/README.md"
 while [ -n "${WAIT_PID:-}" ] && kill -0 "$WAIT_PID" 2>/dev/null; do sleep 2; done  # a GPU job beside this one: time alone

@@ -78,6 +78,16 @@ def test_truncation_policy_keeps_query_head_and_fills_with_passage():
     assert short == [101, 5, 102, 6, 7, 102]
 
 
+def test_backend_tokenization_matches_the_tokenizer_call(scorer):
+    texts = ["0-dimensional biomaterials", "Ünïcödé – naïve café 北京", "", "word " * 900, "a\tb\nc  d"]
+    fast = scorer._tokenize(texts)
+    want = scorer.tokenizer(texts, add_special_tokens=False, truncation=True, max_length=scorer.max_length)["input_ids"]
+    assert scorer._backend is not None
+    assert [fast[t].tolist() for t in texts] == want
+    assert len(fast["word " * 900]) == scorer.max_length  # truncated, never padded
+    assert scorer.tokenizer("plain call", truncation=False)["input_ids"]  # the shared tokenizer is left as it was
+
+
 def test_length_batches_sort_and_bound_tokens():
     lengths = [10, 300, 50, 290, 12, 60, 305, 11]
     batches = length_batches(lengths, batch_size=3, batch_tokens=700)

@@ -135,6 +135,7 @@ class CrossEncoderScorer:
         self.pad_multiple = pad_multiple  # padded widths are multiples of this (fewer shapes to compile)
         self.pipelined = self.device != "cpu"  # tokenization overlapped with forward passes (see score)
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        self._backend = self._truncating_backend(self.tokenizer, max_length)
         extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
         encoder = AutoModel.from_pretrained(str(folder), dtype=torch.float32, **extra)
         head = torch.nn.Linear(encoder.config.hidden_size, 1)
@@ -156,7 +157,26 @@ class CrossEncoderScorer:
         texts = list(dict.fromkeys([q for q, _ in pairs] + [p for _, p in pairs]))
         return self._pairs_from(pairs, self._tokenize(texts))
 
+    @staticmethod
+    def _truncating_backend(tokenizer, max_length: int):
+        """A private copy of the fast tokenizer's Rust backend that truncates to ``max_length`` and never
+        pads, or None for a slow tokenizer. Its ``encode_batch`` gives the same ids as ``tokenizer(...)``
+        without building a ``BatchEncoding`` (masks, type ids, offsets) in Python, so tokenization holds
+        the GIL for less time (the GPU path tokenizes in a helper thread beside the forward passes)."""
+        backend = getattr(tokenizer, "_tokenizer", None)
+        if backend is None or not getattr(tokenizer, "is_fast", False):
+            return None
+        from tokenizers import Tokenizer
+
+        copy = Tokenizer.from_str(backend.to_str())
+        copy.no_padding()
+        copy.enable_truncation(max_length)
+        return copy
+
     def _tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        if self._backend is not None:
+            encodings = self._backend.encode_batch(list(texts), add_special_tokens=False)
+            return {t: np.asarray(e.ids, dtype=np.int64) for t, e in zip(texts, encodings, strict=True)}
         ids = self.tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=self.max_length)["input_ids"]
         return {t: np.asarray(i, dtype=np.int64) for t, i in zip(texts, ids, strict=True)}
 

@@ -66,3 +66,17 @@ def test_alpha_is_chosen_on_dev_and_reported_everywhere(bundles):
     assert dev[str(chosen)] == pytest.approx(report["chosen"]["bm25"]["dev_mean"])
     assert 0.0 < chosen < 1.0  # d3 needs the reranker, d0 (relevant for v2) needs BM25: a blend wins on dev
     assert "| other (unseen) | test | bm25 |" in table(report)
+
+
+def test_a_held_out_domain_pulls_alpha_towards_the_first_stage(bundles):
+    from training.cross_encoder.interpolation import GRID, with_heldout_domain
+
+    report = tune(Scorer(), load_sets(*bundles))
+    # another reranker on a domain it never saw: every step towards the reranker costs nDCG
+    heldout = {"curves": {"other|dev|bm25": {str(a): 0.9 - 0.5 * a for a in GRID}}}
+    combined = with_heldout_domain(report, heldout)
+    assert combined["chosen_in_domain"] == report["chosen"]
+    assert combined["chosen"]["bm25"]["alpha"] < report["chosen"]["bm25"]["alpha"]
+    mean = combined["chosen"]["bm25"]["dev_mean_curve"]
+    assert mean["0.5"] == pytest.approx((report["chosen"]["bm25"]["dev_mean_curve"]["0.5"] + 0.65) / 2)
+    assert combined["chosen"]["hybrid"] == report["chosen"]["hybrid"]  # no held-out hybrid curve: unchanged

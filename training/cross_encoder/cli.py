@@ -97,6 +97,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     interp.add_argument("--depth", type=int, default=100)
     interp.add_argument("--device", default="auto")
     interp.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"])
+    interp.add_argument("--heldout-report", type=Path, default=None,
+                        help="an interpolate report of a reranker on dev queries of a domain it was not trained on: "
+                             "alpha is then chosen on the mean of in-domain and held-out-domain dev")
     interp.add_argument("--out", type=Path, required=True, help="JSON report")
 
     card = sub.add_parser("card", help="(re)write MODEL_CARD.md of a model folder from its training report")

@@ -12,7 +12,10 @@ truncation and precision as the stage); then alpha runs over a grid on
 for two first stages as the service runs them: ``bm25`` (top-100) and ``hybrid`` (z-score linear
 fusion, 0.6 BM25 / 0.4 dense, of both top-100 lists; needs bundles with dense lists, see ``densify``).
 The chosen alpha maximises the mean of the per-collection dev nDCG@10 (ties: the larger alpha, i.e.
-more reranker). Example::
+more reranker). With ``--heldout-report`` (this tool's report of another reranker on the dev queries of a
+domain that reranker was not trained on) it maximises the mean of that in-domain curve and the held-out
+domain's curve instead (:func:`with_heldout_domain`): a service meets collections its reranker never saw.
+Example::
 
     python -m training cross-encoder interpolate --model models/ce-minilm \\
         --bundle .cache/ce/scifact .cache/ce/xquad-en --extra-eval .cache/ce/cranfield/eval-test.json.gz \\
@@ -99,11 +102,36 @@ def tune(scorer, sets, depth: int = 100) -> dict:
     for stage in ("bm25", "hybrid"):
         dev = [c for k, c in curves.items() if k.endswith(f"|dev|{stage}")]
         if dev:
-            mean = {a: sum(c[str(a)] for c in dev) / len(dev) for a in GRID}
-            top = max(mean.values())
-            chosen[stage] = {"alpha": max(a for a, v in mean.items() if v >= top - 1e-9), "dev_mean": top,
-                             "dev_mean_curve": {str(a): v for a, v in mean.items()}}
+            chosen[stage] = choose(dev)
     return {"grid": GRID, "depth": depth, "curves": curves, "chosen": chosen, "scoring_seconds": seconds}
+
+
+def choose(curves: Sequence[dict]) -> dict:
+    """The alpha with the best mean over ``curves`` (ties: the larger alpha), with that mean curve."""
+    mean = {a: sum(c[str(a)] for c in curves) / len(curves) for a in GRID}
+    top = max(mean.values())
+    return {"alpha": max(a for a, v in mean.items() if v >= top - 1e-9), "dev_mean": top,
+            "dev_mean_curve": {str(a): v for a, v in mean.items()}}
+
+
+def with_heldout_domain(report: dict, heldout: dict) -> dict:
+    """Choose alpha on the mean of the in-domain dev mean and a held-out domain's dev mean.
+
+    ``heldout`` is an ``interpolate`` report of a model on dev queries of a domain it was NOT trained on
+    (e.g. the SciFact-only reranker on XQuAD-R's dev questions): how a blend behaves on a collection
+    the reranker has never seen, estimated without any test qrels. ``report["chosen"]`` becomes that
+    choice; the in-domain-only one is kept as ``chosen_in_domain``.
+    """
+    out = dict(report, chosen_in_domain=report["chosen"], chosen={}, heldout_curves={})
+    for stage, in_domain in report["chosen"].items():
+        held = [c for k, c in heldout["curves"].items() if k.endswith(f"|dev|{stage}")]
+        if not held:
+            out["chosen"][stage] = in_domain
+            continue
+        out["heldout_curves"][stage] = choose(held)["dev_mean_curve"]
+        both = [in_domain["dev_mean_curve"], out["heldout_curves"][stage]]
+        out["chosen"][stage] = choose(both)
+    return out
 
 
 def table(report: dict) -> str:
@@ -128,6 +156,11 @@ def run(args) -> int:
     report = tune(scorer, sets, args.depth)
     report.update(model=str(args.model), device=scorer.device, precision=args.precision,
                   bundles=[str(b) for b in args.bundle], extra_eval=[str(p) for p in args.extra_eval])
+    if args.heldout_report:
+        heldout = json.loads(args.heldout_report.read_text())
+        report = with_heldout_domain(report, heldout)
+        report["heldout_report"] = {"path": str(args.heldout_report), "model": heldout.get("model"),
+                                    "bundles": heldout.get("bundles")}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(table(report))

@@ -41,7 +41,7 @@ from pipeline.errors import IndexNotFoundError, ModelNotFoundError, StageError
 from pipeline.micro_batch import MicroBatcher
 from pipeline.registry import BuildContext, register_stage
 from pipeline.stage import Stage
-from pipeline.stages.fusion import interpolate_scores
+from pipeline.stages.fusion import interpolate_hits
 from pipeline.types import Hit, Query, Results, sort_hits
 
 logger = logging.getLogger(__name__)
@@ -423,8 +423,7 @@ class CrossEncoderReranker(Stage):
         """With ``interpolate``: the per-query blend of reranker and first-stage scores (raw logit kept under ``ce``)."""
         if self.interpolate is None or not reranked:
             return reranked
-        mixed = interpolate_scores([h.score for h in reranked], [h.score for h in incoming], self.interpolate)
-        return [h.rescored(f"{self.name}_interpolated", m) for h, m in zip(reranked, mixed, strict=True)]
+        return interpolate_hits(reranked, incoming, self.interpolate, f"{self.name}_interpolated")
 
     def score_texts(self, query: Query, documents: Sequence) -> list[float]:
         """Scores of caller-supplied documents (``title``/``text``), in order (the service's ``/rerank``)."""

@@ -204,6 +204,13 @@ def interpolate_scores(rerank: Sequence[float], first: Sequence[float], alpha: f
             for r, f in zip(normalize_scores(list(rerank)), normalize_scores(list(first)), strict=True)]
 
 
+def interpolate_hits(reranked: Sequence[Hit], incoming: Sequence[Hit], alpha: float, key: str) -> list[Hit]:
+    """``reranked`` (in ``incoming``'s order) rescored by :func:`interpolate_scores`, the blend recorded
+    under ``key``; each hit keeps its raw reranker score in its stage scores."""
+    mixed = interpolate_scores([h.score for h in reranked], [h.score for h in incoming], alpha)
+    return [h.rescored(key, m) for h, m in zip(reranked, mixed, strict=True)]
+
+
 def _build(cfg: FusionConfig, ctx: BuildContext) -> Fusion:
     children = [build_stage(raw, ctx, where=f"fusion.retrievers[{i}]") for i, raw in enumerate(cfg.retrievers)]
     depths = [raw.get("cutoff") for raw in cfg.retrievers]

@@ -25,7 +25,7 @@ import hashlib
 import importlib.resources
 import json
 import threading
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Literal, Mapping, Sequence
 
@@ -40,7 +40,7 @@ from pipeline.language import LanguageDetector, normalize_lang
 from pipeline.language_modules import ModuleMismatchError, ModuleRegistry, load_module
 from pipeline.registry import BuildContext, register_stage
 from pipeline.stage import Stage
-from pipeline.stages.fusion import interpolate_scores
+from pipeline.stages.fusion import interpolate_hits
 from pipeline.types import Query, Results, sort_hits
 
 PACKAGED_MINILM = "minilm"
@@ -212,9 +212,7 @@ class ModularCrossEncoder(Stage):
         """With ``interpolate``: the per-query min-max mix of reranker and incoming scores (else ``hits``)."""
         if self.interpolate is None or not hits:
             return hits
-        mixed = interpolate_scores([h.score for h in hits], [h.score for h in incoming], self.interpolate)
-        key = f"{self.name}_interpolated"
-        return [replace(h, score=m, stage_scores={**h.stage_scores, key: m}) for h, m in zip(hits, mixed, strict=True)]
+        return interpolate_hits(hits, incoming, self.interpolate, f"{self.name}_interpolated")
 
     def score(self, queries: Sequence[str], docs: Sequence[str], modules: Sequence[str]) -> list[float]:
         """One logit per (query, document) pair with ``modules`` active.

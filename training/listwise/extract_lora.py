@@ -74,20 +74,19 @@ def fidelity(tuned: Any, extracted: Any, tokenizer: Any, windows: list, settings
     """How close the extracted model's first-token identifier scores are to the tuned model's."""
     import torch
 
-    from pipeline.stages.listwise import ListwisePrompt, identifier_token_ids, left_pad
+    from pipeline.stages.listwise import ListwiseReranker
 
-    prompt = ListwisePrompt(tokenizer, settings.passage_tokens, settings.query_tokens)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    same_top, corr, n = 0, 0.0, 0
-    for w in windows:
-        ids = identifier_token_ids(tokenizer, len(w.passages))
-        x, mask, pos = left_pad(prompt.encode([(w.query, w.passages)]), pad, "cpu")
-        with torch.inference_mode():
-            a, b = (m(input_ids=x, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits[0, -1, ids].float()
-                    for m in (tuned, extracted))
+    pairs = [(w.query, w.passages) for w in windows]
+    m = max((len(p) for _, p in pairs), default=2)
+    scores = [ListwiseReranker(model, tokenizer, docstore=None, window=m, stride=m - 1,
+                               passage_tokens=settings.passage_tokens, query_tokens=settings.query_tokens)
+              .first_token_scores(pairs) for model in (tuned, extracted)]
+    same_top = corr = 0.0
+    for a, b in zip(*scores, strict=True):
+        a, b = torch.tensor(a), torch.tensor(b)
         same_top += int(a.argmax() == b.argmax())
         corr += float(torch.corrcoef(torch.stack([a, b]))[0, 1])
-        n += 1
+    n = len(pairs)
     return {"top1_same": same_top / max(n, 1), "score_correlation": corr / max(n, 1), "windows": n}
 
 

@@ -156,6 +156,8 @@ def test_pipelined_scoring_matches_one_pass(tiny_model):
     chunks = piped._ready_chunks(pairs)
     assert len(chunks) > 3 and sorted(j for _, m in chunks for j in m) == list(range(len(pairs)))
     assert sum(len(t) for t, _ in chunks) == len({t for pair in pairs for t in pair})  # each text once
+    growing = CrossEncoderScorer(tiny_model, device="cpu", max_length=64, chunk_pairs=8, first_slice=2)
+    assert [len(t) for t, _ in growing._ready_chunks(pairs)] == [2, 4, 8, 8, 6]  # 28 texts: small first, then doubling
     assert piped.score(pairs) == pytest.approx(one_pass.score(pairs), abs=1e-5)
 
 

@@ -108,8 +108,8 @@ class CrossEncoderScorer:
 
     def __init__(self, folder: Path, device: str = "auto", precision: str = "auto", max_length: int = 384,
                  query_max_tokens: int = 64, batch_size: int = 64, batch_tokens: int = 32768,
-                 threads: int | None = None, compile: bool = False, chunk_pairs: int = 4096,
-                 attn_implementation: str | None = None, pad_multiple: int = 8):
+                 threads: int | None = None, compile: bool = False, chunk_pairs: int = 1024,
+                 attn_implementation: str | None = None, pad_multiple: int = 8, first_slice: int = 128):
         folder = Path(folder)
         if not (folder / "config.json").is_file() or not (folder / "2_Dense" / "model.safetensors").is_file():
             raise ModelNotFoundError(f"no trained cross-encoder at {folder}: build it with {BUILD_COMMAND}")
@@ -132,6 +132,7 @@ class CrossEncoderScorer:
             torch.set_num_threads(threads)
         self.precision, self.max_length, self.query_max_tokens = precision, max_length, query_max_tokens
         self.batch_size, self.batch_tokens, self.chunk_pairs = batch_size, batch_tokens, chunk_pairs
+        self.first_slice = max(1, min(first_slice, chunk_pairs))  # tokenization slices grow from this to chunk_pairs
         self.pad_multiple = pad_multiple  # padded widths are multiples of this (fewer shapes to compile)
         self.pipelined = self.device != "cpu"  # tokenization overlapped with forward passes (see score)
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
@@ -175,7 +176,8 @@ class CrossEncoderScorer:
 
     def _tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         if self._backend is not None:
-            encodings = self._backend.encode_batch(list(texts), add_special_tokens=False)
+            encode = getattr(self._backend, "encode_batch_fast", self._backend.encode_batch)  # no offsets: 1.4x
+            encodings = encode(list(texts), add_special_tokens=False)
             return {t: np.asarray(e.ids, dtype=np.int64) for t, e in zip(texts, encodings, strict=True)}
         ids = self.tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=self.max_length)["input_ids"]
         return {t: np.asarray(i, dtype=np.int64) for t, i in zip(texts, ids, strict=True)}
@@ -209,15 +211,17 @@ class CrossEncoderScorer:
     def score(self, pairs: Sequence[tuple[str, str]], deadline: float | None = None) -> list[float]:
         """One score per pair (higher is more relevant). ``deadline``: a ``time.monotonic()`` value.
 
-        On a GPU, large inputs are pipelined: the distinct texts (in order of first use) are
-        tokenized slice by slice in a helper thread, and the pairs whose texts are all tokenized
-        run on the GPU while the next slice is tokenized; no host sync until the end. Each distinct
-        text is tokenized once (a passage shared by many queries, too).
+        On a GPU, inputs of more than ``first_slice`` pairs are pipelined: the distinct texts (in
+        order of first use) are tokenized slice by slice in a helper thread, and the pairs whose
+        texts are all tokenized run on the GPU while the next slice is tokenized; no host sync
+        until the end. Slices start small (``first_slice`` texts, so the GPU starts early) and
+        double up to ``chunk_pairs``. Each distinct text is tokenized once (a passage shared by
+        many queries, too).
         """
         if not pairs:
             return []
         pairs = list(pairs)
-        if not self.pipelined or len(pairs) <= self.chunk_pairs:
+        if not self.pipelined or len(pairs) <= self.first_slice:
             return self.score_encoded(self.encode(pairs), deadline)
         chunks = self._ready_chunks(pairs)
         pending = []
@@ -238,15 +242,18 @@ class CrossEncoderScorer:
         return out
 
     def _ready_chunks(self, pairs: list[tuple[str, str]]) -> list[tuple[list[str], list[int]]]:
-        """``(texts to tokenize, pairs ready once they are)`` per slice of about ``chunk_pairs``
-        distinct texts, in order of first use; every pair lands in the slice of its later text."""
+        """``(texts to tokenize, pairs ready once they are)`` per slice of distinct texts, in order of
+        first use (``first_slice`` texts, then twice as many each time, at most ``chunk_pairs``);
+        every pair lands in the slice of its later text."""
         slice_of: dict[str, int] = {}
         slices: list[list[str]] = [[]]
+        size = self.first_slice
         for q, p in pairs:
             for text in (q, p):
                 if text not in slice_of:
-                    if len(slices[-1]) >= self.chunk_pairs:
+                    if len(slices[-1]) >= size:
                         slices.append([])
+                        size = min(2 * size, self.chunk_pairs)
                     slice_of[text] = len(slices) - 1
                     slices[-1].append(text)
         members: list[list[int]] = [[] for _ in slices]

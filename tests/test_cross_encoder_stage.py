@@ -284,3 +284,27 @@ def test_auto_precision_is_never_lossy_int8(monkeypatch):
     assert ce.default_precision("cpu") == "fp32"
     monkeypatch.setattr(ce, "cpu_has_fast_bf16", lambda: True)
     assert ce.default_precision("cpu") == "bf16"
+
+
+def test_fast_forward_matches_the_transformers_module(tiny_model):
+    """pipeline/fast_bert.py (fused QKV, no host sync) gives the transformers module's scores,
+    padding included (pairs of very different lengths share batches)."""
+    import numpy as np
+
+    pairs = [(f"query {i}", "word " * (3 + 9 * i)) for i in range(7)] + [("a b c d e f g h", "x")]
+    fast = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64, batch_size=3)
+    slow = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64, batch_size=3, fast=False)
+    assert type(fast.model).__name__ == "FastBertScorer" and type(slow.model).__name__ == "MeanPoolScorer"
+    np.testing.assert_allclose(fast.score(pairs), slow.score(pairs), atol=1e-5)
+    assert np.ptp(fast.score(pairs)) > 1e-4  # the pairs score differently, so the check has teeth
+
+
+def test_fast_forward_refuses_other_architectures():
+    transformers = pytest.importorskip("transformers")
+    from pipeline.fast_bert import fast_bert_scorer, supports
+
+    cfg = transformers.BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                                  hidden_act="relu")
+    assert not supports(cfg)
+    with pytest.raises(ValueError, match="supports BERT"):
+        fast_bert_scorer(transformers.BertModel(cfg), None)

@@ -9,6 +9,8 @@ a linear head; ``CrossEncoder(folder).predict`` gives the same scores) trained b
   ``[CLS] query [SEP] passage [SEP]``. Training uses the same function (:func:`pair_token_ids`).
 * **batching**: pairs are sorted by length and cut into batches of at most ``batch_size``
   pairs and ``batch_tokens`` padded tokens, so short pairs do not pay for long ones.
+* **forward pass**: :mod:`pipeline.fast_bert` (fused QKV, no host sync per batch, same scores);
+  ``fast=False`` or a non-BERT encoder runs the ``transformers`` module.
 * **precision**: ``auto`` runs bf16 on a GPU and on a CPU with native bf16 (AVX512-BF16/AMX,
   :func:`cpu_has_fast_bf16`), else fp32; ``fp32``, ``bf16`` or ``int8`` force one. ``int8`` is
   dynamic quantization of every ``nn.Linear`` (``torch.ao.quantization.quantize_dynamic``): faster
@@ -38,6 +40,8 @@ from pydantic import Field
 
 from pipeline.config import StageConfig
 from pipeline.errors import IndexNotFoundError, ModelNotFoundError, StageError
+from pipeline.fast_bert import fast_bert_scorer
+from pipeline.fast_bert import supports as supports_fast
 from pipeline.micro_batch import MicroBatcher
 from pipeline.registry import BuildContext, register_stage
 from pipeline.stage import Stage
@@ -109,7 +113,8 @@ class CrossEncoderScorer:
     def __init__(self, folder: Path, device: str = "auto", precision: str = "auto", max_length: int = 384,
                  query_max_tokens: int = 64, batch_size: int = 64, batch_tokens: int = 32768,
                  threads: int | None = None, compile: bool = False, chunk_pairs: int = 1024,
-                 attn_implementation: str | None = None, pad_multiple: int = 8, first_slice: int = 128):
+                 attn_implementation: str | None = None, pad_multiple: int = 8, first_slice: int = 128,
+                 fast: bool = True):
         folder = Path(folder)
         if not (folder / "config.json").is_file() or not (folder / "2_Dense" / "model.safetensors").is_file():
             raise ModelNotFoundError(f"no trained cross-encoder at {folder}: build it with {BUILD_COMMAND}")
@@ -141,7 +146,10 @@ class CrossEncoderScorer:
         encoder = AutoModel.from_pretrained(str(folder), dtype=torch.float32, **extra)
         head = torch.nn.Linear(encoder.config.hidden_size, 1)
         head.load_state_dict({k.removeprefix("linear."): v.float() for k, v in load_file(str(folder / "2_Dense" / "model.safetensors")).items()})
-        model = mean_pool_scorer(encoder, head).eval()
+        if fast and attn_implementation in (None, "sdpa") and supports_fast(encoder.config):
+            model = fast_bert_scorer(encoder, head).eval()  # same scores, no host sync per batch (pipeline/fast_bert.py)
+        else:
+            model = mean_pool_scorer(encoder, head).eval()
         if precision == "int8":
             model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         elif precision == "bf16":

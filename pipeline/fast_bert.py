@@ -1,0 +1,92 @@
+"""A lean inference forward pass for BERT-style cross-encoders (no host syncs, fused QKV).
+
+``transformers``' ``BertModel`` checks on every call whether the attention mask is all ones
+(``mask.all()``), a host sync: on a GPU the launching thread then waits for the previous batch
+before it can queue the next, so any pause of that thread (the GIL held by the tokenizer thread)
+idles the GPU. :class:`FastBertScorer` runs the same computation from the same parameters with
+the query/key/value projections fused into one matrix product and a boolean key mask handed to
+``scaled_dot_product_attention`` as is, so a batch is queued without waiting for anything.
+
+Same scores as the ``transformers`` module (tested to 1e-5 in fp32); used by
+:class:`pipeline.stages.cross_encoder.CrossEncoderScorer` for inference only (training keeps
+the ``transformers`` module). Example::
+
+    fast = fast_bert_scorer(encoder, head)       # encoder: a transformers BertModel, head: nn.Linear
+    logits = fast(input_ids, token_type_ids, attention_mask)
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+SUPPORTED = {"bert"}
+
+
+def supports(config: Any) -> bool:
+    """Whether :func:`fast_bert_scorer` reproduces this encoder exactly (absolute positions, erf GELU)."""
+    return (getattr(config, "model_type", None) in SUPPORTED
+            and getattr(config, "position_embedding_type", "absolute") == "absolute"
+            and getattr(config, "hidden_act", None) == "gelu")
+
+
+@functools.cache
+def _classes():
+    import torch
+    import torch.nn.functional as F
+
+    class FusedLayer(torch.nn.Module):
+        """One encoder layer: fused QKV projection, attention, output projection, FFN, post-LayerNorms."""
+
+        def __init__(self, layer, heads: int):
+            super().__init__()
+            att = layer.attention
+            q, k, v = att.self.query, att.self.key, att.self.value
+            self.qkv = torch.nn.Linear(q.in_features, 3 * q.out_features)
+            with torch.no_grad():
+                self.qkv.weight.copy_(torch.cat([q.weight, k.weight, v.weight]))
+                self.qkv.bias.copy_(torch.cat([q.bias, k.bias, v.bias]))
+            self.out, self.ln1 = att.output.dense, att.output.LayerNorm
+            self.ffn_in, self.ffn_out, self.ln2 = layer.intermediate.dense, layer.output.dense, layer.output.LayerNorm
+            self.heads = heads
+
+        def forward(self, x, key_mask):
+            b, t, h = x.shape
+            qkv = self.qkv(x).view(b, t, 3, self.heads, h // self.heads).permute(2, 0, 3, 1, 4)
+            att = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=key_mask)
+            x = self.ln1(x + self.out(att.transpose(1, 2).reshape(b, t, h)))
+            return self.ln2(x + self.ffn_out(F.gelu(self.ffn_in(x))))
+
+    class FastBertScorer(torch.nn.Module):
+        """Embeddings, fused layers, masked mean pooling, linear head: one logit per pair."""
+
+        def __init__(self, encoder, head):
+            super().__init__()
+            emb = encoder.embeddings
+            self.word, self.position, self.token_type = emb.word_embeddings, emb.position_embeddings, emb.token_type_embeddings
+            self.emb_ln = emb.LayerNorm
+            heads = encoder.config.num_attention_heads
+            self.layers = torch.nn.ModuleList(FusedLayer(layer, heads) for layer in encoder.encoder.layer)
+            self.head = head
+
+        def forward(self, input_ids, token_type_ids, attention_mask):
+            t = input_ids.shape[1]
+            positions = torch.arange(t, device=input_ids.device)
+            x = self.word(input_ids) + self.token_type(token_type_ids) + self.position(positions)[None]
+            x = self.emb_ln(x)
+            key_mask = attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, keys): padding never attended
+            for layer in self.layers:
+                x = layer(x, key_mask)
+            mask = attention_mask.unsqueeze(-1).to(x.dtype)
+            pooled = (x * mask).sum(1) / mask.sum(1).clamp(min=1)
+            return self.head(pooled).squeeze(-1)
+
+    return FastBertScorer
+
+
+def fast_bert_scorer(encoder, head):
+    """The inference module (a ``torch.nn.Module``) for a ``transformers`` BERT encoder and a linear head;
+    shares the encoder's parameters except the fused QKV matrices (copies)."""
+    if not supports(encoder.config):
+        raise ValueError(f"fast_bert_scorer supports BERT with absolute positions and GELU, not {encoder.config.model_type}")
+    return _classes()(encoder, head)

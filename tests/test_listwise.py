@@ -196,6 +196,65 @@ def test_config_validation():
         parse_stage("s", {"type": "listwise", "mode": "pointwise"})
 
 
+def reversing_stage(tokenizer, **kw):
+    """FIRST with fixed logits that reverse every window (the golden order above)."""
+    ids = identifier_token_ids(tokenizer, 4)
+    return make_stage(FixedLogits(len(tokenizer), {t: float(i) for i, t in enumerate(ids)}), tokenizer, **kw)
+
+
+def test_interpolate_extremes_give_the_first_stage_and_the_listwise_orders(tokenizer):
+    q = [Query("q", "x")]
+    cands = candidates_for(q, n=10)
+    plain = reversing_stage(tokenizer)(q, cands)["q"]
+    alone = reversing_stage(tokenizer, interpolate=1.0)(q, cands)["q"]
+    assert [h.doc_id for h in alone] == [h.doc_id for h in plain] == ["d7", "d6", "d1", "d0", "d3", "d2", "d5",
+                                                                      "d4", "d8", "d9"]
+    assert [h.stage_scores["listwise"] for h in alone] == [h.score for h in plain]  # the rank score is kept
+    first = reversing_stage(tokenizer, interpolate=0.0)(q, cands)["q"]
+    assert [h.doc_id for h in first] == [f"d{i}" for i in range(10)]
+    assert [h.score for h in first] == pytest.approx([1.0, 6 / 7, 5 / 7, 4 / 7, 3 / 7, 2 / 7, 1 / 7, 0.0, -1.0, -2.0])
+    assert all(h.score == h.stage_scores["listwise_interpolated"] for h in first)
+
+
+def test_interpolate_blends_the_head_and_keeps_the_tail_below_it(tokenizer):
+    # one window (depth 4) reversed: listwise d3 > d2 > d1 > d0 (minmax 1, 2/3, 1/3, 0);
+    # first stage d0 10, d1 4, d2 3, d3 0 (minmax 1, 0.4, 0.3, 0); alpha 0.6:
+    # d3 0.6, d2 0.4 + 0.12 = 0.52, d0 0.4, d1 0.2 + 0.16 = 0.36
+    scores = [10.0, 4.0, 3.0, 0.0, 50.0, -7.0]  # tail scores above the head's must not lift the tail
+    cands = {"q": [Hit("q", f"d{i}", s, {"bm25": s}) for i, s in enumerate(scores)]}
+    out = reversing_stage(tokenizer, depth=4, interpolate=0.6)([Query("q", "x")], cands)["q"]
+    assert [h.doc_id for h in out] == ["d3", "d2", "d0", "d1", "d4", "d5"]
+    assert [h.score for h in out] == pytest.approx([0.6, 0.52, 0.4, 0.36, -1.0, -2.0])
+    assert [h.stage_scores["listwise"] for h in out] == [6.0, 5.0, 3.0, 4.0, 2.0, 1.0]
+    assert out[2].stage_scores["bm25"] == 10.0
+
+
+def test_interpolate_returns_every_candidate_once_even_with_repeated_doc_ids(tokenizer):
+    raw = {"q": [("d1", 9.0), ("d1", 8.0), ("d2", 7.0), ("d3", 1.0), ("d4", 0.5)], "r": [], "s": [("d5", 1.0)]}
+    cands = {q: [Hit(q, d, s, {"bm25": s}) for d, s in hits] for q, hits in raw.items()}
+    out = reversing_stage(tokenizer, depth=3, interpolate=0.3)([Query(q, "x") for q in raw], cands)
+    for q, hits in raw.items():  # each incoming hit once, with its own first-stage score
+        assert sorted((h.doc_id, h.stage_scores["bm25"]) for h in out[q]) == sorted(hits)
+    assert [h.doc_id for h in out["q"][3:]] == ["d3", "d4"]
+    assert min(h.score for h in out["q"][:3]) >= 0.0 > max(h.score for h in out["q"][3:])
+
+
+def test_interpolate_out_of_range_is_an_error(tokenizer):
+    from pydantic import ValidationError
+
+    from pipeline.stages.listwise import ListwiseConfig
+
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="interpolate"):
+            reversing_stage(tokenizer, interpolate=bad)
+        with pytest.raises(ValidationError, match="interpolate"):
+            ListwiseConfig(interpolate=bad)
+        with pytest.raises(ConfigError, match="interpolate"):
+            parse_stage("s", {"type": "listwise", "interpolate": bad})
+    assert parse_stage("s", {"type": "listwise", "interpolate": 0.5}).interpolate == 0.5
+    assert parse_stage("s", {"type": "listwise"}).interpolate is None
+
+
 def test_bad_constructor_arguments(tiny_lm, tokenizer):
     with pytest.raises(ConfigError):
         make_stage(tiny_lm, tokenizer, mode="pairwise")
@@ -213,6 +272,9 @@ def test_pipeline_over_a_real_index(tiny_index_root, tiny_lm, tokenizer, tmp_pat
         "bm25>>first": {"stages": [{"type": "bm25", "index": "lucene", "cutoff": 10},
                                     {"type": "listwise", "base": str(tmp_path / "base"), "adapter": None,
                                      "window": 4, "stride": 2, "depth": 6, "device": "cpu"}]},
+        "bm25>>first-blend": {"stages": [{"type": "bm25", "index": "lucene", "cutoff": 10},
+                                          {"type": "listwise", "base": str(tmp_path / "base"), "adapter": None,
+                                           "window": 4, "stride": 2, "depth": 6, "device": "cpu", "interpolate": 0.0}]},
         "no-adapter": {"stages": [{"type": "bm25", "index": "lucene"},
                                   {"type": "listwise", "base": str(tmp_path / "base"), "adapter": "missing-lora"}]}}}
     ctx = BuildContext(index_root=tiny_index_root, collection="tiny", config=parse_config(raw), models_dir=tmp_path)
@@ -221,5 +283,8 @@ def test_pipeline_over_a_real_index(tiny_index_root, tiny_lm, tokenizer, tmp_pat
     out = pipe([Query("q", "volcano lava magma")])["q"]
     assert sorted(h.doc_id for h in out) == sorted(h.doc_id for h in bm25)
     assert all("listwise" in h.stage_scores and "bm25" in h.stage_scores for h in out)
+    blend = build_pipeline("bm25>>first-blend", ctx)
+    assert blend.stages[1].interpolate == 0.0 and blend.stages[1].model is pipe.stages[1].model
+    assert [h.doc_id for h in blend([Query("q", "volcano lava magma")])["q"]] == [h.doc_id for h in bm25]
     with pytest.raises(ModelNotFoundError, match="training listwise"):
         build_pipeline("no-adapter", ctx)

@@ -198,7 +198,7 @@ def interpolate_scores(rerank: Sequence[float], first: Sequence[float], alpha: f
     """``alpha * minmax(rerank) + (1 - alpha) * minmax(first)`` over one query's candidates (all equal -> 1).
 
     How a reranker's score is blended with the first stage's (``interpolate: alpha`` of the
-    ``cross_encoder`` and ``modular_ce`` stages); alpha 1 is the reranker alone.
+    ``cross_encoder``, ``modular_ce`` and ``listwise`` stages); alpha 1 is the reranker alone.
     """
     return [alpha * r + (1.0 - alpha) * f
             for r, f in zip(normalize_scores(list(rerank)), normalize_scores(list(first)), strict=True)]

@@ -7,11 +7,13 @@ identifier tokens at that first generated position: one forward pass per window.
 parsed by :func:`pipeline.permutation.parse_permutation`. A sliding window (size/stride,
 e.g. 20/10) moves from the bottom of the top-``depth`` list to the top; windows of
 several queries are batched into one forward pass. Every candidate comes back exactly
-once, whatever the model outputs.
+once, whatever the model outputs. With ``interpolate: alpha`` the reranked head is re-sorted by
+a blend of its rank-based score and the first stage's score (as the ``cross_encoder`` stage does).
 
 Config::
 
     - {type: listwise, mode: first, index: lucene, adapter: first-smollm2, window: 20, stride: 10, depth: 100}
+    - {type: listwise, adapter: first-smollm2, depth: 100, interpolate: 0.5}
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from pipeline.llm_loading import SMOLLM2, load_causal_lm
 from pipeline.permutation import MAX_WINDOW, is_clean, labels, parse_permutation
 from pipeline.registry import BuildContext, register_stage
 from pipeline.stage import Stage
-from pipeline.types import Document, Query, Results
+from pipeline.stages.fusion import interpolate_hits
+from pipeline.types import Document, Hit, Query, Results, sort_hits
 
 SYSTEM = "You are RankLLM, an intelligent assistant that can rank passages based on their relevancy to the query."
 HEAD = "I will provide you with {m} passages, each indicated by an identifier []. Rank the passages based on their relevance to the search query: {query}\n\n"
@@ -59,6 +62,10 @@ class ListwiseConfig(StageConfig):
     """Windows per forward pass (several queries' windows share it)."""
     device: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    interpolate: float | None = Field(default=None, ge=0.0, le=1.0)
+    """``alpha``: final = alpha * minmax(listwise rank score) + (1 - alpha) * minmax(incoming score), per query
+    over the reranked top ``depth`` (None: the listwise order alone). Tune it on a dev split:
+    ``python -m training listwise interpolate``."""
 
     @model_validator(mode="after")
     def _stride_below_window(self) -> "ListwiseConfig":
@@ -169,13 +176,17 @@ class ListwiseReranker(Stage):
 
     def __init__(self, model: Any, tokenizer: Any, docstore: Documents,
                  mode: str = "first", window: int = 20, stride: int = 10, depth: int = 100,
-                 passage_tokens: int = 80, query_tokens: int = 48, batch_size: int = 16):
+                 passage_tokens: int = 80, query_tokens: int = 48, batch_size: int = 16,
+                 interpolate: float | None = None):
+        if interpolate is not None and not 0.0 <= interpolate <= 1.0:
+            raise ValueError(f"interpolate must be in [0, 1], got {interpolate}")
         if mode not in ("first", "generative"):
             raise ConfigError(f"listwise mode must be 'first' or 'generative', got {mode!r}")
         if not 2 <= window <= MAX_WINDOW or not 1 <= stride < window:
             raise ConfigError(f"need 2 <= window <= {MAX_WINDOW} and 1 <= stride < window, got {window}/{stride}")
         self.model, self.tokenizer, self.docstore = model, tokenizer, docstore
         self.mode, self.window, self.stride, self.depth, self.batch_size = mode, window, stride, depth, batch_size
+        self.interpolate = interpolate
         self.prompt = ListwisePrompt(tokenizer, passage_tokens, query_tokens)
         self.label_ids = identifier_token_ids(tokenizer, window)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -186,8 +197,9 @@ class ListwiseReranker(Stage):
     def transform(self, queries: Sequence[Query], candidates: Results | None = None) -> Results:
         candidates = candidates or {}
         rankings = {q.query_id: list(candidates.get(q.query_id, [])) for q in queries}
-        heads = {qid: hits[: self.depth] for qid, hits in rankings.items()}
-        doc_ids = list(dict.fromkeys(h.doc_id for hits in heads.values() for h in hits))
+        heads = {qid: list(range(min(self.depth, len(hits)))) for qid, hits in rankings.items()}
+        """Per query: incoming positions of the top ``depth``, reordered window by window."""
+        doc_ids = list(dict.fromkeys(rankings[qid][i].doc_id for qid, head in heads.items() for i in head))
         docs = self.docstore.get_many(doc_ids) if doc_ids else {}
         texts = {d: passage_text(doc.title, doc.text) for d, doc in docs.items()}
         spans = {qid: window_spans(len(hits), self.window, self.stride) for qid, hits in heads.items()}
@@ -196,16 +208,13 @@ class ListwiseReranker(Stage):
             jobs = [(qid, spans[qid][step]) for qid in heads if step < len(spans[qid])]
             for i in range(0, len(jobs), self.batch_size):
                 chunk = jobs[i : i + self.batch_size]
-                windows = [(text_of[qid], [texts.get(h.doc_id, "") for h in heads[qid][a:b]]) for qid, (a, b) in chunk]
+                windows = [(text_of[qid], [texts.get(rankings[qid][i].doc_id, "") for i in heads[qid][a:b]])
+                           for qid, (a, b) in chunk]
                 orders = self.rank_windows(windows)
                 for (qid, (a, b)), order in zip(chunk, orders, strict=True):
                     part = heads[qid][a:b]
                     heads[qid][a:b] = [part[j] for j in order]
-        out: Results = {}
-        for qid, hits in rankings.items():
-            final = heads[qid] + hits[self.depth:]
-            out[qid] = [h.rescored(self.name, float(len(final) - r)) for r, h in enumerate(final)]
-        return out
+        return {qid: rescore_listwise(hits, heads[qid], self.interpolate, self.name) for qid, hits in rankings.items()}
 
     def rank_windows(self, windows: Sequence[tuple[str, Sequence[str]]]) -> list[list[int]]:
         """For each ``(query, passages)`` window: passage positions, best first (a permutation)."""
@@ -247,6 +256,30 @@ class ListwiseReranker(Stage):
         return ["[" + text for text in self.tokenizer.batch_decode(new, skip_special_tokens=True)]
 
 
+def rescore_listwise(hits: Sequence[Hit], order: Sequence[int], alpha: float | None = None,
+                     name: str = "listwise") -> list[Hit]:
+    """The stage's output for one query: ``hits`` (incoming, best first) with the head reranked to ``order``.
+
+    ``order``: the incoming positions of the top ``len(order)`` hits, best first; the rest keep their order
+    below. Scores are ``len(hits) - rank`` (under ``name``). With ``alpha``, the head is re-sorted by
+    :func:`~pipeline.stages.fusion.interpolate_hits` of that score and the incoming one (under
+    ``{name}_interpolated``) and the tail scores -1, -2, ...: always below the head (blends lie in [0, 1]).
+    """
+    k, n = len(order), len(hits)
+    if sorted(order) != list(range(k)):
+        raise ValueError(f"order must be a permutation of the first {k} positions, got {list(order)}")
+    ranked = [hits[i].rescored(name, float(n - r)) for r, i in enumerate(order)]
+    tail = [h.rescored(name, float(n - r)) for r, h in enumerate(hits[k:], start=k)]
+    if alpha is None or not ranked:
+        return ranked + tail
+    aligned: list[Hit] = list(ranked)
+    for i, hit in zip(order, ranked, strict=True):
+        aligned[i] = hit  # aligned[i]: the incoming hit at position i, with its listwise score
+    key = f"{name}_interpolated"
+    head = sort_hits(interpolate_hits(aligned, hits[:k], alpha, key))
+    return head + [h.rescored(key, -1.0 - t) for t, h in enumerate(tail)]
+
+
 def _argsort_desc(scores: Sequence[float]) -> list[int]:
     """Positions by descending score; NaN counts as lowest, ties keep input order."""
     keyed = [(-s if s == s else float("inf"), i) for i, s in enumerate(scores)]
@@ -277,7 +310,7 @@ def _build(cfg: ListwiseConfig, ctx: BuildContext) -> ListwiseReranker:
                                   lambda: load_causal_lm(cfg.base, adapter=adapter, device=device, dtype=cfg.dtype))
     return ListwiseReranker(model, tokenizer, store, mode=cfg.mode, window=cfg.window, stride=cfg.stride,
                             depth=cfg.depth, passage_tokens=cfg.passage_tokens, query_tokens=cfg.query_tokens,
-                            batch_size=cfg.batch_size)
+                            batch_size=cfg.batch_size, interpolate=cfg.interpolate)
 
 
 def passage_text(title: str, text: str) -> str:

@@ -1,4 +1,4 @@
-"""``python -m training listwise {rankings,train}``: FIRST listwise reranker training.
+"""``python -m training listwise {rankings,teacher,train,interpolate}``: FIRST listwise reranker training.
 
 1. ``rankings`` (CPU, here): run a configured pipeline over a split and write a ranking set
    (query texts, ranked doc ids with scores, passage texts) that the GPU machine can read
@@ -10,12 +10,17 @@
    listwise distillation of the teacher's scores; ``--rank-loss ranknet`` is the paper's weighted
    pairwise loss) + optionally the permutation LM loss, write the LoRA delta (or, with ``--lora-r 0``,
    the fully fine-tuned model with its tokenizer).
+3. ``interpolate`` (CPU): choose the stage's ``interpolate`` (FIRST / first-stage blend) on the
+   ``input.trec`` / ``first.trec`` runs of ``benchmarks/listwise_latency.py`` over a dev split
+   (see :mod:`training.listwise.interpolation`).
 
 Example::
 
     python -m training listwise rankings --dataset ../shared/data/scifact --split train \\
         --pipeline 'bm25>>ce' --depth 30 --out .cache/listwise/teacher
     python -m training listwise train --teacher .cache/listwise/teacher --out checkpoints/first-smollm2
+    python -m training listwise interpolate --dev runs/listwise-dev --dev-qrels qrels/dev.tsv \\
+        --test runs/listwise --test-qrels qrels/test.tsv --out runs/listwise-interpolation.json
 """
 
 from __future__ import annotations
@@ -81,12 +86,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default=None)
 
+    i = sub.add_parser("interpolate", help="tune the stage's FIRST/first-stage blend (alpha) on dev bench runs")
+    i.add_argument("--dev", type=Path, required=True,
+                   help="benchmarks/listwise_latency.py --out folder of dev queries (input.trec, first.trec)")
+    i.add_argument("--dev-qrels", type=Path, required=True, help="TREC qrels or BEIR qrels tsv")
+    i.add_argument("--test", type=Path, default=None, help="bench folder of test queries (reported, never chosen on)")
+    i.add_argument("--test-qrels", type=Path, default=None)
+    i.add_argument("--depth", type=int, default=None,
+                   help="the bench's --depth (default: its listwise_bench.json, else 100)")
+    i.add_argument("--out", type=Path, default=None, help="JSON report (default: <dev>/interpolation.json)")
+
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "rankings":
         return _rankings(args)
     if args.action == "teacher":
         return _teacher(args)
+    if args.action == "interpolate":
+        from training.listwise.interpolation import run as interpolate
+
+        return interpolate(args)
     return _train(args)
 
 

@@ -158,7 +158,39 @@ def test_pipelined_scoring_matches_one_pass(tiny_model):
     assert sum(len(t) for t, _ in chunks) == len({t for pair in pairs for t in pair})  # each text once
     growing = CrossEncoderScorer(tiny_model, device="cpu", max_length=64, chunk_pairs=8, first_slice=2)
     assert [len(t) for t, _ in growing._ready_chunks(pairs)] == [2, 4, 8, 8, 6]  # 28 texts: small first, then doubling
-    assert piped.score(pairs) == pytest.approx(one_pass.score(pairs), abs=1e-5)
+    assert piped.score(pairs) == pytest.approx(one_pass.score(pairs), abs=1e-5)  # slices tokenized in a child process
+    assert piped._worker is not None and not piped._worker_failed
+    threaded = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64, batch_size=8, chunk_pairs=4, tokenize_process=False)
+    threaded.pipelined = True
+    assert threaded.score(pairs) == pytest.approx(one_pass.score(pairs), abs=1e-5)
+    assert threaded._worker is None
+
+
+def test_dead_tokenizer_process_falls_back_to_this_process(tiny_model):
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    class DeadWorker:
+        def submit(self, texts):
+            f = Future()
+            f.set_exception(BrokenProcessPool("child killed"))
+            return f
+
+    pairs = [(f"query {i % 3}", f"passage {i} " + "sand " * i) for i in range(12)]
+    piped = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64, batch_size=4, chunk_pairs=4)
+    piped.pipelined, piped._worker = True, DeadWorker()
+    expected = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64, batch_size=4).score(pairs)
+    assert piped.score(pairs) == pytest.approx(expected, abs=1e-5)
+    assert piped._worker_failed  # later calls tokenize here without trying the child again
+
+
+def test_flat_tokenization_matches_the_backend(scorer):
+    from pipeline.tokenize_worker import split_flat, tokenize_flat
+
+    texts = ["alpha beta", "", "the quick brown fox " * 50]
+    table = split_flat(texts, *tokenize_flat(texts, scorer._backend))
+    expected = scorer._tokenize(texts)
+    assert all(table[t].tolist() == expected[t].tolist() for t in texts)
 
 
 def test_micro_batched_stage_matches_direct(scorer, docs, tiny_index):

@@ -31,7 +31,9 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Literal, Sequence
 
@@ -46,6 +48,7 @@ from pipeline.micro_batch import MicroBatcher
 from pipeline.registry import BuildContext, register_stage
 from pipeline.stage import Stage
 from pipeline.stages.fusion import interpolate_hits
+from pipeline.tokenize_worker import TokenizerProcess
 from pipeline.types import Hit, Query, Results, sort_hits
 
 logger = logging.getLogger(__name__)
@@ -114,7 +117,7 @@ class CrossEncoderScorer:
                  query_max_tokens: int = 64, batch_size: int = 64, batch_tokens: int = 32768,
                  threads: int | None = None, compile: bool = False, chunk_pairs: int = 1024,
                  attn_implementation: str | None = None, pad_multiple: int = 8, first_slice: int = 128,
-                 fast: bool = True):
+                 fast: bool = True, tokenize_process: bool = True):
         folder = Path(folder)
         if not (folder / "config.json").is_file() or not (folder / "2_Dense" / "model.safetensors").is_file():
             raise ModelNotFoundError(f"no trained cross-encoder at {folder}: build it with {BUILD_COMMAND}")
@@ -140,6 +143,11 @@ class CrossEncoderScorer:
         self.first_slice = max(1, min(first_slice, chunk_pairs))  # tokenization slices grow from this to chunk_pairs
         self.pad_multiple = pad_multiple  # padded widths are multiples of this (fewer shapes to compile)
         self.pipelined = self.device != "cpu"  # tokenization overlapped with forward passes (see score)
+        self.tokenize_process = tokenize_process  # pipelined slices tokenized in a child process (tokenize_worker.py)
+        self._worker: TokenizerProcess | None = None
+        self._worker_failed = False
+        if self.pipelined and tokenize_process and self._backend is not None:
+            self._start_worker()  # now, so that the first request does not wait for the child to start
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
         self._backend = self._truncating_backend(self.tokenizer, max_length)
         extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
@@ -220,11 +228,12 @@ class CrossEncoderScorer:
         """One score per pair (higher is more relevant). ``deadline``: a ``time.monotonic()`` value.
 
         On a GPU, inputs of more than ``first_slice`` pairs are pipelined: the distinct texts (in
-        order of first use) are tokenized slice by slice in a helper thread, and the pairs whose
+        order of first use) are tokenized slice by slice in the background, and the pairs whose
         texts are all tokenized run on the GPU while the next slice is tokenized; no host sync
         until the end. Slices start small (``first_slice`` texts, so the GPU starts early) and
         double up to ``chunk_pairs``. Each distinct text is tokenized once (a passage shared by
-        many queries, too).
+        many queries, too), in a child process unless ``tokenize_process=False`` (a helper thread
+        holding the GIL would stall the thread that queues GPU work; see pipeline/tokenize_worker.py).
         """
         if not pairs:
             return []
@@ -235,11 +244,11 @@ class CrossEncoderScorer:
         pending = []
         with ThreadPoolExecutor(1) as pool, self._lock:
             table: dict[str, np.ndarray] = {}
-            future = pool.submit(self._tokenize, chunks[0][0])
-            for i, (_, members) in enumerate(chunks):
-                table.update(future.result())
+            future = self._submit(pool, chunks[0][0])
+            for i, (texts, members) in enumerate(chunks):
+                table.update(self._result(future, texts))
                 if i + 1 < len(chunks):
-                    future = pool.submit(self._tokenize, chunks[i + 1][0])
+                    future = self._submit(pool, chunks[i + 1][0])
                 if members:
                     encoded = self._pairs_from([pairs[j] for j in members], table)
                     pending.append((members, self._launch(encoded, deadline)))
@@ -248,6 +257,25 @@ class CrossEncoderScorer:
                 for j, score in zip(members, self._collect(len(members), launched), strict=True):
                     out[j] = score
         return out
+
+    def _submit(self, pool: ThreadPoolExecutor, texts: list[str]) -> Future:
+        """Tokenize a slice in the child process (started on first use), else in ``pool``'s thread."""
+        if self.tokenize_process and self._backend is not None and not self._worker_failed:
+            return (self._worker or self._start_worker()).submit(texts)
+        return pool.submit(self._tokenize, texts)
+
+    def _start_worker(self) -> TokenizerProcess:
+        self._worker = TokenizerProcess(self._backend.to_str())
+        weakref.finalize(self, self._worker.close)
+        return self._worker
+
+    def _result(self, future: Future, texts: list[str]) -> dict[str, np.ndarray]:
+        try:
+            return future.result()
+        except (BrokenProcessPool, OSError) as exc:  # the child died: tokenize here from now on
+            logger.warning("tokenizer process failed (%s); tokenizing in this process", exc)
+            self._worker_failed = True
+            return self._tokenize(texts)
 
     def _ready_chunks(self, pairs: list[tuple[str, str]]) -> list[tuple[list[str], list[int]]]:
         """``(texts to tokenize, pairs ready once they are)`` per slice of distinct texts, in order of

@@ -318,6 +318,23 @@ def test_auto_precision_is_never_lossy_int8(monkeypatch):
     assert ce.default_precision("cpu") == "bf16"
 
 
+def test_bf16_needs_a_measured_speedup_not_just_the_flags(monkeypatch):
+    """A CPU that reports AVX512-BF16 but runs bf16 products slowly stays on fp32."""
+    import torch
+
+    import pipeline.stages.cross_encoder as ce
+
+    measure = ce.cpu_bf16_speedup
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    for speedup, expected in ((0.5, False), (1.1, False), (2.0, True)):
+        ce.cpu_has_fast_bf16.cache_clear()
+        monkeypatch.setattr(ce, "cpu_bf16_speedup", lambda s=speedup: s)
+        assert ce.cpu_has_fast_bf16() is expected
+    ce.cpu_has_fast_bf16.cache_clear()
+    assert measure(repeats=1) > 0
+
+
 def test_fast_forward_matches_the_transformers_module(tiny_model):
     """pipeline/fast_bert.py (fused QKV, no host sync) gives the transformers module's scores,
     padding included (pairs of very different lengths share batches)."""

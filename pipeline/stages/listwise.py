@@ -197,8 +197,8 @@ class ListwiseReranker(Stage):
     def transform(self, queries: Sequence[Query], candidates: Results | None = None) -> Results:
         candidates = candidates or {}
         rankings = {q.query_id: list(candidates.get(q.query_id, [])) for q in queries}
+        # per query: the incoming positions of the top ``depth``, reordered window by window
         heads = {qid: list(range(min(self.depth, len(hits)))) for qid, hits in rankings.items()}
-        """Per query: incoming positions of the top ``depth``, reordered window by window."""
         doc_ids = list(dict.fromkeys(rankings[qid][i].doc_id for qid, head in heads.items() for i in head))
         docs = self.docstore.get_many(doc_ids) if doc_ids else {}
         texts = {d: passage_text(doc.title, doc.text) for d, doc in docs.items()}

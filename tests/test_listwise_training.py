@@ -287,3 +287,26 @@ def test_extraction_cli_writes_an_adapter_the_stage_loads(tiny_base, tmp_path):
     merged, _ = load_causal_lm(str(tiny_base), adapter=out, device="cpu", dtype="float32")
     assert merged is not None
     assert main(["--tuned", str(tmp_path / "nothing"), "--out", str(tmp_path / "x")]) == 2
+
+
+def test_served_windows_slide_like_the_stage_and_bubble_the_teacher_best_up():
+    from training.listwise.data import served_windows
+
+    first = [Ranked("q0", "volcano lava eruption", [(f"d{i}", 10.0 - i) for i in range(10)] + [("unscored", 0.0)])]
+    teacher = {"q0": {f"d{i}": float(i) for i in range(10)}}  # the teacher reverses the first stage
+    windows = list(served_windows(first, teacher, PASSAGES, window=4, stride=2, depth=11))
+    assert len(windows) == 4  # spans (6,10) (4,8) (2,6) (0,4) over the 10 scored docs
+    assert windows[0].passages == [PASSAGES[f"d{i}"] for i in (6, 7, 8, 9)]  # first-stage order
+    assert windows[0].teacher_rank == [3, 2, 1, 0] and windows[0].teacher_score == [6.0, 7.0, 8.0, 9.0]
+    assert windows[1].passages == [PASSAGES[f"d{i}"] for i in (4, 5, 9, 8)]  # d9, d8 moved up as a perfect reranker would
+    assert windows[-1].passages == [PASSAGES[f"d{i}"] for i in (0, 1, 9, 8)]
+    assert all(sorted(w.teacher_rank) == list(range(len(w.passages))) for w in windows)
+
+
+def test_served_windows_need_a_first_stage_set(tmp_path):
+    from training.__main__ import main as training_main
+    from training.listwise.data import write_ranking_set
+
+    write_ranking_set(tmp_path / "teacher", RANKED, PASSAGES)
+    with pytest.raises(SystemExit, match="--first-stage"):
+        training_main(["listwise", "train", "--teacher", str(tmp_path / "teacher"), "--out", str(tmp_path / "out"), "--windows", "served"])

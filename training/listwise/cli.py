@@ -67,6 +67,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "teaches a position shortcut (0.5 in the first run: the model kept the input order)")
     t.add_argument("--include-top", type=int, default=1,
                    help="teacher-best docs put in every window (the rest drawn from the pool): a clear winner per window")
+    t.add_argument("--windows", default="sampled", choices=["sampled", "served", "both"],
+                   help="sampled: --per-query windows drawn from the teacher's top --pool; served: the stage's sliding "
+                        "windows over --first-stage's top --depth, re-sorted by the teacher as they go (see served_windows)")
+    t.add_argument("--first-stage", type=Path, default=None,
+                   help="ranking set in first-stage order (e.g. BM25 top-100 of the train queries), for --windows served")
+    t.add_argument("--stride", type=int, default=10, help="--windows served: the stage's stride")
+    t.add_argument("--depth", type=int, default=100, help="--windows served: the stage's depth")
     t.add_argument("--rank-loss", default="listnet", choices=["ranknet", "listnet"],
                    help="ranknet: the paper's weighted pairwise loss on teacher ranks; listnet: distil teacher scores")
     t.add_argument("--temperature", type=float, default=1.0, help="teacher score temperature for listnet")
@@ -169,17 +176,30 @@ def _train(args: argparse.Namespace) -> int:
     import torch
 
     from pipeline.llm_loading import load_causal_lm
-    from training.listwise.data import is_dev, read_passages, read_rankings, sample_windows
+    from training.listwise.data import is_dev, read_passages, read_rankings, sample_windows, served_windows
     from training.listwise.trainer import TrainSettings, save_adapter, train
 
     ranked = read_rankings(args.teacher)
     passages = read_passages(args.teacher)
     train_q = [r for r in ranked if not is_dev(r.qid, args.dev_fraction)]
     dev_q = [r for r in ranked if is_dev(r.qid, args.dev_fraction)]
-    windows = list(sample_windows(train_q, passages, args.window, args.pool, args.per_query,
-                                  shuffle_prob=args.shuffle_prob, seed=args.seed, include_top=args.include_top))
-    dev = list(sample_windows(dev_q, passages, args.window, args.pool, 1, shuffle_prob=1.0, seed=args.seed + 1,
-                              include_top=args.include_top))
+    windows, dev = [], []
+    if args.windows in ("sampled", "both"):
+        windows += sample_windows(train_q, passages, args.window, args.pool, args.per_query,
+                                  shuffle_prob=args.shuffle_prob, seed=args.seed, include_top=args.include_top)
+    if args.windows in ("served", "both"):
+        if args.first_stage is None:
+            raise SystemExit("--windows served needs --first-stage <ranking set in first-stage order>")
+        first = {r.qid: r for r in read_rankings(args.first_stage)}
+        passages = {**read_passages(args.first_stage), **passages}
+        teacher = {r.qid: dict(r.hits) for r in ranked}
+        served = [first[r.qid] for r in train_q if r.qid in first]
+        windows += served_windows(served, teacher, passages, args.window, args.stride, args.depth)
+        dev += served_windows([first[r.qid] for r in dev_q if r.qid in first], teacher, passages, args.window,
+                              args.stride, args.depth)  # served-style dev windows: the agreement that matters
+    if args.windows == "sampled":
+        dev += sample_windows(dev_q, passages, args.window, args.pool, 1, shuffle_prob=1.0, seed=args.seed + 1,
+                              include_top=args.include_top)
     logger.info("%d train windows from %d queries; %d dev windows", len(windows), len(train_q), len(dev))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer = load_causal_lm(args.base, device=device, dtype="float32")
@@ -191,7 +211,8 @@ def _train(args: argparse.Namespace) -> int:
     model, report = train(model, tokenizer, windows, settings, dev=dev, device=device)
     extra = {"teacher": args.teacher_name or str(args.teacher.name), "train_queries": len(train_q),
              "dev_queries": len(dev_q), "window": args.window, "pool": args.pool, "per_query": args.per_query,
-             "shuffle_prob": args.shuffle_prob, "include_top": args.include_top,
+             "shuffle_prob": args.shuffle_prob, "include_top": args.include_top, "windows": args.windows,
+             "stride": args.stride, "depth": args.depth,
              "device": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu"}
     save_adapter(model, args.out, report, settings, extra, base_name=args.base, tokenizer=tokenizer)
     print(f"trained {report.steps} steps on {report.examples} windows in {report.seconds:.0f}s; dev {report.dev}",

@@ -123,3 +123,29 @@ def sample_windows(ranked: list[Ranked], passages: dict[str, str], window: int =
             rank_of = {pos: i for i, pos in enumerate(chosen)}
             yield TrainWindow(r.query, [passages[top[p]] for p in shown], [rank_of[p] for p in shown],
                               [score[p] for p in shown])
+
+
+def served_windows(first_stage: list[Ranked], teacher: dict[str, dict[str, float]], passages: dict[str, str],
+                   window: int = 20, stride: int = 10, depth: int = 100) -> Iterator[TrainWindow]:
+    """The windows the ``listwise`` stage would see if it ranked like the teacher.
+
+    Per query: the first stage's top ``depth`` (its order; passages the teacher did not score are
+    left out), cut into the stage's sliding windows from the bottom up (``window_spans``); after each
+    window its passages are re-sorted by teacher score, as a perfect reranker would leave them, so
+    the next window holds what the served one would. Targets: the teacher's ranks and scores of the
+    passages shown, so the model learns on served-style windows (hard candidates in first-stage
+    order, often without a relevant passage) rather than on windows with a planted winner.
+    """
+    from pipeline.stages.listwise import window_spans
+
+    for r in first_stage:
+        scores = teacher.get(r.qid, {})
+        current = [d for d, _ in r.hits[:depth] if d in passages and d in scores]
+        for a, b in window_spans(len(current), window, stride):
+            shown = current[a:b]
+            best_first = sorted(range(len(shown)), key=lambda i: -scores[shown[i]])
+            rank = [0] * len(shown)
+            for place, i in enumerate(best_first):
+                rank[i] = place
+            yield TrainWindow(r.query, [passages[d] for d in shown], rank, [scores[d] for d in shown])
+            current[a:b] = [shown[i] for i in best_first]

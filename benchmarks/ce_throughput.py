@@ -270,11 +270,15 @@ def main() -> None:
                         help="--profile: also 8 threads of 100-pair requests through the micro-batcher vs one at a time")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
-    result = cpu_bench(args) if args.device == "cpu" else gpu_profile(args) if args.profile else gpu_bench(args)
+    emit(cpu_bench(args) if args.device == "cpu" else gpu_profile(args) if args.profile else gpu_bench(args), args.json_out)
+
+
+def emit(result: dict, path: Path | None) -> None:
+    """Print ``result`` as indented JSON and write it to ``path`` too, if given."""
     text = json.dumps(result, indent=2)
     print(text)
-    if args.json_out:
-        args.json_out.write_text(text)
+    if path:
+        path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -17,12 +17,11 @@ On a CPU (``--device cpu``) the pipelined path is forced on, for a smoke run; th
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections import defaultdict
 from pathlib import Path
 
-from benchmarks.ce_throughput import load_pairs
+from benchmarks.ce_throughput import emit, load_pairs
 
 STEPS = ("_ready_chunks", "_result", "_pairs_from", "_launch", "_collect")
 
@@ -107,10 +106,7 @@ def main() -> None:
               f"gaps_over_{args.gap_ms}ms": len(gaps), "gap_total_s": sum(gaps) / 1e6,
               "largest_gaps_ms": sorted((g / 1000 for g in gaps), reverse=True)[:10],
               "main_thread_s": {k: round(v, 4) for k, v in spent.items()}}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.json_out:
-        args.json_out.write_text(text)
+    emit(result, args.json_out)
 
 
 if __name__ == "__main__":

@@ -357,3 +357,15 @@ def test_fast_forward_refuses_other_architectures():
     assert not supports(cfg)
     with pytest.raises(ValueError, match="supports BERT"):
         fast_bert_scorer(transformers.BertModel(cfg), None)
+
+
+def test_batch_size_defaults_follow_the_device():
+    """``batch_size: null`` is 8 on a CPU (small length-sorted batches measured faster there) and 512 on a GPU."""
+    from pipeline.stages.cross_encoder import CrossEncoderConfig, default_batch_size
+
+    assert default_batch_size("cpu") == 8 and default_batch_size("cuda") == 512 and default_batch_size("cuda:1") == 512
+    cfg = CrossEncoderConfig()
+    assert cfg.batch_size is None and cfg.batch_tokens is None
+    assert CrossEncoderConfig(batch_size=32, batch_tokens=4096).batch_size == 32
+    with pytest.raises(ValueError):
+        CrossEncoderConfig(batch_size=0)

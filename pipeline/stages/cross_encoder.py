@@ -8,7 +8,8 @@ a linear head; ``CrossEncoder(folder).predict`` gives the same scores) trained b
   passage (``title + " " + text``) fills the rest up to ``max_length`` including
   ``[CLS] query [SEP] passage [SEP]``. Training uses the same function (:func:`pair_token_ids`).
 * **batching**: pairs are sorted by length and cut into batches of at most ``batch_size``
-  pairs and ``batch_tokens`` padded tokens, so short pairs do not pay for long ones.
+  pairs and ``batch_tokens`` padded tokens, so short pairs do not pay for long ones (defaults:
+  8 pairs on a CPU, where small batches ran 1.2-1.3x faster than 32-64; 512 on a GPU).
 * **forward pass**: :mod:`pipeline.fast_bert` (fused QKV, no host sync per batch, same scores);
   ``fast=False`` or a non-BERT encoder runs the ``transformers`` module.
 * **precision**: ``auto`` runs bf16 on a GPU and on a CPU with native bf16 (AVX512-BF16/AMX,
@@ -114,7 +115,7 @@ class CrossEncoderScorer:
     """
 
     def __init__(self, folder: Path, device: str = "auto", precision: str = "auto", max_length: int = 384,
-                 query_max_tokens: int = 64, batch_size: int = 64, batch_tokens: int = 32768,
+                 query_max_tokens: int = 64, batch_size: int | None = None, batch_tokens: int | None = None,
                  threads: int | None = None, compile: bool = False, chunk_pairs: int = 1024,
                  attn_implementation: str | None = None, pad_multiple: int = 8, first_slice: int = 128,
                  fast: bool = True, tokenize_process: bool = True):
@@ -139,7 +140,8 @@ class CrossEncoderScorer:
         if threads and self.device == "cpu":
             torch.set_num_threads(threads)
         self.precision, self.max_length, self.query_max_tokens = precision, max_length, query_max_tokens
-        self.batch_size, self.batch_tokens, self.chunk_pairs = batch_size, batch_tokens, chunk_pairs
+        batch_size = batch_size or default_batch_size(self.device)  # 8 on a CPU, 512 on a GPU
+        self.batch_size, self.batch_tokens, self.chunk_pairs = batch_size, batch_tokens or batch_size * 512, chunk_pairs
         self.first_slice = max(1, min(first_slice, chunk_pairs))  # tokenization slices grow from this to chunk_pairs
         self.pad_multiple = pad_multiple  # padded widths are multiples of this (fewer shapes to compile)
         self.pipelined = self.device != "cpu"  # tokenization overlapped with forward passes (see score)
@@ -432,8 +434,11 @@ class CrossEncoderConfig(StageConfig):
     top_n: int = Field(default=100, ge=1, le=1000)
     max_length: int = Field(default=384, ge=16, le=512)
     query_max_tokens: int = Field(default=64, ge=1, le=256)
-    batch_size: int = Field(default=64, ge=1, le=4096)
-    batch_tokens: int = Field(default=32768, ge=512)
+    batch_size: int | None = Field(default=None, ge=1, le=4096)
+    """Pairs per forward pass; None: 8 on a CPU (small length-sorted batches ran 1.2-1.3x faster there than 32-64,
+    2026-11-28), 512 on a GPU (the measured H200 configuration)."""
+    batch_tokens: int | None = Field(default=None, ge=512)
+    """Padded tokens per forward pass at most; None: ``batch_size`` x 512."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
     threads: int | None = Field(default=None, ge=1, le=256)
@@ -512,6 +517,15 @@ class CrossEncoderReranker(Stage):
             raise RerankTimeoutError(f"reranking {len(pairs)} pairs took over {budget_s:.2f} s: {exc}") from exc
 
 
+def default_batch_size(device: str) -> int:
+    """``batch_size: null``: 512 on a GPU, 8 on a CPU (``device`` may be ``auto``)."""
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return 512 if device.startswith("cuda") else 8
+
+
 def _docstore_path(ctx: BuildContext) -> Path:
     """The collection's document store, published with its indexes (the current version's file)."""
     from pipeline.docstore import FILENAME
@@ -528,13 +542,15 @@ def _docstore_path(ctx: BuildContext) -> Path:
 def _build(cfg: CrossEncoderConfig, ctx: BuildContext) -> CrossEncoderReranker:
     folder = Path(cfg.model) if os.path.isabs(cfg.model) else Path(ctx.models_dir) / cfg.model
     device = cfg.device if cfg.device != "auto" else (ctx.device or "auto")
+    batch_size = cfg.batch_size or default_batch_size(device)
+    batch_tokens = cfg.batch_tokens or batch_size * 512
     key = ("cross_encoder", str(folder.resolve()), device, cfg.precision, cfg.max_length, cfg.query_max_tokens,
-           cfg.batch_size, cfg.batch_tokens, cfg.compile, cfg.pad_multiple)
+           batch_size, batch_tokens, cfg.compile, cfg.pad_multiple)
 
     def load():
         scorer = CrossEncoderScorer(folder, device=device, precision=cfg.precision, max_length=cfg.max_length,
-                                    query_max_tokens=cfg.query_max_tokens, batch_size=cfg.batch_size,
-                                    batch_tokens=cfg.batch_tokens, threads=cfg.threads, compile=cfg.compile,
+                                    query_max_tokens=cfg.query_max_tokens, batch_size=batch_size,
+                                    batch_tokens=batch_tokens, threads=cfg.threads, compile=cfg.compile,
                                     pad_multiple=cfg.pad_multiple)
         batcher = MicroBatcher(scorer.score, max_items=cfg.micro_batch_max_pairs, max_wait_ms=cfg.micro_batch_wait_ms,
                                name=f"ce-batcher-{folder.name}")

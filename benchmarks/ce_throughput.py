@@ -86,7 +86,7 @@ def cpu_bench(args) -> dict:
     from pipeline.stages.cross_encoder import CrossEncoderScorer
 
     torch.set_num_threads(args.threads)
-    pairs, owners, qrels = load_pairs(args.bundle, args.ndcg_queries)
+    pairs, owners, qrels = load_pairs(args.bundle, max(args.ndcg_queries, 1))  # query 0 is always timed
     one = pairs[:100]
     st = baseline_model(args.model, "cpu", args.max_length)
     ours = {p: CrossEncoderScorer(args.model, device="cpu", precision=p, max_length=args.max_length, threads=args.threads)

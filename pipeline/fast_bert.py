@@ -77,11 +77,15 @@ def _classes():
             key_mask = attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, keys): padding never attended
             for layer in self.layers:
                 x = layer(x, key_mask)
-            mask = attention_mask.unsqueeze(-1).to(x.dtype)
-            pooled = (x * mask).sum(1) / mask.sum(1).clamp(min=1)
-            return self.head(pooled).squeeze(-1)
+            return self.head(masked_mean(x, attention_mask)).squeeze(-1)
 
     return FastBertScorer
+
+
+def masked_mean(hidden, attention_mask):
+    """Mean of the token vectors that ``attention_mask`` keeps (the pooling of every cross-encoder here)."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
 def fast_bert_scorer(encoder, head):

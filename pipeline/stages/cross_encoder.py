@@ -43,13 +43,13 @@ from pydantic import Field
 
 from pipeline.config import StageConfig
 from pipeline.errors import IndexNotFoundError, ModelNotFoundError, StageError
-from pipeline.fast_bert import fast_bert_scorer
+from pipeline.fast_bert import fast_bert_scorer, masked_mean
 from pipeline.fast_bert import supports as supports_fast
 from pipeline.micro_batch import MicroBatcher
 from pipeline.registry import BuildContext, register_stage
 from pipeline.stage import Stage
 from pipeline.stages.fusion import interpolate_hits
-from pipeline.tokenize_worker import TokenizerProcess
+from pipeline.tokenize_worker import TokenizerProcess, split_flat, tokenize_flat
 from pipeline.types import Hit, Query, Results, sort_hits
 
 logger = logging.getLogger(__name__)
@@ -181,7 +181,7 @@ class CrossEncoderScorer:
         """A private copy of the fast tokenizer's Rust backend that truncates to ``max_length`` and never
         pads, or None for a slow tokenizer. Its ``encode_batch`` gives the same ids as ``tokenizer(...)``
         without building a ``BatchEncoding`` (masks, type ids, offsets) in Python, so tokenization holds
-        the GIL for less time (the GPU path tokenizes in a helper thread beside the forward passes)."""
+        the GIL for less time; the GPU path also hands it to a child process as JSON."""
         backend = getattr(tokenizer, "_tokenizer", None)
         if backend is None or not getattr(tokenizer, "is_fast", False):
             return None
@@ -193,10 +193,8 @@ class CrossEncoderScorer:
         return copy
 
     def _tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        if self._backend is not None:
-            encode = getattr(self._backend, "encode_batch_fast", self._backend.encode_batch)  # no offsets: 1.4x
-            encodings = encode(list(texts), add_special_tokens=False)
-            return {t: np.asarray(e.ids, dtype=np.int64) for t, e in zip(texts, encodings, strict=True)}
+        if self._backend is not None:  # the same routine as the child process (pipeline/tokenize_worker.py)
+            return split_flat(texts, *tokenize_flat(texts, self._backend))
         ids = self.tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=self.max_length)["input_ids"]
         return {t: np.asarray(i, dtype=np.int64) for t, i in zip(texts, ids, strict=True)}
 
@@ -412,9 +410,7 @@ def _mean_pool_scorer_class():
         def forward(self, input_ids, token_type_ids, attention_mask):
             hidden = self.encoder(input_ids=input_ids, token_type_ids=token_type_ids,
                                   attention_mask=attention_mask).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-            return self.head(pooled).squeeze(-1)
+            return self.head(masked_mean(hidden, attention_mask)).squeeze(-1)
 
     return MeanPoolScorer
 
@@ -518,11 +514,7 @@ class CrossEncoderReranker(Stage):
 
 
 def default_batch_size(device: str) -> int:
-    """``batch_size: null``: 512 on a GPU, 8 on a CPU (``device`` may be ``auto``)."""
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    """``batch_size: null``: 512 on a GPU, 8 on a CPU (``device`` as resolved by the scorer)."""
     return 512 if device.startswith("cuda") else 8
 
 
@@ -542,15 +534,13 @@ def _docstore_path(ctx: BuildContext) -> Path:
 def _build(cfg: CrossEncoderConfig, ctx: BuildContext) -> CrossEncoderReranker:
     folder = Path(cfg.model) if os.path.isabs(cfg.model) else Path(ctx.models_dir) / cfg.model
     device = cfg.device if cfg.device != "auto" else (ctx.device or "auto")
-    batch_size = cfg.batch_size or default_batch_size(device)
-    batch_tokens = cfg.batch_tokens or batch_size * 512
     key = ("cross_encoder", str(folder.resolve()), device, cfg.precision, cfg.max_length, cfg.query_max_tokens,
-           batch_size, batch_tokens, cfg.compile, cfg.pad_multiple)
+           cfg.batch_size, cfg.batch_tokens, cfg.compile, cfg.pad_multiple)
 
     def load():
         scorer = CrossEncoderScorer(folder, device=device, precision=cfg.precision, max_length=cfg.max_length,
-                                    query_max_tokens=cfg.query_max_tokens, batch_size=batch_size,
-                                    batch_tokens=batch_tokens, threads=cfg.threads, compile=cfg.compile,
+                                    query_max_tokens=cfg.query_max_tokens, batch_size=cfg.batch_size,
+                                    batch_tokens=cfg.batch_tokens, threads=cfg.threads, compile=cfg.compile,
                                     pad_multiple=cfg.pad_multiple)
         batcher = MicroBatcher(scorer.score, max_items=cfg.micro_batch_max_pairs, max_wait_ms=cfg.micro_batch_wait_ms,
                                name=f"ce-batcher-{folder.name}")

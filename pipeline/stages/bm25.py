@@ -17,7 +17,7 @@ from pydantic import Field
 from pipeline.config import StageConfig
 from pipeline.errors import IndexCorruptError, IndexMismatchError
 from pipeline.index_store import Manifest, resolve
-from pipeline.java import start_jvm
+from pipeline.java import mark_jvm_thread, start_jvm
 from pipeline.registry import BuildContext, register_stage
 from pipeline.stage import Stage
 from pipeline.types import Hit, Query, Results
@@ -81,6 +81,7 @@ class BM25(Stage):
             return {}
         texts = [q.text for q in queries]
         qids = [q.query_id for q in queries]
+        mark_jvm_thread()  # this thread calls into the JVM: detach it when it ends
         # Lucene's IndexSearcher is thread-safe: concurrent requests need no lock.
         if len(queries) == 1:
             raw = {qids[0]: self.searcher.search(texts[0], k=self.k)}

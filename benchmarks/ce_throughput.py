@@ -31,11 +31,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def load_pairs(bundle_path: Path, queries: int | None, depth: int = 100):
+def load_pairs(bundle_path: Path, queries: int | None, depth: int = 100, role: str | None = None):
     from training.cross_encoder.data.bundle import load_bundle
 
     bundle = load_bundle(bundle_path)
-    rows = bundle.queries[:queries] if queries is not None else bundle.queries
+    rows = [q for q in bundle.queries if role is None or q.role == role]
+    rows = rows[:queries] if queries is not None else rows
     pairs, owners = [], []
     for q in rows:
         for doc, _ in q.bm25[:depth]:
@@ -86,11 +87,14 @@ def cpu_bench(args) -> dict:
     from pipeline.stages.cross_encoder import CrossEncoderScorer
 
     torch.set_num_threads(args.threads)
-    pairs, owners, qrels = load_pairs(args.bundle, max(args.ndcg_queries, 1))  # query 0 is always timed
+    pairs, owners, qrels = load_pairs(args.bundle, max(args.ndcg_queries, 1), role=args.role)  # query 0 is always timed
     one = pairs[:100]
     st = baseline_model(args.model, "cpu", args.max_length)
-    ours = {p: CrossEncoderScorer(args.model, device="cpu", precision=p, max_length=args.max_length, threads=args.threads)
-            for p in ("fp32", "int8", "bf16")}
+    variants = {p: dict(precision=p) for p in ("fp32", "int8", "bf16")}
+    if args.cpu_compile:
+        variants["int8 compile"] = dict(precision="int8", compile=True)
+    ours = {name: CrossEncoderScorer(args.model, device="cpu", max_length=args.max_length, threads=args.threads,
+                                     batch_size=args.batch_size, **kw) for name, kw in variants.items()}
     runs = {"st": lambda: st.predict(one, batch_size=32, show_progress_bar=False),
             **{p: (lambda s=s: s.score(one)) for p, s in ours.items()}}
     times: dict[str, list[float]] = {k: [] for k in runs}
@@ -117,7 +121,7 @@ def cpu_bench(args) -> dict:
     if args.ndcg_queries:
         ref = st.predict(pairs, batch_size=32, show_progress_bar=False)
         result["ndcg10"] = {"queries": len(qrels), "CrossEncoder.predict fp32": ndcg(owners, ref, qrels)}
-        for p in ("int8", "bf16"):
+        for p in (name for name in ours if name != "fp32"):
             got = ours[p].score(pairs)
             result["ndcg10"][f"ours {p}"] = ndcg(owners, got, qrels)
             result[f"ndcg10_loss_{p}"] = result["ndcg10"]["CrossEncoder.predict fp32"] - result["ndcg10"][f"ours {p}"]
@@ -269,6 +273,10 @@ def main() -> None:
     parser.add_argument("--micro-batch", action="store_true",
                         help="--profile: also 8 threads of 100-pair requests through the micro-batcher vs one at a time")
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--role", choices=["train", "dev", "test"], default=None,
+                        help="only the bundle's queries of this role (a train bundle's dev queries: --role dev)")
+    parser.add_argument("--batch-size", type=int, default=None, help="CPU: pairs per forward pass of ours (default: the scorer's)")
+    parser.add_argument("--cpu-compile", action="store_true", help="CPU: also time int8 under torch.compile")
     args = parser.parse_args()
     emit(cpu_bench(args) if args.device == "cpu" else gpu_profile(args) if args.profile else gpu_bench(args), args.json_out)
 

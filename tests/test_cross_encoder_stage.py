@@ -295,7 +295,10 @@ def test_repository_config_declares_the_rerank_pipelines():
 
 @pytest.mark.skipif(not (TRAINED / "2_Dense" / "model.safetensors").is_file(), reason="models/ce-minilm not built")
 def test_trained_reranker_golden_ranking_and_int8_agrees(docs):
-    """The committed model ranks the obvious document first; int8 keeps fp32's order at the top."""
+    """The committed model ranks the obvious document first; int8 (per-token W8A8) keeps fp32's
+    order and nearly its scores (torch's per-tensor dynamic quantization measured corr. 0.85)."""
+    import numpy as np
+
     fp32 = CrossEncoderScorer(TRAINED, device="cpu", precision="fp32")
     int8 = CrossEncoderScorer(TRAINED, device="cpu", precision="int8")
     texts = docs.get_many([f"d{i}" for i in range(1, 13)])
@@ -305,6 +308,7 @@ def test_trained_reranker_golden_ranking_and_int8_agrees(docs):
         a, b = fp32.score(pairs), int8.score(pairs)
         assert ids[max(range(len(ids)), key=a.__getitem__)] == expected
         assert ids[max(range(len(ids)), key=b.__getitem__)] == expected
+        assert np.corrcoef(a, b)[0, 1] > 0.99 and np.abs(np.subtract(a, b)).max() < 0.5
 
 
 def test_auto_precision_is_never_lossy_int8(monkeypatch):

@@ -14,8 +14,9 @@ a linear head; ``CrossEncoder(folder).predict`` gives the same scores) trained b
   ``fast=False`` or a non-BERT encoder runs the ``transformers`` module.
 * **precision**: ``auto`` runs bf16 on a GPU and on a CPU with native bf16 (AVX512-BF16/AMX,
   :func:`cpu_has_fast_bf16`, measured once), else fp32; ``fp32``, ``bf16`` or ``int8`` force one. ``int8`` is
-  dynamic quantization of every ``nn.Linear`` (``torch.ao.quantization.quantize_dynamic``): faster
-  on a CPU, but not lossless (on an AVX2-only CPU -0.07 nDCG@10 on SciFact, so ``auto`` never picks it).
+  the CPU path: every encoder ``nn.Linear`` in W8A8 (int8 weights per output channel, activations
+  quantized per token at run time, int32 products; :mod:`pipeline.int8_linear`), the head in fp32.
+  Not chosen by ``auto``: its speed and loss were measured on one CPU (see README).
 * **service**: concurrent requests share forward passes through a
   :class:`~pipeline.micro_batch.MicroBatcher`; ``time_budget_ms`` (per query of the batch)
   raises :class:`RerankTimeoutError`, and with ``fail_open: true`` the pipeline then
@@ -42,6 +43,7 @@ import numpy as np
 from pydantic import Field
 
 from pipeline.config import StageConfig
+from pipeline.cpu_memory import keep_freed_memory
 from pipeline.errors import IndexNotFoundError, ModelNotFoundError, StageError
 from pipeline.fast_bert import fast_bert_scorer, masked_mean
 from pipeline.fast_bert import supports as supports_fast
@@ -136,9 +138,11 @@ class CrossEncoderScorer:
         if precision == "auto":
             precision = default_precision(self.device)
         if precision == "int8" and not self.device.startswith("cpu"):
-            raise ValueError("int8 dynamic quantization runs on the CPU; use bf16 or fp32 on a GPU")
-        if threads and self.device == "cpu":
-            torch.set_num_threads(threads)
+            raise ValueError("the int8 path runs on the CPU; use bf16 or fp32 on a GPU")
+        if self.device == "cpu":
+            keep_freed_memory()  # no page faults on every batch's activations (pipeline/cpu_memory.py)
+            if threads:
+                torch.set_num_threads(threads)
         self.precision, self.max_length, self.query_max_tokens = precision, max_length, query_max_tokens
         batch_size = batch_size or default_batch_size(self.device)  # 8 on a CPU, 512 on a GPU
         self.batch_size, self.batch_tokens, self.chunk_pairs = batch_size, batch_tokens or batch_size * 512, chunk_pairs
@@ -161,7 +165,9 @@ class CrossEncoderScorer:
         else:
             model = mean_pool_scorer(encoder, head).eval()
         if precision == "int8":
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+            from pipeline.int8_linear import quantize_linears
+
+            quantize_linears(model, keep=lambda name: name == "head")  # per-token W8A8 (pipeline/int8_linear.py)
         elif precision == "bf16":
             model = model.to(torch.bfloat16)
         self.model = model.to(self.device)
@@ -329,12 +335,12 @@ class CrossEncoderScorer:
 
 
 def default_precision(device: str) -> str:
-    """``precision: auto``: bf16 on a GPU or a CPU with native bf16 (lossless there), else fp32.
+    """``precision: auto``: bf16 on a GPU or a CPU with native bf16, else fp32.
 
-    int8 dynamic quantization is never the default: measured 2026-11-28 on an AVX2-only CPU
-    (no VNNI, so fbgemm quantizes activations to 7 bits) with the multi-domain reranker, the
-    first 50 SciFact test queries gave bm25>>ce 0.8257 in int8 against 0.8953 in bf16 (and
-    hybrid>>ce 0.8128 vs 0.9153) for 1.37x the fp32 speed; on an AVX512 CPU it lost 0.036.
+    int8 is never the default. Torch's dynamic quantization lost 0.036-0.110 nDCG@10 (one activation
+    scale per batch); the per-token W8A8 path that replaced it (:mod:`pipeline.int8_linear`) runs
+    1.94x ``CrossEncoder.predict`` and lost 0.001 on 20 SciFact test queries, but 0.0075 on the
+    regression matrix's bm25>>ce (50 queries; eval/results/2026-11-28-ce-cpu-w8a8).
     """
     return "bf16" if device.startswith("cuda") or cpu_has_fast_bf16() else "fp32"
 

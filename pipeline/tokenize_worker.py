@@ -14,8 +14,12 @@ Imports nothing from the project (the child starts with ``spawn`` and should sta
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
+import os
+import tempfile
+import weakref
 from concurrent.futures import Future, ProcessPoolExecutor
 from itertools import chain
 from typing import Sequence
@@ -27,11 +31,11 @@ logger = logging.getLogger(__name__)
 _TOKENIZER = None  # the child's tokenizer, set by _init
 
 
-def _init(tokenizer_json: str) -> None:
+def _init(tokenizer_path: str) -> None:
     global _TOKENIZER
     from tokenizers import Tokenizer
 
-    _TOKENIZER = Tokenizer.from_str(tokenizer_json)
+    _TOKENIZER = Tokenizer.from_file(tokenizer_path)
 
 
 def tokenize_flat(texts: Sequence[str], tokenizer=None) -> tuple[np.ndarray, np.ndarray]:
@@ -54,8 +58,18 @@ class TokenizerProcess:
     """One child process that tokenizes batches of texts; :meth:`submit` returns a future of ``{text: ids}``."""
 
     def __init__(self, tokenizer_json: str):
+        # The tokenizer travels as a file, not as an argument: the parent writes a new child's
+        # arguments into a pipe the child reads only once it has started, and a child that fails
+        # to start (e.g. a parent run from ``python -``, whose __main__ it cannot load) would leave
+        # the parent blocked on a pipe it cannot fill (a BERT tokenizer is ~700 KB, the pipe 64 KB).
+        # With a short path the child's failure reaches the caller as BrokenProcessPool instead.
+        handle = tempfile.NamedTemporaryFile("w", suffix=".json", prefix="tokenizer-", delete=False)
+        with handle:
+            handle.write(tokenizer_json)
+        self._path = handle.name
         self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                         initializer=_init, initargs=(tokenizer_json,))
+                                         initializer=_init, initargs=(self._path,))
+        self._cleanup = weakref.finalize(self, _remove, self._path)
 
     def submit(self, texts: Sequence[str]) -> Future:
         texts = list(texts)
@@ -73,3 +87,9 @@ class TokenizerProcess:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._cleanup()  # the child read it when it started
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline.docstore import FILENAME as DOCSTORE
@@ -198,11 +199,50 @@ def test_micro_batched_stage_matches_direct(scorer, docs, tiny_index):
 
     queries = StageContract.queries
     cands = bm25_candidates(tiny_index, queries)
-    batcher = MicroBatcher(scorer.score, max_wait_ms=1)
+    batcher = MicroBatcher(scorer.score_encoded, max_wait_ms=1)
     direct = CrossEncoderReranker(scorer, docs, top_n=10)(queries, cands)
     shared = CrossEncoderReranker(scorer, docs, top_n=10, batcher=batcher)(queries, cands)
     assert {q: [h.doc_id for h in hs] for q, hs in direct.items()} == {q: [h.doc_id for h in hs] for q, hs in shared.items()}
     batcher.close()
+
+
+def test_concurrent_requests_tokenize_in_their_own_threads_and_share_forward_passes(scorer, docs):
+    """The batcher's shared call gets token ids, not texts: tokenization ran in each request's thread."""
+    import threading
+
+    from pipeline.micro_batch import MicroBatcher
+
+    seen: list = []
+    encode_threads: set = set()
+    original_encode = scorer.encode
+
+    def encode(pairs):
+        encode_threads.add(threading.get_ident())
+        return original_encode(pairs)
+
+    def forward(items):
+        seen.append(items)
+        return scorer.score_encoded(items)
+
+    batcher = MicroBatcher(forward, max_wait_ms=200)
+    ce = CrossEncoderReranker(scorer, docs, top_n=10, batcher=batcher)
+    given = [Document("x", "Volcano", "lava and ash"), Document("y", "", "ocean tides")]
+    scorer.encode = encode
+    try:
+        out: dict = {}
+        threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, ce.score_texts(Query("q", f"volcano {i}"), given)))
+                   for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+    finally:
+        del scorer.encode
+        batcher.close()
+    assert len(encode_threads) == 4 and batcher.stats.batches < 4
+    assert all(isinstance(q, np.ndarray) and isinstance(p, np.ndarray) for items in seen for q, p in items)
+    for i in range(4):
+        assert out[i] == pytest.approx(scorer.score([(f"volcano {i}", "Volcano lava and ash"), (f"volcano {i}", "ocean tides")]), abs=1e-5)
 
 
 def test_time_budget_raises_and_pipeline_fails_open(scorer, docs, tiny_index):
@@ -297,7 +337,6 @@ def test_repository_config_declares_the_rerank_pipelines():
 def test_trained_reranker_golden_ranking_and_int8_agrees(docs):
     """The committed model ranks the obvious document first; int8 (per-token W8A8) keeps fp32's
     order and nearly its scores (torch's per-tensor dynamic quantization measured corr. 0.85)."""
-    import numpy as np
 
     fp32 = CrossEncoderScorer(TRAINED, device="cpu", precision="fp32")
     int8 = CrossEncoderScorer(TRAINED, device="cpu", precision="int8")

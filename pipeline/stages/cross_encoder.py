@@ -18,7 +18,7 @@ a linear head; ``CrossEncoder(folder).predict`` gives the same scores) trained b
   quantized per token at run time, int32 products; :mod:`pipeline.int8_linear`), the head in fp32.
   Not chosen by ``auto``: its speed and loss were measured on one CPU (see README).
 * **service**: concurrent requests share forward passes through a
-  :class:`~pipeline.micro_batch.MicroBatcher`; ``time_budget_ms`` (per query of the batch)
+  :class:`~pipeline.micro_batch.MicroBatcher` (each request tokenizes its own pairs first, in its own thread); ``time_budget_ms`` (per query of the batch)
   raises :class:`RerankTimeoutError`, and with ``fail_open: true`` the pipeline then
   keeps the first-stage order and reports the stage as ``degraded``.
 
@@ -513,8 +513,15 @@ class CrossEncoderReranker(Stage):
         if self.batcher is None:
             deadline = time.monotonic() + budget_s if budget_s else None
             return self.scorer.score(pairs, deadline=deadline)
+        # Each request tokenizes its own pairs in its own thread (the tokenizer releases the GIL, so
+        # concurrent requests tokenize in parallel); the batch they share holds only forward passes.
+        start = time.monotonic()
+        encoded = self.scorer.encode(pairs)
+        timeout = budget_s - (time.monotonic() - start) if budget_s else None
         try:
-            return self.batcher(pairs, timeout=budget_s)
+            if timeout is not None and timeout <= 0:
+                raise TimeoutError("the time budget went on tokenization")
+            return self.batcher(encoded, timeout=timeout)
         except TimeoutError as exc:
             raise RerankTimeoutError(f"reranking {len(pairs)} pairs took over {budget_s:.2f} s: {exc}") from exc
 
@@ -548,7 +555,7 @@ def _build(cfg: CrossEncoderConfig, ctx: BuildContext) -> CrossEncoderReranker:
                                     query_max_tokens=cfg.query_max_tokens, batch_size=cfg.batch_size,
                                     batch_tokens=cfg.batch_tokens, threads=cfg.threads, compile=cfg.compile,
                                     pad_multiple=cfg.pad_multiple)
-        batcher = MicroBatcher(scorer.score, max_items=cfg.micro_batch_max_pairs, max_wait_ms=cfg.micro_batch_wait_ms,
+        batcher = MicroBatcher(scorer.score_encoded, max_items=cfg.micro_batch_max_pairs, max_wait_ms=cfg.micro_batch_wait_ms,
                                name=f"ce-batcher-{folder.name}")
         return scorer, batcher
 

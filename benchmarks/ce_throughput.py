@@ -226,13 +226,14 @@ def gpu_profile(args) -> dict:
 
 
 def concurrency(scorer, pairs, batcher_cls, threads: int = 8, per_request: int = 100, requests: int = 96) -> dict:
-    """``requests`` 100-pair requests: one at a time vs ``threads`` callers sharing a micro-batcher."""
+    """``requests`` 100-pair requests: one at a time vs ``threads`` callers sharing a micro-batcher
+    (as in the stage: each caller tokenizes its own pairs, the batcher runs the forward passes)."""
     reqs = [pairs[(i * per_request) % len(pairs):][:per_request] for i in range(requests)]
     start = time.perf_counter()
     for r in reqs:
         scorer.score(r)
     sequential = time.perf_counter() - start
-    batcher = batcher_cls(scorer.score, max_items=threads * per_request, max_wait_ms=2.0)
+    batcher = batcher_cls(scorer.score_encoded, max_items=threads * per_request, max_wait_ms=2.0)
     work = list(reqs)
     lock = threading.Lock()
 
@@ -242,7 +243,7 @@ def concurrency(scorer, pairs, batcher_cls, threads: int = 8, per_request: int =
                 if not work:
                     return
                 r = work.pop()
-            batcher(r, timeout=60)
+            batcher(scorer.encode(r), timeout=60)
 
     start = time.perf_counter()
     pool = [threading.Thread(target=caller) for _ in range(threads)]

@@ -16,11 +16,12 @@ a linear head; ``CrossEncoder(folder).predict`` gives the same scores) trained b
   :func:`cpu_has_fast_bf16`, measured once), else fp32; ``fp32``, ``bf16`` or ``int8`` force one. ``int8`` is
   the CPU path: every encoder ``nn.Linear`` in W8A8 (int8 weights per output channel, activations
   quantized per token at run time, int32 products; :mod:`pipeline.int8_linear`), the head in fp32.
-  Not chosen by ``auto``: its speed and loss were measured on one CPU (see README).
+  Not chosen by ``auto`` (see :func:`default_precision`).
 * **service**: concurrent requests share forward passes through a
-  :class:`~pipeline.micro_batch.MicroBatcher` (each request tokenizes its own pairs first, in its own thread); ``time_budget_ms`` (per query of the batch)
-  raises :class:`RerankTimeoutError`, and with ``fail_open: true`` the pipeline then
-  keeps the first-stage order and reports the stage as ``degraded``.
+  :class:`~pipeline.micro_batch.MicroBatcher` (each request tokenizes its own pairs first, in its
+  own thread); ``time_budget_ms`` (per query of the batch) raises :class:`RerankTimeoutError`, and
+  with ``fail_open: true`` the pipeline then keeps the first-stage order and reports the stage as
+  ``degraded``.
 
 Each hit keeps the first-stage scores and adds this stage's in ``hit.stage_scores``.
 """

@@ -35,7 +35,7 @@ def load_pairs(bundle_path: Path, queries: int | None, depth: int = 100, role: s
     from training.cross_encoder.data.bundle import load_bundle
 
     bundle = load_bundle(bundle_path)
-    rows = [q for q in bundle.queries if role is None or q.role == role]
+    rows = bundle.role(role) if role else bundle.queries
     rows = rows[:queries] if queries is not None else rows
     pairs, owners = [], []
     for q in rows:

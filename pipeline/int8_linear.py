@@ -30,9 +30,8 @@ class Int8Linear(torch.nn.Module):
         self.in_features, self.out_features = weight_t.shape
         self.register_buffer("weight_t", weight_t)  # (in, out) int8, column-major: _int_mm's fast layout
         self.register_buffer("weight_scale", weight_scale)  # (out,) float32
-        self.register_buffer("bias", bias)
         # y = acc * token_scale * weight_scale + bias = (acc * token_scale + bias / weight_scale) * weight_scale:
-        # two passes over the output (addcmul, mul_) instead of four
+        # two passes over the output (addcmul, mul_) instead of four, so the bias is kept divided by the scale
         self.register_buffer("bias_over_scale", bias / weight_scale if bias is not None else None)
 
     @classmethod
@@ -40,7 +39,7 @@ class Int8Linear(torch.nn.Module):
         w = linear.weight.detach().float()
         scale = w.abs().amax(dim=1).clamp(min=1e-12) / QMAX
         q = torch.round(w / scale[:, None]).clamp_(-QMAX, QMAX).to(torch.int8)
-        bias = linear.bias.detach().float().clone() if linear.bias is not None else None
+        bias = linear.bias.detach().float() if linear.bias is not None else None
         return cls(q.t(), scale, bias)  # q.t(): a (in, out) view of the row-major (out, in) matrix
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

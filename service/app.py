@@ -27,7 +27,7 @@ from service.routes_ops import router as ops_router
 from service.routes_search import router as search_router
 from service.search import Searcher
 from service.settings import Settings
-from service.threads import Workers, detach_threads_from_jvm_on_exit
+from service.threads import Workers
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,6 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        detach_threads_from_jvm_on_exit()
         workers = app.state.workers = Workers(settings.worker_threads)  # per start: a restarted app gets fresh threads
         if engine is not None:
             loaded = engine

@@ -14,7 +14,7 @@ import contextvars
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
-from pipeline.java import detach_threads_from_jvm_on_exit, mark_jvm_thread  # noqa: F401  (re-exported for the app)
+from pipeline.java import mark_jvm_thread  # importing pipeline.java also installs the detach hook for every thread
 
 T = TypeVar("T")
 

@@ -310,3 +310,27 @@ def test_served_windows_need_a_first_stage_set(tmp_path):
     write_ranking_set(tmp_path / "teacher", RANKED, PASSAGES)
     with pytest.raises(SystemExit, match="--first-stage"):
         training_main(["listwise", "train", "--teacher", str(tmp_path / "teacher"), "--out", str(tmp_path / "out"), "--windows", "served"])
+
+
+def test_eval_every_keeps_the_weights_with_the_lowest_dev_loss(tiny_base):
+    from pipeline.llm_loading import load_causal_lm
+    from training.listwise.trainer import TrainSettings, evaluate_windows, train
+
+    sampled = list(sample_windows(RANKED, PASSAGES, window=4, pool=12, per_query=2, seed=0, include_top=1))
+    windows = [TrainWindow(w.query, w.passages, w.teacher_rank, [4.0 if "volcano" in p else 0.0 for p in w.passages])
+               for w in sampled]
+    # dev wants the opposite of what training teaches: its loss rises, so the kept weights are the first ones
+    dev = [TrainWindow(w.query, w.passages, w.teacher_rank, [0.0 if "volcano" in p else 4.0 for p in w.passages])
+           for w in sampled]
+    settings = TrainSettings(lr=3e-2, batch_size=2, max_steps=8, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+                             passage_tokens=8, query_tokens=8, lm_weight=0.0, warmup=0.0, rank_loss="listnet",
+                             eval_every=2)
+    model, tok = load_causal_lm(str(tiny_base), device="cpu", dtype="float32")
+    model, report = train(model, tok, windows, settings, dev=dev)
+    curve = report.dev_curve
+    assert [row["step"] for row in curve] == [2, 4, 6, 8]
+    best = min(curve, key=lambda row: row["dev_rank_loss"])
+    assert best["step"] != 8 and best["dev_rank_loss"] < curve[-1]["dev_rank_loss"], curve
+    assert report.dev["step"] == best["step"]
+    assert evaluate_windows(model, tok, dev, settings)["dev_rank_loss"] == pytest.approx(
+        best["dev_rank_loss"], abs=1e-4)

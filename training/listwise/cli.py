@@ -80,6 +80,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     t.add_argument("--dev-fraction", type=float, default=0.1)
     t.add_argument("--epochs", type=float, default=1.0)
     t.add_argument("--max-steps", type=int, default=0)
+    t.add_argument("--eval-every", type=int, default=0,
+                   help="evaluate the dev windows every N steps and keep the best weights (0: only at the end)")
     t.add_argument("--max-seconds", type=float, default=0.0, help="stop training after this long (0: no limit)")
     t.add_argument("--batch-size", type=int, default=8)
     t.add_argument("--lr", type=float, default=2e-4)
@@ -207,7 +209,8 @@ def _train(args: argparse.Namespace) -> int:
                              rank_loss=args.rank_loss, temperature=args.temperature,
                              lm_weight=args.lm_weight, lora_r=args.lora_r, lora_alpha=2 * max(args.lora_r, 1),
                              passage_tokens=args.passage_tokens, query_tokens=args.query_tokens,
-                             max_steps=args.max_steps, max_seconds=args.max_seconds, seed=args.seed)
+                             max_steps=args.max_steps, max_seconds=args.max_seconds, seed=args.seed,
+                             eval_every=args.eval_every)
     model, report = train(model, tokenizer, windows, settings, dev=dev, device=device)
     extra = {"teacher": args.teacher_name or str(args.teacher.name), "train_queries": len(train_q),
              "dev_queries": len(dev_q), "window": args.window, "pool": args.pool, "per_query": args.per_query,

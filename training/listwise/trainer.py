@@ -55,6 +55,9 @@ class TrainSettings:
     """Stop early (and keep what was learnt) after this many seconds; 0: no limit."""
     seed: int = 0
     log_every: int = 20
+    eval_every: int = 0
+    """Evaluate the dev windows every this many steps and keep the weights with the lowest dev ranking
+    loss (restored at the end); 0: evaluate once, after the last step."""
 
 
 @dataclass
@@ -64,6 +67,8 @@ class TrainReport:
     seconds: float = 0.0
     losses: list[dict[str, float]] = field(default_factory=list)
     dev: dict[str, float] = field(default_factory=dict)
+    dev_curve: list[dict[str, float]] = field(default_factory=list)
+    """``eval_every``: the dev metrics at each evaluation (with ``step``); ``dev`` is the kept one."""
 
 
 class Encoded:
@@ -150,6 +155,7 @@ def train(model: Any, tokenizer: Any, windows: Sequence[TrainWindow], settings: 
     sched = get_linear_schedule_with_warmup(opt, int(total * settings.warmup), total)
     use_bf16 = str(device).startswith("cuda")
     report, start, step = TrainReport(examples=len(windows)), time.perf_counter(), 0
+    best: tuple | None = None
     model.train()
     while step < total:
         for idx in enc.batches(settings.batch_size, rng):
@@ -171,12 +177,31 @@ def train(model: Any, tokenizer: Any, windows: Sequence[TrainWindow], settings: 
             if out_of_time:
                 logger.warning("time budget of %.0fs reached at step %d/%d", settings.max_seconds, step, total)
                 total = step
+            if dev and settings.eval_every and (step % settings.eval_every == 0 or step >= total):
+                best = _keep_best(model, tokenizer, dev, settings, device, report, step, best)
             if step >= total:
                 break
     report.steps, report.seconds = step, time.perf_counter() - start
-    if dev:
+    if best is not None:
+        model.load_state_dict(best[1], strict=False)
+        report.dev = dict(best[2])
+        logger.info("kept the weights of step %d (dev %s)", best[0], report.dev)
+    elif dev:
         report.dev = evaluate_windows(model, tokenizer, dev, settings, device)
     return model, report
+
+
+def _keep_best(model: Any, tokenizer: Any, dev: Sequence[TrainWindow], settings: TrainSettings, device: str,
+               report: TrainReport, step: int, best: tuple | None) -> tuple | None:
+    """Evaluate ``dev`` now; returns (step, trainable weights on the CPU, metrics) of the best so far."""
+    metrics = evaluate_windows(model, tokenizer, dev, settings, device)
+    report.dev_curve.append({"step": step, **metrics})
+    logger.info("dev at step %d: %s", step, metrics)
+    if best is not None and metrics["dev_rank_loss"] >= best[2]["dev_rank_loss"]:
+        return best
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    weights = {n: t.detach().to("cpu", copy=True) for n, t in model.state_dict().items() if n in names}
+    return step, weights, {**metrics, "step": step}
 
 
 def evaluate_windows(model: Any, tokenizer: Any, windows: Sequence[TrainWindow], settings: TrainSettings,

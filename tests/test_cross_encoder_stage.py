@@ -271,6 +271,31 @@ def test_int8_needs_the_cpu_and_missing_model_is_typed(tiny_model, tmp_path):
         CrossEncoderScorer(tmp_path / "nothing")
 
 
+
+def test_int8_falls_back_to_fp32_where_int8_products_are_slow(tiny_model, monkeypatch):
+    """On a CPU without fast int8 kernels (AVX2 only: ``_int_mm`` ran 0.03x fp32) ``int8`` means fp32, said so."""
+    import pipeline.stages.cross_encoder as ce
+    from pipeline.int8_linear import Int8Linear
+
+    pairs = [("volcano", "lava and ash"), ("volcano", "ocean tides")]
+    monkeypatch.setattr(ce, "cpu_int8_speedup", lambda: 0.03)
+    slow = CrossEncoderScorer(tiny_model, device="cpu", precision="int8")
+    assert slow.precision == "fp32" and "0.03x" in slow.precision_note
+    assert not any(isinstance(m, Int8Linear) for m in slow.model.modules())
+    fp32 = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32")
+    assert slow.score(pairs) == fp32.score(pairs) and fp32.precision_note == ""
+    monkeypatch.setattr(ce, "cpu_int8_speedup", lambda: 3.0)
+    fast = CrossEncoderScorer(tiny_model, device="cpu", precision="int8")
+    assert fast.precision == "int8" and fast.precision_note == ""
+    assert any(isinstance(m, Int8Linear) for m in fast.model.modules())
+
+
+def test_int8_speedup_is_measured_once_and_positive():
+    import pipeline.stages.cross_encoder as ce
+
+    first = ce.cpu_int8_speedup()
+    assert first > 0 and ce.cpu_int8_speedup() == first  # cached: the product is timed once per process
+
 # ---------------------------------------------------------------- config, registry, service
 
 
@@ -334,12 +359,16 @@ def test_repository_config_declares_the_rerank_pipelines():
 
 
 @pytest.mark.skipif(not (TRAINED / "2_Dense" / "model.safetensors").is_file(), reason="models/ce-minilm not built")
-def test_trained_reranker_golden_ranking_and_int8_agrees(docs):
+def test_trained_reranker_golden_ranking_and_int8_agrees(docs, monkeypatch):
     """The committed model ranks the obvious document first; int8 (per-token W8A8) keeps fp32's
-    order and nearly its scores (torch's per-tensor dynamic quantization measured corr. 0.85)."""
+    order and nearly its scores (torch's per-tensor dynamic quantization measured corr. 0.85).
+    int8 is forced even where its products are slow (short texts: seconds)."""
+    import pipeline.stages.cross_encoder as ce
 
+    monkeypatch.setattr(ce, "cpu_int8_speedup", lambda: 3.0)
     fp32 = CrossEncoderScorer(TRAINED, device="cpu", precision="fp32")
     int8 = CrossEncoderScorer(TRAINED, device="cpu", precision="int8")
+    assert int8.precision == "int8"
     texts = docs.get_many([f"d{i}" for i in range(1, 13)])
     ids = sorted(texts)
     for query, expected in [("why does lava come out of a volcano", "d2"), ("how do plants make glucose from sunlight", "d1")]:

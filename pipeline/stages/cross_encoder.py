@@ -140,6 +140,12 @@ class CrossEncoderScorer:
             precision = default_precision(self.device)
         if precision == "int8" and not self.device.startswith("cpu"):
             raise ValueError("the int8 path runs on the CPU; use bf16 or fp32 on a GPU")
+        self.precision_note = ""
+        if precision == "int8" and (speedup := cpu_int8_speedup()) < INT8_MIN_SPEEDUP:
+            self.precision_note = (f"int8 asked for, fp32 used: int8 products ran {speedup:.2f}x fp32 on this CPU "
+                                   f"({torch.backends.cpu.get_cpu_capability()})")
+            logger.warning("cross-encoder %s: %s", folder, self.precision_note)
+            precision = "fp32"  # same scores as int8 would give within its tolerance, and not 20x slower
         if self.device == "cpu":
             keep_freed_memory()  # no page faults on every batch's activations (pipeline/cpu_memory.py)
             if threads:
@@ -384,6 +390,38 @@ def cpu_bf16_speedup(repeats: int = 5) -> float:
         return min(times)
 
     return best(torch.float32) / best(torch.bfloat16)
+
+
+INT8_MIN_SPEEDUP = 1.5
+"""``precision: int8`` runs int8 only where its products measured at least this much faster than fp32's."""
+
+
+@functools.cache
+def cpu_int8_speedup(repeats: int = 3) -> float:
+    """fp32 time / int8 time of one cross-encoder-sized product (512 x 384 by 384 x 1,536; best of ``repeats``),
+    the int8 one through ``torch._int_mm`` as :class:`pipeline.int8_linear.Int8Linear` runs it; once per process.
+
+    Where oneDNN has int8 kernels (VNNI) this is several times fp32; on a CPU with AVX2 only (an AMD
+    EPYC, 2026-11-28) ``_int_mm`` fell back to a plain loop: 0.04x fp32, and the int8 scorer took
+    191 s for 100 pairs against 7.6 s in fp32. The constructor then uses fp32 instead.
+    """
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(-127, 128, (512, 384), dtype=torch.int8, generator=gen)
+    w = torch.randint(-127, 128, (1536, 384), dtype=torch.int8, generator=gen)
+    xf, wf = x.float(), w.float()
+    runs = {"int8": lambda: torch._int_mm(x, w.t()), "fp32": lambda: torch.nn.functional.linear(xf, wf)}
+    best = {}
+    for name, fn in runs.items():
+        fn()  # warm-up (primitive creation)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - start)
+        best[name] = min(times)
+    return best["fp32"] / best["int8"]
 
 
 def pad_pairs(rows, pad_id: int, torch, device: str, multiple: int = 8):

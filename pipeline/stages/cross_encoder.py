@@ -145,7 +145,7 @@ class CrossEncoderScorer:
             self.precision_note = (f"int8 asked for, fp32 used: int8 products ran {speedup:.2f}x fp32 on this CPU "
                                    f"({torch.backends.cpu.get_cpu_capability()})")
             logger.warning("cross-encoder %s: %s", folder, self.precision_note)
-            precision = "fp32"  # same scores as int8 would give within its tolerance, and not 20x slower
+            precision = "fp32"  # the scores int8 approximates, and here the faster path
         if self.device == "cpu":
             keep_freed_memory()  # no page faults on every batch's activations (pipeline/cpu_memory.py)
             if threads:
@@ -402,8 +402,9 @@ def cpu_int8_speedup(repeats: int = 3) -> float:
     the int8 one through ``torch._int_mm`` as :class:`pipeline.int8_linear.Int8Linear` runs it; once per process.
 
     Where oneDNN has int8 kernels (VNNI) this is several times fp32; on a CPU with AVX2 only (an AMD
-    EPYC, 2026-11-28) ``_int_mm`` fell back to a plain loop: 0.04x fp32, and the int8 scorer took
-    191 s for 100 pairs against 7.6 s in fp32. The constructor then uses fp32 instead.
+    EPYC, 2026-11-28) ``_int_mm`` fell back to a plain loop: 0.03-0.04x fp32, and the int8 scorer took
+    191 s for 100 pairs against 7.6 s in fp32. The constructor then uses fp32 instead. 0.0 where this
+    torch build has no CPU ``_int_mm`` at all.
     """
     import torch
 
@@ -413,6 +414,10 @@ def cpu_int8_speedup(repeats: int = 3) -> float:
     xf, wf = x.float(), w.float()
     runs = {"int8": lambda: torch._int_mm(x, w.t()), "fp32": lambda: torch.nn.functional.linear(xf, wf)}
     best = {}
+    try:
+        runs["int8"]()
+    except (AttributeError, RuntimeError, NotImplementedError):  # pragma: no cover - torch builds without it
+        return 0.0
     for name, fn in runs.items():
         fn()  # warm-up (primitive creation)
         times = []

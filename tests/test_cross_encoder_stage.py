@@ -271,7 +271,6 @@ def test_int8_needs_the_cpu_and_missing_model_is_typed(tiny_model, tmp_path):
         CrossEncoderScorer(tmp_path / "nothing")
 
 
-
 def test_int8_falls_back_to_fp32_where_int8_products_are_slow(tiny_model, monkeypatch):
     """On a CPU without fast int8 kernels (AVX2 only: ``_int_mm`` ran 0.03x fp32) ``int8`` means fp32, said so."""
     import pipeline.stages.cross_encoder as ce
@@ -295,6 +294,7 @@ def test_int8_speedup_is_measured_once_and_positive():
 
     first = ce.cpu_int8_speedup()
     assert first > 0 and ce.cpu_int8_speedup() == first  # cached: the product is timed once per process
+
 
 # ---------------------------------------------------------------- config, registry, service
 

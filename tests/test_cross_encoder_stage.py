@@ -165,6 +165,11 @@ def test_pipelined_scoring_matches_one_pass(tiny_model):
     threaded.pipelined = True
     assert threaded.score(pairs) == pytest.approx(one_pass.score(pairs), abs=1e-5)
     assert threaded._worker is None
+    for ahead in (0, 3):  # every slice handed to the tokenizer at once / three in flight
+        eager = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64, batch_size=8, chunk_pairs=4,
+                                   slices_ahead=ahead)
+        eager.pipelined = True
+        assert eager.score(pairs) == pytest.approx(one_pass.score(pairs), abs=1e-5)
 
 
 def test_dead_tokenizer_process_falls_back_to_this_process(tiny_model):

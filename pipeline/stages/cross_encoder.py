@@ -121,7 +121,7 @@ class CrossEncoderScorer:
                  query_max_tokens: int = 64, batch_size: int | None = None, batch_tokens: int | None = None,
                  threads: int | None = None, compile: bool = False, chunk_pairs: int = 1024,
                  attn_implementation: str | None = None, pad_multiple: int = 8, first_slice: int = 128,
-                 fast: bool = True, tokenize_process: bool = True):
+                 fast: bool = True, tokenize_process: bool = True, slices_ahead: int = 1, run_ahead: int = 0):
         folder = Path(folder)
         if not (folder / "config.json").is_file() or not (folder / "2_Dense" / "model.safetensors").is_file():
             raise ModelNotFoundError(f"no trained cross-encoder at {folder}: build it with {BUILD_COMMAND}")
@@ -155,6 +155,10 @@ class CrossEncoderScorer:
         self.batch_size, self.batch_tokens, self.chunk_pairs = batch_size, batch_tokens or batch_size * 512, chunk_pairs
         self.first_slice = max(1, min(first_slice, chunk_pairs))  # tokenization slices grow from this to chunk_pairs
         self.pad_multiple = pad_multiple  # padded widths are multiples of this (fewer shapes to compile)
+        # GPU pipelining knobs (benchmarks/ce_e2e_variants.py): tokenization slices handed to the tokenizer
+        # before the first is needed (0: all of them), and forward passes queued on the GPU before the
+        # launching thread waits on an event, which releases the GIL (0: no limit)
+        self.slices_ahead, self.run_ahead = slices_ahead, run_ahead
         self.pipelined = self.device != "cpu"  # tokenization overlapped with forward passes (see score)
         self.tokenize_process = tokenize_process  # pipelined slices tokenized in a child process (tokenize_worker.py)
         self._worker: TokenizerProcess | None = None
@@ -255,13 +259,14 @@ class CrossEncoderScorer:
             return self.score_encoded(self.encode(pairs), deadline)
         chunks = self._ready_chunks(pairs)
         pending = []
+        ahead = self.slices_ahead if self.slices_ahead > 0 else len(chunks)
         with ThreadPoolExecutor(1) as pool, self._lock:
             table: dict[str, np.ndarray] = {}
-            future = self._submit(pool, chunks[0][0])
+            futures = [self._submit(pool, texts) for texts, _ in chunks[:ahead]]
             for i, (texts, members) in enumerate(chunks):
-                table.update(self._result(future, texts))
-                if i + 1 < len(chunks):
-                    future = self._submit(pool, chunks[i + 1][0])
+                table.update(self._result(futures[i], texts))
+                if i + ahead < len(chunks):
+                    futures.append(self._submit(pool, chunks[i + ahead][0]))
                 if members:
                     encoded = self._pairs_from([pairs[j] for j in members], table)
                     pending.append((members, self._launch(encoded, deadline)))
@@ -319,15 +324,20 @@ class CrossEncoderScorer:
         torch = self.torch
         batches = length_batches([len(q) + len(p) + 3 for q, p in encoded], self.batch_size, self.batch_tokens,
                                  self.pad_multiple)
-        outputs = []
+        outputs, queued = [], []
         with torch.inference_mode():
             for batch in batches:
+                if self.run_ahead and self.device != "cpu" and len(queued) >= self.run_ahead:
+                    queued.pop(0).synchronize()  # waits without the GIL: the tokenizer's feeder threads run
                 if deadline is not None and time.monotonic() > deadline:
                     raise RerankTimeoutError(f"reranking ran past its time budget after {len(outputs)}/{len(batches)} batches")
                 tensors = [torch.from_numpy(a) for a in self._batch_arrays([encoded[i] for i in batch], self.pad_multiple)]
                 if self.device != "cpu":
                     tensors = [t.pin_memory().to(self.device, non_blocking=True) for t in tensors]
                 outputs.append((batch, self.model(*tensors)))
+                if self.run_ahead and self.device != "cpu":
+                    queued.append(torch.cuda.Event())
+                    queued[-1].record()
         return outputs
 
     def _collect(self, n: int, outputs) -> list[float]:

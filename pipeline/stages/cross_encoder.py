@@ -337,7 +337,7 @@ class CrossEncoderScorer:
                 outputs.append((batch, self.model(*tensors)))
                 if self.run_ahead and self.device != "cpu":
                     queued.append(torch.cuda.Event())
-                    queued[-1].record()
+                    queued[-1].record(torch.cuda.current_stream(self.device))
         return outputs
 
     def _collect(self, n: int, outputs) -> list[float]:

@@ -36,6 +36,11 @@ class Stage(ABC):
     """If True and the stage raises, the pipeline keeps the previous stage's
     ranking and marks the run ``degraded`` instead of failing the request."""
 
+    def notes(self) -> list[str]:
+        """What an operator should know about how this stage runs (e.g. a requested precision that
+        this machine could not honour); shown by the service's ``GET /pipelines``."""
+        return []
+
     @abstractmethod
     def transform(self, queries: Sequence[Query], candidates: Results | None = None) -> Results:
         """Return ``query_id -> hits`` (sorted, best first) for every query of the batch."""
@@ -105,6 +110,9 @@ class Pipeline(Stage):
     @property
     def needs_candidates(self) -> bool:  # type: ignore[override]
         return self.stages[0].needs_candidates
+
+    def notes(self) -> list[str]:
+        return [note for stage in self.stages for note in stage.notes()]
 
     def __rshift__(self, other: Stage) -> "Pipeline":
         return Pipeline([*self.stages, other], cutoffs=[*self.cutoffs, None], name=self.name)

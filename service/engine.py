@@ -47,6 +47,9 @@ class ObservedStage(Stage):
     def needs_candidates(self) -> bool:  # type: ignore[override]
         return self.inner.needs_candidates
 
+    def notes(self) -> list[str]:
+        return self.inner.notes()
+
     def __getattr__(self, name: str):
         """Everything else (e.g. a language-aware stage's ``choose``) comes from the wrapped stage."""
         if name == "inner":

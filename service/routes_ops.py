@@ -40,7 +40,8 @@ async def pipelines(engine: EngineDep) -> list[PipelineStatus]:
         for p in engine.config.pipelines:
             desc = engine.config.pipelines[p].description
             if p in state.pipelines:
-                out.append(PipelineStatus(name=p, collection=name, loaded=True, description=desc))
+                out.append(PipelineStatus(name=p, collection=name, loaded=True, description=desc,
+                                          notes=state.pipelines[p].notes()))
             elif p in state.off:
                 out.append(PipelineStatus(name=p, collection=name, loaded=False, reason=state.off[p], description=desc))
     return out

@@ -159,6 +159,8 @@ class PipelineStatus(BaseModel):
     loaded: bool
     reason: str = ""
     description: str = ""
+    notes: list[str] = Field(default_factory=list, description="How its stages run where that differs from the config "
+                             "(e.g. int8 asked for, fp32 used on a CPU without fast int8 products).")
 
 
 class ErrorResponse(BaseModel):

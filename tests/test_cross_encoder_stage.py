@@ -350,6 +350,26 @@ def test_service_starts_without_weights_and_says_which_pipelines_are_off(tiny_in
     assert "python -m training cross-encoder" in state.off["bm25>>ce"]
 
 
+def test_pipelines_endpoint_says_when_int8_runs_as_fp32(tiny_index_root, tiny_model, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    import pipeline.stages.cross_encoder as ce
+    from pipeline.config import parse_config
+    from service.app import create_app
+    from service.engine import Engine
+    from service.settings import Settings
+
+    monkeypatch.setattr(ce, "cpu_int8_speedup", lambda: 0.03)
+    engine = Engine(parse_config(ce_config(precision="int8")), tiny_index_root, tiny_model.parent, ["tiny"])
+    with TestClient(create_app(Settings(collections=["tiny"]), engine=engine)) as client:
+        rows = {row["name"]: row for row in client.get("/pipelines").json()}
+        assert rows["bm25"]["notes"] == []
+        notes = rows["bm25>>ce"]["notes"]
+        assert rows["bm25>>ce"]["loaded"] and len(notes) == 1
+        assert notes[0].startswith("ce: int8 asked for, fp32 used: int8 products ran 0.03x fp32 on this CPU")
+        assert client.post("/search", json={"query": "volcano", "pipeline": "bm25>>ce"}).status_code == 200
+
+
 def test_repository_config_declares_the_rerank_pipelines():
     from pipeline.config import load_config
 

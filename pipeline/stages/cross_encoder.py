@@ -532,6 +532,10 @@ class CrossEncoderReranker(Stage):
         self.scorer, self.docs, self.top_n = scorer, docs, top_n
         self.time_budget_ms, self.batcher, self.interpolate = time_budget_ms, batcher, interpolate
 
+    def notes(self) -> list[str]:
+        note = getattr(self.scorer, "precision_note", "")
+        return [f"{self.name}: {note}"] if note else []
+
     def transform(self, queries: Sequence[Query], candidates: Results | None = None) -> Results:
         candidates = candidates or {}
         heads = {q.query_id: candidates.get(q.query_id, [])[: self.top_n] for q in queries}

@@ -116,7 +116,9 @@ def cpu_bench(args) -> dict:
                               **{f"ours {p}": len(one) / med[p] for p in ours}},
               "speedup_vs_predict": {p: med["st"] / med[p] for p in ours},
               "cpu_seconds": {k: [round(t, 3) for t in v] for k, v in cpu.items()},
-              "speedup_vs_predict_cpu_time": {p: med_cpu["st"] / med_cpu[p] for p in ours}}  # robust to other jobs
+              "speedup_vs_predict_cpu_time": {p: med_cpu["st"] / med_cpu[p] for p in ours},  # robust to other jobs
+              "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "precision_notes": {p: s.precision_note for p, s in ours.items() if s.precision_note}}
     print(json.dumps(result), flush=True)  # the throughput part, before the (slower) quality check
     if args.ndcg_queries:
         ref = st.predict(pairs, batch_size=32, show_progress_bar=False)

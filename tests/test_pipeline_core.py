@@ -125,3 +125,50 @@ def test_run_with_k_caps_final_list_and_retriever_depth():
     assert len(Pipeline([DepthRetriever()]).run(Q, k=2).results["a"]) == 2
     run = (DepthRetriever() >> ReverseReranker()).run(Q, k=2)
     assert [h.doc_id for h in run.results["a"]] == ["d4", "d3"]  # reranker saw all 5 candidates
+
+
+class PhasedReranker(ReverseReranker):
+    """Times two parts of its work with :func:`pipeline.stage.phase`, one of them twice."""
+
+    name = "phased"
+
+    def transform(self, queries, candidates=None):
+        from pipeline.stage import phase
+
+        with phase("prepare"):
+            pass
+        for _ in range(2):
+            with phase("score"):
+                out = super().transform(queries, candidates)
+        return out
+
+
+def test_stage_phases_are_reported_under_the_stage_name():
+    run = (FixedRetriever() >> PhasedReranker()).run(Q)
+    assert set(run.timings_ms) == {"fixed", "phased", "phased.prepare", "phased.score"}
+    assert 0 <= run.timings_ms["phased.score"] <= run.timings_ms["phased"]
+
+
+def test_phases_of_a_failed_open_stage_do_not_leak_into_the_next_run():
+    class FailingPhased(PhasedReranker):
+        name = "failing"
+        fail_open = True
+
+        def transform(self, queries, candidates=None):
+            from pipeline.stage import phase
+
+            with phase("score"):
+                raise RuntimeError("model crashed")
+
+    run = (FixedRetriever() >> FailingPhased()).run(Q)
+    assert run.degraded == ["failing"] and "failing.score" in run.timings_ms
+    assert set((FixedRetriever() >> ReverseReranker()).run(Q).timings_ms) == {"fixed", "reverse"}
+
+
+def test_phase_outside_a_pipeline_only_runs_the_block():
+    from pipeline.stage import phase
+
+    ran = []
+    with phase("alone"):
+        ran.append(1)
+    assert ran == [1]

@@ -50,7 +50,7 @@ from pipeline.fast_bert import fast_bert_scorer, masked_mean
 from pipeline.fast_bert import supports as supports_fast
 from pipeline.micro_batch import MicroBatcher
 from pipeline.registry import BuildContext, register_stage
-from pipeline.stage import Stage
+from pipeline.stage import Stage, phase
 from pipeline.stages.fusion import interpolate_hits
 from pipeline.tokenize_worker import TokenizerProcess, split_flat, tokenize_flat
 from pipeline.types import Hit, Query, Results, sort_hits
@@ -531,7 +531,8 @@ class CrossEncoderReranker(Stage):
     def transform(self, queries: Sequence[Query], candidates: Results | None = None) -> Results:
         candidates = candidates or {}
         heads = {q.query_id: candidates.get(q.query_id, [])[: self.top_n] for q in queries}
-        texts = self.docs.get_many(sorted({h.doc_id for hits in heads.values() for h in hits}))
+        with phase("docs"):
+            texts = self.docs.get_many(sorted({h.doc_id for hits in heads.values() for h in hits}))
         pairs, owners = [], []
         for q in queries:
             for hit in heads[q.query_id]:
@@ -566,12 +567,14 @@ class CrossEncoderReranker(Stage):
         # Each request tokenizes its own pairs in its own thread (the tokenizer releases the GIL, so
         # concurrent requests tokenize in parallel); the batch they share holds only forward passes.
         start = time.monotonic()
-        encoded = self.scorer.encode(pairs)
+        with phase("tokenize"):
+            encoded = self.scorer.encode(pairs)
         timeout = budget_s - (time.monotonic() - start) if budget_s else None
         try:
             if timeout is not None and timeout <= 0:
                 raise TimeoutError("the time budget went on tokenization")
-            return self.batcher(encoded, timeout=timeout)
+            with phase("batched_forward"):  # waiting for the shared batch, then its forward passes
+                return self.batcher(encoded, timeout=timeout)
         except TimeoutError as exc:
             raise RerankTimeoutError(f"reranking {len(pairs)} pairs took over {budget_s:.2f} s: {exc}") from exc
 

@@ -341,6 +341,25 @@ def test_bad_config_names_the_field():
         parse_config(ce_config(interpolate=-0.1))
 
 
+def test_compiled_stage_is_warmed_up_when_built(tiny_index_root, tiny_model, monkeypatch):
+    """``compile: true`` compiles at load, not inside the first request's time budget."""
+    import pipeline.stages.cross_encoder as ce
+    from pipeline.config import parse_config
+    from pipeline.registry import BuildContext, build_pipeline
+
+    warmed: list = []
+    monkeypatch.setattr(ce.CrossEncoderScorer, "warm_up", lambda self: warmed.append(self) or 0.0)
+    for compile_ in (False, True):
+        ctx = BuildContext(index_root=tiny_index_root, collection="tiny", models_dir=tiny_model.parent,
+                           config=parse_config(ce_config(compile=compile_)))
+        scorer = build_pipeline("bm25>>ce", ctx).stages[1].scorer
+    assert warmed == [scorer]  # only the compiled one
+
+
+def test_warm_up_scores_a_small_batch(scorer):
+    assert scorer.warm_up() > 0
+
+
 def test_service_starts_without_weights_and_says_which_pipelines_are_off(tiny_index_root, tmp_path):
     from pipeline.config import parse_config
     from service.engine import Engine

@@ -360,6 +360,28 @@ def test_warm_up_scores_a_small_batch(scorer):
     assert scorer.warm_up() > 0
 
 
+def test_failed_compilation_falls_back_to_the_eager_model(scorer):
+    import torch
+
+    class FailsToCompile(torch.nn.Module):  # what torch.compile returns, failing as without a C++ compiler
+        def __init__(self, eager):
+            super().__init__()
+            self._orig_mod = eager
+
+        def forward(self, *args):
+            raise RuntimeError("InvalidCxxCompiler: No working C++ compiler found")
+
+    eager, note = scorer.model, scorer.precision_note
+    scorer.model = FailsToCompile(eager)
+    try:
+        assert scorer.warm_up() > 0
+        assert scorer.model is eager
+        assert "compile failed (RuntimeError: InvalidCxxCompiler" in scorer.precision_note
+        assert len(scorer.score([("volcano", "lava and ash")])) == 1
+    finally:
+        scorer.model, scorer.precision_note = eager, note
+
+
 def test_service_starts_without_weights_and_says_which_pipelines_are_off(tiny_index_root, tmp_path):
     from pipeline.config import parse_config
     from service.engine import Engine

@@ -243,9 +243,23 @@ class CrossEncoderScorer:
 
     def warm_up(self) -> float:
         """Run one small batch (two pairs of different lengths: no size-1 specialization) so that
-        ``torch.compile`` compiles now rather than on the first request; returns the seconds it took."""
+        ``torch.compile`` compiles now rather than on the first request; returns the seconds it took.
+
+        If compilation fails (on a CPU it needs a C++ compiler), the scorer goes on with the eager
+        model, records why in ``precision_note`` and logs a warning."""
         start = time.perf_counter()
-        self.score([("warm up", "a short passage"), ("a longer warm up query", "a passage of a few more words " * 8)])
+        pairs = [("warm up", "a short passage"), ("a longer warm up query", "a passage of a few more words " * 8)]
+        try:
+            self.score(pairs)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back to the eager module
+            eager = getattr(self.model, "_orig_mod", None)
+            if eager is None:
+                raise
+            self.model = eager
+            note = f"compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}), eager used"
+            self.precision_note = "; ".join(filter(None, [self.precision_note, note]))
+            logger.warning("cross-encoder %s: %s", self.folder, note)
+            self.score(pairs)
         return time.perf_counter() - start
 
     def score(self, pairs: Sequence[tuple[str, str]], deadline: float | None = None) -> list[float]:

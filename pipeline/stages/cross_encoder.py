@@ -355,7 +355,10 @@ class CrossEncoderScorer:
                 tensors = [torch.from_numpy(a) for a in self._batch_arrays([encoded[i] for i in batch], self.pad_multiple)]
                 if self.device != "cpu":
                     tensors = [t.pin_memory().to(self.device, non_blocking=True) for t in tensors]
-                outputs.append((batch, self.model(*tensors)))
+                out = self.model(*tensors)
+                # on a CPU nothing is gained by deferring: keep Python floats, not one small tensor per batch,
+                # which left glibc's heap fragmented (1.56 vs 1.00 GiB after 2,000 int8 pairs in one call)
+                outputs.append((batch, out.float().tolist() if self.device == "cpu" else out))
                 if self.run_ahead and self.device != "cpu":
                     queued.append(torch.cuda.Event())
                     queued[-1].record(torch.cuda.current_stream(self.device))
@@ -365,7 +368,10 @@ class CrossEncoderScorer:
         scores = [0.0] * n
         if not outputs:
             return scores
-        flat = self.torch.cat([out.float() for _, out in outputs]).cpu().tolist()  # one host sync
+        if isinstance(outputs[0][1], list):  # CPU: already floats
+            flat = [s for _, out in outputs for s in out]
+        else:
+            flat = self.torch.cat([out.float() for _, out in outputs]).cpu().tolist()  # one host sync
         order = [i for batch, _ in outputs for i in batch]
         for i, s in zip(order, flat, strict=True):
             scores[i] = s

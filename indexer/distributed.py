@@ -48,6 +48,7 @@ from pipeline.docstore import FILENAME as DOCSTORE
 from pipeline.docstore import write_docstore
 from pipeline.errors import CollectionError, PipelineError
 from pipeline.index_store import Manifest, publishing, resolve, write_manifest
+from pipeline.java import keep_native_signal_handlers
 from pipeline.settings_paths import REPO
 from pipeline.stages.bm25 import LUCENE_DIR
 from pipeline.stages.sharded import SHARDED_KIND
@@ -87,14 +88,23 @@ def ensure_ray(options: RayOptions) -> bool:
         return False
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     env = {"PYTHONPATH": path, "SEARCH_JVM_HEAP": options.jvm_heap, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    ray.init(
-        address=options.address,
-        num_cpus=options.num_cpus if options.address is None else None,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": env},
-    )
+    with keep_native_signal_handlers():  # Ray's crash handler would replace the JVM's (pipeline/java.py)
+        ray.init(
+            address=options.address,
+            num_cpus=options.num_cpus if options.address is None else None,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": env},
+        )
     return True
+
+
+def shutdown_ray() -> None:
+    """``ray.shutdown()``, leaving the crash signals' handlers as they were (it resets them to the default)."""
+    import ray
+
+    with keep_native_signal_handlers():
+        ray.shutdown()
 
 
 def build_lucene_shard(group: dict[str, np.ndarray], out: str, cfg: LuceneIndexConfig) -> dict[str, np.ndarray]:
@@ -133,9 +143,7 @@ def build_lucene_distributed(
         stats = _run_shard_builds(source, out, cfg, options.num_shards)
     finally:
         if started:
-            import ray
-
-            ray.shutdown()
+            shutdown_ray()
     shards = sorted((int(s["shard"]), int(s["doc_count"])) for s in stats)
     total = sum(n for _, n in shards)
     if total == 0:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from indexer.dense import DOCIDS_FILE, INDEX_FILE, METRIC, document_text, l2_normalize, make_faiss_index
-from indexer.distributed import RayOptions, ensure_ray, unwrap_ray_error
+from indexer.distributed import RayOptions, ensure_ray, shutdown_ray, unwrap_ray_error
 from indexer.lucene_merge import merge_docstores
 from indexer.shards import check_unique, parse_corpus_lines, shard_dir, shard_name
 from pipeline.collection import corpus_path, file_checksum, iter_corpus
@@ -92,9 +92,7 @@ def build_faiss_distributed(
         _encode_and_write_shards(source, out, cfg, options.num_shards, cpus_per_encoder)
     finally:
         if started:
-            import ray
-
-            ray.shutdown()
+            shutdown_ray()
     position = {doc_id: i for i, doc_id in enumerate(order)}
     folders = sorted(p for p in (out / "shards").iterdir() if p.is_dir())
     vectors: np.ndarray | None = None

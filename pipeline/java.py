@@ -9,11 +9,14 @@ Call :func:`start_jvm` before importing any ``pyserini`` module.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import glob
 import importlib.util
 import os
+import signal
 import sys
 import threading
+from typing import Sequence
 
 _lock = threading.Lock()
 _started = False
@@ -113,3 +116,56 @@ def detach_threads_from_jvm_on_exit() -> None:
 # opened (a server's event-loop thread, a pool worker) can still touch Java later, if only by
 # dropping the last reference to a Java object.
 detach_threads_from_jvm_on_exit()
+
+
+# ---------------------------------------------------------------- native signal handlers
+
+CRASH_SIGNALS = ("SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL")
+"""Signals HotSpot handles itself while Java runs (implicit null checks and safepoint polls fault on
+purpose); it passes the ones that are not its own on to the handler it found at start."""
+
+
+class _SigAction(ctypes.Structure):
+    """glibc's ``struct sigaction`` on 64-bit Linux: handler, a 1024-bit mask, flags, restorer."""
+
+    _fields_ = [("handler", ctypes.c_void_p), ("mask", ctypes.c_ulong * 16), ("flags", ctypes.c_int),
+                ("restorer", ctypes.c_void_p)]
+
+
+def native_handlers(names: Sequence[str] = CRASH_SIGNALS) -> dict[int, _SigAction] | None:
+    """The installed ``sigaction`` of each signal (None where that cannot be read: not Linux or not glibc)."""
+    if not sys.platform.startswith("linux") or ctypes.sizeof(ctypes.c_void_p) != 8:
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        out = {}
+        for name in names:
+            action = _SigAction()
+            if libc.sigaction(int(getattr(signal, name)), None, ctypes.byref(action)) != 0:
+                return None
+            out[int(getattr(signal, name))] = action
+        return out
+    except (OSError, AttributeError):
+        return None
+
+
+@contextlib.contextmanager
+def keep_native_signal_handlers(names: Sequence[str] = CRASH_SIGNALS):
+    """Put the crash signals' native handlers back as they were after the block.
+
+    ``ray.init`` installs Ray's crash handler over the JVM's and ``ray.shutdown`` resets them to the
+    default; with the JVM running in the same process, the next fault HotSpot raises on purpose then
+    kills the process (seen once in CI: "Fatal Python error: Segmentation fault" inside a BM25 search
+    after the Ray tests). Wrap both calls in this::
+
+        with keep_native_signal_handlers():
+            ray.init(...)
+    """
+    saved = native_handlers(names)
+    try:
+        yield
+    finally:
+        if saved is not None:
+            libc = ctypes.CDLL(None, use_errno=True)
+            for sig, action in saved.items():
+                libc.sigaction(sig, ctypes.byref(action), None)

@@ -107,12 +107,29 @@ def test_options_are_validated():
 
 @pytest.fixture(scope="module")
 def local_ray():
-    from indexer.distributed import ensure_ray
+    from indexer.distributed import ensure_ray, shutdown_ray
+    from pipeline.java import native_handlers, start_jvm
 
+    start_jvm()  # as in a driver that searches or merges indexes: the JVM is up before Ray
+    before = native_handlers()
     started = ensure_ray(RayOptions(num_cpus=2))
-    yield
+    yield before
     if started:
-        ray.shutdown()
+        shutdown_ray()
+        assert handler_addresses(native_handlers()) == handler_addresses(before)  # not reset to the default
+
+
+def handler_addresses(actions):
+    return {sig: a.handler for sig, a in actions.items()} if actions is not None else None
+
+
+def test_ray_leaves_the_jvm_its_crash_signal_handlers(local_ray):
+    """HotSpot faults on purpose (implicit null checks) and handles those signals itself; Ray's crash
+    handler in their place turned such a fault into a process crash."""
+    from pipeline.java import native_handlers
+
+    assert local_ray is not None, "sigaction could not be read on this platform"
+    assert handler_addresses(native_handlers()) == handler_addresses(local_ray)
 
 
 @pytest.fixture(scope="module")

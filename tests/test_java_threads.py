@@ -47,3 +47,22 @@ def test_hook_covers_threads_that_override_run(detached):
     detach_threads_from_jvm_on_exit()
     assert _run(Worker()) in detached
     assert _run(threading.Thread(target=lambda: None)) in detached
+
+
+def test_native_signal_handlers_are_put_back_after_the_block():
+    import signal
+
+    from pipeline.java import keep_native_signal_handlers, native_handlers, start_jvm
+
+    start_jvm()
+    before = native_handlers(["SIGBUS"])
+    assert before is not None
+    previous = signal.getsignal(signal.SIGBUS)
+    try:
+        with keep_native_signal_handlers(["SIGBUS"]):
+            signal.signal(signal.SIGBUS, signal.SIG_DFL)  # what ray.shutdown does to the JVM's handler
+            assert native_handlers(["SIGBUS"])[signal.SIGBUS].handler != before[signal.SIGBUS].handler
+        assert native_handlers(["SIGBUS"])[signal.SIGBUS].handler == before[signal.SIGBUS].handler
+    finally:
+        if previous is not None and native_handlers(["SIGBUS"])[signal.SIGBUS].handler != before[signal.SIGBUS].handler:
+            signal.signal(signal.SIGBUS, previous)

@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", type=Path, default=Path("models/ce-minilm"))
     p.add_argument("--bundle", type=Path, default=Path(".cache/ce/scifact/eval-test.json.gz"))
     p.add_argument("--chunk-pairs", type=int, default=1024, help="largest tokenization slice (texts)")
+    p.add_argument("--first-slice", type=int, default=128, help="passages in the first tokenization slice")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--compile", action="store_true", help="torch.compile, padded widths multiples of 64")
     p.add_argument("--slices-ahead", type=int, default=1, help="tokenization slices in flight (0: all at once)")
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     pairs, _, _ = load_pairs(args.bundle, None)
     scorer = CrossEncoderScorer(args.model, device="cuda", precision="bf16", batch_size=512, batch_tokens=512 * 512,
                                 compile=args.compile, pad_multiple=64 if args.compile else 8,
-                                chunk_pairs=args.chunk_pairs, threads=args.threads, slices_ahead=args.slices_ahead,
+                                chunk_pairs=args.chunk_pairs, first_slice=args.first_slice, threads=args.threads, slices_ahead=args.slices_ahead,
                                 run_ahead=args.run_ahead)
     scorer.score(pairs[:8192])  # warm-up: compile, tokenizer child, allocator
     scorer.score(pairs[:8192])
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
 
     forward = times(lambda: scorer.score_encoded(encoded), 2)
     e2e = times(lambda: scorer.score(pairs), 4)
-    print(json.dumps({"chunk_pairs": args.chunk_pairs, "threads": args.threads, "compile": args.compile,
+    print(json.dumps({"chunk_pairs": args.chunk_pairs, "first_slice": args.first_slice, "threads": args.threads, "compile": args.compile,
                       "slices_ahead": args.slices_ahead, "run_ahead": args.run_ahead,
                       "rayon_threads": os.environ.get("RAYON_NUM_THREADS"), "pairs": len(pairs),
                       "forward_pairs_per_s": round(len(pairs) / min(forward)),

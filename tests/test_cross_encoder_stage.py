@@ -158,7 +158,12 @@ def test_pipelined_scoring_matches_one_pass(tiny_model):
     assert len(chunks) > 3 and sorted(j for _, m in chunks for j in m) == list(range(len(pairs)))
     assert sum(len(t) for t, _ in chunks) == len({t for pair in pairs for t in pair})  # each text once
     growing = CrossEncoderScorer(tiny_model, device="cpu", max_length=64, chunk_pairs=8, first_slice=2)
-    assert [len(t) for t, _ in growing._ready_chunks(pairs)] == [2, 4, 8, 8, 6]  # 28 texts: small first, then doubling
+    grown = growing._ready_chunks(pairs)
+    # 5 queries + 23 passages: every query and 2 passages first, then the passages 4, 8, 8 and the last one
+    assert [len(t) for t, _ in grown] == [7, 4, 8, 8, 1]
+    assert set(grown[0][0]) >= {f"query {i}" for i in range(5)}
+    ready = [len(m) for _, m in grown]  # a pair is ready with its passage (its query is in the first slice)
+    assert ready[0] == sum(1 for _, p in pairs if p in grown[0][0])
     assert piped.score(pairs) == pytest.approx(one_pass.score(pairs), abs=1e-5)  # slices tokenized in a child process
     assert piped._worker is not None and not piped._worker_failed
     threaded = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64, batch_size=8, chunk_pairs=4, tokenize_process=False)

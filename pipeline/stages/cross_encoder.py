@@ -317,20 +317,24 @@ class CrossEncoderScorer:
             return self._tokenize(texts)
 
     def _ready_chunks(self, pairs: list[tuple[str, str]]) -> list[tuple[list[str], list[int]]]:
-        """``(texts to tokenize, pairs ready once they are)`` per slice of distinct texts, in order of
-        first use (``first_slice`` texts, then twice as many each time, at most ``chunk_pairs``);
-        every pair lands in the slice of its later text."""
-        slice_of: dict[str, int] = {}
-        slices: list[list[str]] = [[]]
-        size = self.first_slice
-        for q, p in pairs:
-            for text in (q, p):
-                if text not in slice_of:
-                    if len(slices[-1]) >= size:
-                        slices.append([])
-                        size = min(2 * size, self.chunk_pairs)
-                    slice_of[text] = len(slices) - 1
-                    slices[-1].append(text)
+        """``(texts to tokenize, pairs ready once they are)`` per slice of distinct texts: every query in
+        the first slice (few and short), with the first ``first_slice`` passages; then the passages in order
+        of first use, twice as many each slice, at most ``chunk_pairs``. Every pair lands in the slice of
+        its passage, so pairs become ready as evenly as the passages are tokenized. (With the queries in
+        order of first use too, the pairs of late queries waited for the last slices: 70% of the SciFact
+        test pairs became ready in the last two of eight, and the GPU idled until then.)"""
+        queries = list(dict.fromkeys(q for q, _ in pairs))
+        slice_of: dict[str, int] = dict.fromkeys(queries, 0)
+        slices: list[list[str]] = [list(queries)]
+        size, in_slice = self.first_slice, 0
+        for _, p in pairs:
+            if p not in slice_of:
+                if in_slice >= size:
+                    slices.append([])
+                    size, in_slice = min(2 * size, self.chunk_pairs), 0
+                slice_of[p] = len(slices) - 1
+                slices[-1].append(p)
+                in_slice += 1
         members: list[list[int]] = [[] for _ in slices]
         for j, (q, p) in enumerate(pairs):
             members[max(slice_of[q], slice_of[p])].append(j)

@@ -168,5 +168,6 @@ def main() -> None:
     if degraded:
         print("WARNING: some responses were degraded (reranker fell back): the ratio is not valid")
 
+
 if __name__ == "__main__":
     main()

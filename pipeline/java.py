@@ -155,8 +155,8 @@ def keep_native_signal_handlers(names: Sequence[str] = CRASH_SIGNALS):
 
     ``ray.init`` installs Ray's crash handler over the JVM's and ``ray.shutdown`` resets them to the
     default; with the JVM running in the same process, the next fault HotSpot raises on purpose then
-    kills the process (seen once in CI: "Fatal Python error: Segmentation fault" inside a BM25 search
-    after the Ray tests). Wrap both calls in this::
+    kills the process (seen once in a fresh-clone run of ``.ci/run``: "Fatal Python error: Segmentation
+    fault" inside a BM25 search after the Ray tests). Wrap both calls in this::
 
         with keep_native_signal_handlers():
             ray.init(...)

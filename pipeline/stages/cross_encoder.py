@@ -361,7 +361,7 @@ class CrossEncoderScorer:
                     tensors = [t.pin_memory().to(self.device, non_blocking=True) for t in tensors]
                 out = self.model(*tensors)
                 # on a CPU nothing is gained by deferring: keep Python floats, not one small tensor per batch,
-                # which left glibc's heap fragmented (1.56 vs 1.00 GiB after 2,000 int8 pairs in one call)
+                # which left glibc's heap fragmented (1.56 vs 0.83 GiB after 2,000 int8 pairs in one call)
                 outputs.append((batch, out.float().tolist() if self.device == "cpu" else out))
                 if self.run_ahead and self.device != "cpu":
                     queued.append(torch.cuda.Event())
@@ -523,7 +523,7 @@ class CrossEncoderConfig(StageConfig):
     threads: int | None = Field(default=None, ge=1, le=256)
     compile: bool = False
     """``torch.compile`` the forward pass, at load time (the stage warms it up): on an H200 +9-15% end to end
-    (README, GPU throughput); on a CPU with VNNI, int8 1.26x faster than eager (3.17x ``CrossEncoder.predict``,
+    (README, GPU throughput); on a CPU with VNNI, int8 1.2-1.26x faster than eager (3.1x ``CrossEncoder.predict``,
     eval/results/2026-11-28-ce-cpu-zen4) after about 30 s of compilation; needs a C++ compiler on a CPU."""
     pad_multiple: int = Field(default=8, ge=1, le=512)
     """Padded widths are multiples of this (64 with ``compile``: fewer shapes to compile)."""

@@ -279,7 +279,8 @@ def test_cli_train_writes_model_card_and_report(tiny_base, tmp_path):
     assert code == 0
     report = json.loads((out / "training_report.json").read_text())
     assert [v["name"] for v in report["variants"]] == ["listwise+curriculum", "pointwise"]
-    assert set(report["chosen"]["test"]) == {"bm25_first_stage", "bm25>>ce", "hybrid_first_stage", "hybrid>>ce"}
+    assert set(report["chosen"]["test"]) == {"bm25_first_stage", "bm25>>ce", "hybrid_first_stage", "hybrid>>ce",
+                                             "zhybrid_first_stage", "zhybrid>>ce"}
     card = (out / "MODEL_CARD.md").read_text()
     assert "abc123" in card and "sha256" in card and "| pointwise |" in card
     assert (out / "2_Dense" / "model.safetensors").is_file()

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Callable
 
-from training.cross_encoder.data.bundle import Bundle, fused
+from training.cross_encoder.data.bundle import Bundle, fused, zscore_hybrid
 from training.cross_encoder.trainer import TrainConfig, TrainResult, evaluate_report, train
 
 logger = logging.getLogger(__name__)
@@ -23,24 +23,36 @@ VARIANTS: dict[str, dict] = {
     "listwise": {"curriculum": False},
     "pointwise+curriculum": {"loss": "pointwise"},
     "pointwise": {"loss": "pointwise", "curriculum": False},
+    "listwise+curriculum+dense-negs+teacher": {"retrievers": ("bm25", "dense"), "teacher": "hybrid"},
+    "listwise+dense-negs+teacher": {"retrievers": ("bm25", "dense"), "teacher": "hybrid", "curriculum": False},
 }
 
 
 def first_stages(bundle: Bundle, depth: int = 100) -> dict[str, dict[str, list]]:
-    """``bm25`` and (when the bundle has dense lists) ``hybrid`` = RRF(bm25, dense) per query."""
+    """``bm25`` and (when the bundle has dense lists) ``hybrid`` = RRF(bm25, dense) and ``zhybrid`` = the
+    shipped z-score fusion, per query."""
     out = {"bm25": {q.qid: q.bm25[:depth] for q in bundle.queries}}
     if any(q.dense for q in bundle.queries):
         out["hybrid"] = {q.qid: fused(q, depth) for q in bundle.queries}
+        out["zhybrid"] = {q.qid: zscore_hybrid(q, depth) for q in bundle.queries}
     return out
 
 
 def run_variant(name: str, cfg: TrainConfig, train_bundle: Bundle, eval_bundle: Bundle | None,
-                extra_evals: dict[str, Bundle] | None = None) -> tuple[dict, TrainResult]:
+                extra_evals: dict[str, Bundle] | None = None, dump_dir: Path | None = None) -> tuple[dict, TrainResult]:
+    """Train one variant and report it; ``dump_dir`` gets every reported run's raw scores (dev included)."""
     logger.info("variant %s: %s", name, cfg.to_dict())
     result = train(cfg, train_bundle)
-    test = evaluate_report(result, cfg, eval_bundle, first_stages(eval_bundle)) if eval_bundle else {}
+
+    def dump(tag: str) -> Path | None:
+        return dump_dir / f"{name}--{tag}.json" if dump_dir else None
+
+    test = evaluate_report(result, cfg, eval_bundle, first_stages(eval_bundle), dump=dump("test")) if eval_bundle else {}
+    dev = Bundle(train_bundle.meta, train_bundle.docs, train_bundle.role("dev"))
+    if dump_dir and dev.queries:  # dev runs for choosing the blend afterwards (never test)
+        evaluate_report(result, cfg, dev, first_stages(dev), dump=dump("dev"))
     for dataset, bundle in (extra_evals or {}).items():  # unseen collections: reported, never used to select
-        scores = evaluate_report(result, cfg, bundle, first_stages(bundle))
+        scores = evaluate_report(result, cfg, bundle, first_stages(bundle), dump=dump(dataset))
         test.update({f"{dataset}:{k}": v for k, v in scores.items()})
     row = {"name": name, "config": cfg.to_dict(), "dev_ndcg10": result.best_dev, "dev_history": result.dev_history,
            "best_epoch": result.best_epoch, "steps": result.steps, "seconds": result.seconds, "test": test}
@@ -50,7 +62,7 @@ def run_variant(name: str, cfg: TrainConfig, train_bundle: Bundle, eval_bundle: 
 
 def run_ablation(base: TrainConfig, names: list[str], train_bundle: Bundle, eval_bundle: Bundle | None,
                  save_to: Path | None, dtype: str = "bfloat16", on_variant: Callable[[dict], None] | None = None,
-                 extra_evals: dict[str, Bundle] | None = None) -> dict:
+                 extra_evals: dict[str, Bundle] | None = None, dump_dir: Path | None = None) -> dict:
     """Train every named variant; save the best by dev nDCG@10 to ``save_to``; return the report.
 
     ``on_variant(report so far)`` is called after each variant (a long run leaves partial results).
@@ -64,7 +76,7 @@ def run_ablation(base: TrainConfig, names: list[str], train_bundle: Bundle, eval
     for name in names:
         cfg = dataclasses.replace(base, **VARIANTS[name])
         cfg.__post_init__()
-        row, result = run_variant(name, cfg, train_bundle, eval_bundle, extra_evals)
+        row, result = run_variant(name, cfg, train_bundle, eval_bundle, extra_evals, dump_dir)
         rows.append(row)
         if best is None or row["dev_ndcg10"] > best[0]["dev_ndcg10"]:
             if save_to is not None:

@@ -57,6 +57,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     xquad.add_argument("--seed", type=int, default=13)
     xquad.add_argument("--depth", type=int, default=200)
 
+    corpus = sub.add_parser("corpus", help="write a local English corpus (debian package descriptions, manual pages)")
+    corpus.add_argument("source", choices=["debian", "manpages"])
+    corpus.add_argument("--out", type=Path, required=True, help="folder for corpus.jsonl (BEIR layout)")
+    corpus.add_argument("--limit", type=int, default=20000)
+    corpus.add_argument("--seed", type=int, default=13)
+
+    pseudo = sub.add_parser("pseudo", help="title pseudo-queries: a BEIR dataset (train split) from a bare corpus")
+    pseudo.add_argument("--dataset", type=Path, required=True, help="BEIR folder whose documents have titles")
+    pseudo.add_argument("--out", type=Path, required=True)
+    pseudo.add_argument("--limit", type=int, default=None, help="at most this many queries (seeded sample)")
+    pseudo.add_argument("--seed", type=int, default=13)
+
     densify = sub.add_parser("densify", help="add dense (all-MiniLM-L6-v2) candidate lists to mined bundles (GPU if any)")
     densify.add_argument("--bundle", type=Path, required=True, help="folder of *.json.gz bundles")
     densify.add_argument("--model", type=Path, default=None, help="MiniLM folder (default: the packaged one)")
@@ -88,6 +100,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--no-curriculum", action="store_true")
     train.add_argument("--device", default="auto")
     train.add_argument("--base-model", default=None, help="encoder folder to start from (default: packaged MiniLM)")
+    train.add_argument("--teacher", default="none", choices=["none", "hybrid"],
+                       help="hybrid: also distil the zero-shot BM25+MiniLM fusion's ranking of each group (KL)")
+    train.add_argument("--distill-weight", type=float, default=defaults.distill_weight)
+    train.add_argument("--repeat", type=int, nargs="*", default=[],
+                       help="per --bundle: how many times its train queries count in an epoch (default 1 each)")
+    train.add_argument("--dump-scores", type=Path, default=None,
+                       help="folder for raw reranker scores of every reported run (dev included), for blend studies")
 
     interp = sub.add_parser("interpolate", help="tune the stage's reranker/first-stage blend (alpha) on dev queries")
     interp.add_argument("--model", type=Path, required=True, help="cross-encoder folder, e.g. models/ce-minilm")
@@ -113,6 +132,13 @@ def run(args: argparse.Namespace) -> int:
             return _mine(args)
         if args.action == "mine-xquad":
             return _mine_xquad(args)
+        if args.action == "corpus":
+            return _corpus(args)
+        if args.action == "pseudo":
+            from training.cross_encoder.data.pseudo_queries import write_title_dataset
+
+            print(json.dumps(write_title_dataset(args.dataset, args.out, args.limit, args.seed)))
+            return 0
         if args.action == "densify":
             return _densify(args)
         if args.action == "train":
@@ -151,6 +177,15 @@ def _mine_xquad(args) -> int:
     return 0
 
 
+def _corpus(args) -> int:
+    from training.cross_encoder.data import local_corpora
+
+    docs = (local_corpora.debian_descriptions(args.limit, args.seed) if args.source == "debian"
+            else local_corpora.man_pages(args.limit, args.seed))
+    print(f"{args.out / 'corpus.jsonl'}: {local_corpora.write_corpus(docs, args.out)} documents")
+    return 0
+
+
 def _densify(args) -> int:
     from training.cross_encoder.data.mining import add_dense
 
@@ -163,7 +198,7 @@ def _densify(args) -> int:
 
 def _train(args) -> int:
     from training.cross_encoder.ablation import VARIANTS, run_ablation
-    from training.cross_encoder.data.bundle import load_bundle, merge_bundles
+    from training.cross_encoder.data.bundle import load_bundle, merge_bundles, repeat_train
     from training.cross_encoder.model_card import write_model_card
     from training.cross_encoder.trainer import TrainConfig, resolve_device
 
@@ -174,9 +209,12 @@ def _train(args) -> int:
         weight_decay=args.weight_decay, warmup_fraction=args.warmup_fraction, groups_per_batch=args.groups_per_batch,
         max_length=args.max_length, query_max_tokens=args.query_max_tokens, eval_depth=args.eval_depth,
         patience=args.patience, seed=args.seed, device=args.device, max_steps=args.max_steps,
-        base_model=args.base_model)
+        base_model=args.base_model, teacher=args.teacher, distill_weight=args.distill_weight)
     names = list(VARIANTS) if args.variants == "all" else [v.strip() for v in args.variants.split(",") if v.strip()]
-    train_bundle = merge_bundles([load_bundle(b / "train.json.gz") for b in args.bundle])
+    if args.repeat and len(args.repeat) != len(args.bundle):
+        raise ValueError(f"--repeat takes one count per --bundle ({len(args.bundle)}), got {len(args.repeat)}")
+    parts = [load_bundle(b / "train.json.gz") for b in args.bundle]
+    train_bundle = merge_bundles([repeat_train(p, r) for p, r in zip(parts, args.repeat or [1] * len(parts), strict=True)])
     eval_path = args.bundle[0] / f"eval-{args.report_split}.json.gz" if args.report_split else None
     eval_bundle = load_bundle(eval_path) if eval_path and eval_path.is_file() else None
     extra_evals = {}
@@ -192,7 +230,7 @@ def _train(args) -> int:
         write_model_card(args.out, report)
 
     report = run_ablation(cfg, names, train_bundle, eval_bundle, args.out, dtype=args.dtype, on_variant=save_report,
-                          extra_evals=extra_evals)
+                          extra_evals=extra_evals, dump_dir=args.dump_scores)
     save_report(report)
     from training.cross_encoder.model_card import ablation_table
 

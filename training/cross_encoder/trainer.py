@@ -7,10 +7,12 @@ that falls while ranking collapses is caught here, not in the loss curve).
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 from pipeline.stages.cross_encoder import length_batches, pad_pairs, pair_token_ids
@@ -51,12 +53,21 @@ class TrainConfig:
     """Stop after this many steps (tiny CPU runs in tests)."""
     base_model: str | None = None
     """Encoder folder to start from (default: the packaged all-MiniLM-L6-v2)."""
+    teacher: str = "none"
+    """``hybrid``: add a KL term towards the zero-shot hybrid's (BM25 + MiniLM, z-score 0.6/0.4) softmax over
+    each group, the strongest out-of-domain signal the project has (GPL-style soft labels); ``none``: labels only."""
+    distill_weight: float = 1.0
+    distill_temperature: float = 1.0
 
     def __post_init__(self):
         self.loss, self.heuristic = Loss(self.loss), Heuristic(self.heuristic)
         self.retrievers = tuple(self.retrievers)
         if self.negatives < 1 or self.epochs < 1 or self.groups_per_batch < 1:
             raise ValueError("negatives, epochs and groups_per_batch must be >= 1")
+        if self.teacher not in ("none", "hybrid"):
+            raise ValueError(f"unknown teacher {self.teacher!r} (none, hybrid)")
+        if self.distill_temperature <= 0:
+            raise ValueError("distill_temperature must be > 0")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -117,6 +128,14 @@ def score_pairs(module, cache: TokenCache, pairs: Sequence[tuple[str, str]], cfg
 def rerank_ndcg(module, cache: TokenCache, docs: dict[str, str], queries: Sequence[BundleQuery],
                 first_stage: dict[str, list[tuple[str, float]]], cfg: TrainConfig, device: str, depth: int) -> float:
     """nDCG@10 of reranking each query's ``first_stage`` top-``depth``."""
+    run = rerank_scores(module, cache, docs, queries, first_stage, cfg, device, depth)
+    return ndcg_at_k({q.qid: q.qrels for q in queries}, run)
+
+
+def rerank_scores(module, cache: TokenCache, docs: dict[str, str], queries: Sequence[BundleQuery],
+                  first_stage: dict[str, list[tuple[str, float]]], cfg: TrainConfig, device: str,
+                  depth: int) -> dict[str, dict[str, float]]:
+    """The reranker's raw score of each query's ``first_stage`` top-``depth`` documents."""
     pairs, owners = [], []
     for q in queries:
         for doc, _ in first_stage[q.qid][:depth]:
@@ -126,7 +145,7 @@ def rerank_ndcg(module, cache: TokenCache, docs: dict[str, str], queries: Sequen
     run: dict[str, dict[str, float]] = {q.qid: {} for q in queries}
     for (qid, doc), s in zip(owners, scores, strict=True):
         run[qid][doc] = s
-    return ndcg_at_k({q.qid: q.qrels for q in queries}, run)
+    return run
 
 
 def _batch_tensors(groups: Sequence[Group], queries: dict[str, BundleQuery], docs: dict[str, str], cache: TokenCache,
@@ -139,6 +158,30 @@ def _batch_tensors(groups: Sequence[Group], queries: dict[str, BundleQuery], doc
         for c in (g.positive, *g.negatives):
             rows.append(cache.pair(q, docs[c.doc_id], cfg.max_length, cfg.query_max_tokens))
     return pad_pairs(rows, cache.tokenizer.pad_token_id, torch, device)
+
+
+def hybrid_teacher(queries: Sequence[BundleQuery]) -> dict[str, tuple[dict[str, float], float]]:
+    """Per query: the zero-shot hybrid's fused score of every listed document, and the floor for the others."""
+    from pipeline.stages.fusion import linear_fusion
+
+    out = {}
+    for q in queries:
+        scores = linear_fusion([q.bm25[:100], q.dense[:100]], [0.6, 0.4], "zscore")
+        out[q.qid] = (scores, min(scores.values()) if scores else 0.0)
+    return out
+
+
+def distill_loss(scores, batch: Sequence[Group], teacher: dict, temperature: float):
+    """KL(teacher softmax || student softmax) over each group (positive first, as ``scores``)."""
+    import torch
+    import torch.nn.functional as F
+
+    rows = []
+    for g in batch:
+        table, floor = teacher[g.qid]
+        rows.append([table.get(c.doc_id, floor) for c in (g.positive, *g.negatives)])
+    target = F.softmax(torch.tensor(rows, device=scores.device, dtype=torch.float32) / temperature, dim=-1)
+    return F.kl_div(F.log_softmax(scores.float(), dim=-1), target, reduction="batchmean")
 
 
 def train(cfg: TrainConfig, bundle: Bundle, log_every: int = 20) -> TrainResult:
@@ -174,6 +217,7 @@ def train(cfg: TrainConfig, bundle: Bundle, log_every: int = 20) -> TrainResult:
     result = TrainResult(module, tokenizer)
     best_state, since_best, step, start = None, 0, 0, time.perf_counter()
     dev_lists = {q.qid: q.bm25 for q in dev_q}
+    teacher = hybrid_teacher(train_q) if cfg.teacher == "hybrid" else None
     for epoch in range(1, cfg.epochs + 1):
         groups = make_groups(train_q, cfg.negatives, cfg.rank_from, cfg.rank_to, cfg.retrievers, rng)
         rng.shuffle(groups)
@@ -189,6 +233,8 @@ def train(cfg: TrainConfig, bundle: Bundle, log_every: int = 20) -> TrainResult:
             else:
                 w = torch.tensor([group_weight(g, step, anneal_steps, cfg.heuristic) for g in batch], device=device)
             loss = ranking_loss(cfg.loss, scores, w)
+            if teacher is not None:
+                loss = loss + cfg.distill_weight * distill_loss(scores, batch, teacher, cfg.distill_temperature)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
             optim.step()
@@ -214,15 +260,24 @@ def train(cfg: TrainConfig, bundle: Bundle, log_every: int = 20) -> TrainResult:
 
 
 def evaluate_report(result: TrainResult, cfg: TrainConfig, bundle: Bundle, first_stages: dict[str, dict[str, list]],
-                    depth: int = 100) -> dict[str, float]:
-    """nDCG@10 of the trained model reranking each named first stage of an eval bundle (reporting only)."""
+                    depth: int = 100, dump: Path | None = None) -> dict[str, float]:
+    """nDCG@10 of the trained model reranking each named first stage of an eval bundle (reporting only).
+
+    ``dump``: also write ``{stage: {qid: [[doc, first-stage score, reranker score], ...]}}`` there (JSON),
+    so blends can be studied afterwards without the GPU.
+    """
     device = resolve_device(cfg.device)
     texts = [q.text for q in bundle.queries] + sorted({bundle.docs[d] for lists in first_stages.values()
                                                         for ranking in lists.values() for d, _ in ranking[:depth]})
     cache = TokenCache(result.tokenizer, texts, cfg.max_length)
-    out = {}
+    out, dumped = {}, {}
+    qrels = {q.qid: q.qrels for q in bundle.queries}
     for name, lists in first_stages.items():
-        out[f"{name}_first_stage"] = ndcg_at_k({q.qid: q.qrels for q in bundle.queries},
-                                               {qid: dict(r[:depth]) for qid, r in lists.items()})
-        out[f"{name}>>ce"] = rerank_ndcg(result.module, cache, bundle.docs, bundle.queries, lists, cfg, device, depth)
+        out[f"{name}_first_stage"] = ndcg_at_k(qrels, {qid: dict(r[:depth]) for qid, r in lists.items()})
+        run = rerank_scores(result.module, cache, bundle.docs, bundle.queries, lists, cfg, device, depth)
+        out[f"{name}>>ce"] = ndcg_at_k(qrels, run)
+        dumped[name] = {qid: [[d, s, run[qid][d]] for d, s in lists[qid][:depth]] for qid in run}
+    if dump is not None:
+        dump.parent.mkdir(parents=True, exist_ok=True)
+        dump.write_text(json.dumps({"qrels": qrels, "stages": dumped}))
     return out

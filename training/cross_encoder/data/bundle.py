@@ -73,6 +73,18 @@ def merge_bundles(bundles: list[Bundle]) -> Bundle:
     return Bundle(meta, docs, queries)
 
 
+def repeat_train(bundle: Bundle, times: int) -> Bundle:
+    """``bundle`` with each train query counted ``times`` per epoch (copies ``<qid>#r<i>``; dev kept once).
+
+    Up-weights a small set of human labels against a large pseudo-labelled one in multi-domain training.
+    """
+    if times < 1:
+        raise ValueError(f"repeat count must be >= 1, got {times}")
+    copies = [BundleQuery(f"{q.qid}#r{i}", q.text, q.role, q.qrels, q.bm25, q.dense)
+              for i in range(1, times) for q in bundle.queries if q.role == "train"]
+    return Bundle({**bundle.meta, "repeat": times}, bundle.docs, bundle.queries + copies)
+
+
 def fused(q: BundleQuery, depth: int = 100, k: int = 60) -> list[tuple[str, float]]:
     """Reciprocal-rank fusion of the BM25 and dense lists (a hybrid first stage for reports)."""
     scores: dict[str, float] = {}
@@ -80,3 +92,12 @@ def fused(q: BundleQuery, depth: int = 100, k: int = 60) -> list[tuple[str, floa
         for rank, (doc, _) in enumerate(ranking, 1):
             scores[doc] = scores.get(doc, 0.0) + 1.0 / (k + rank)
     return sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:depth]
+
+
+def zscore_hybrid(q: BundleQuery, depth: int = 100, bm25_weight: float = 0.6) -> list[tuple[str, float]]:
+    """The shipped ``hybrid`` first stage from a bundle's lists: BM25 and dense top-``depth`` each, z-score
+    linear fusion ``bm25_weight`` / ``1 - bm25_weight`` (the serving stage's own function), best ``depth``."""
+    from pipeline.stages.fusion import linear_fusion
+
+    fusedscores = linear_fusion([q.bm25[:depth], q.dense[:depth]], [bm25_weight, 1.0 - bm25_weight], "zscore")
+    return sorted(fusedscores.items(), key=lambda kv: (-kv[1], kv[0]))[:depth]

@@ -1,0 +1,104 @@
+"""Pseudo-queries from a bare corpus: a BEIR dataset with a ``train`` split and no human labels.
+
+``title`` pseudo-queries (the cheap InPars / GPL-style signal that needs no generator): each
+document's title becomes a query whose one relevant document is the same document *without* its
+title. The new dataset's corpus is title-less (a title repeated at the start of the text, as in
+Cranfield, is stripped too), so BM25 cannot match a query to its source by copying, and the
+reranker has to learn that a summary phrase and a passage that explains it belong together.
+Titles that are too short, too long or that the body repeats verbatim are skipped.
+
+The written folder is an ordinary BEIR dataset (``corpus.jsonl``, ``queries.jsonl``,
+``qrels/train.tsv``), so the usual ``mine`` command turns it into a training bundle::
+
+    python -m training cross-encoder pseudo --dataset ../shared/data/scifact --out .cache/pseudo/scifact-titles
+    python -m training cross-encoder mine --dataset .cache/pseudo/scifact-titles --eval-split '' \\
+        --dev-queries 50 --depth 100 --out .cache/ce/scifact-titles
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+from pathlib import Path
+
+from pipeline.collection import iter_corpus
+
+logger = logging.getLogger(__name__)
+
+MIN_TITLE_WORDS, MAX_TITLE_WORDS, MIN_BODY_WORDS = 3, 24, 20
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def strip_title(title: str, text: str) -> str:
+    """``text`` without a leading copy of ``title`` (compared word by word, punctuation ignored)."""
+    t = _words(title)
+    if not t:
+        return text.strip()
+    tokens = re.finditer(r"\w+", text)
+    matched = 0
+    end = 0
+    for m in tokens:
+        if matched == len(t) or m.group(0).lower() != t[matched]:
+            break
+        matched, end = matched + 1, m.end()
+    if matched < len(t):
+        return text.strip()
+    return text[end:].lstrip(" .:;,-\u2013\u2014").strip()
+
+
+def title_pairs(docs, limit: int | None = None, seed: int = 13) -> list[tuple[str, str, str]]:
+    """``(doc_id, query, body)`` for documents whose title makes a usable query; a seeded sample of ``limit``."""
+    pairs = []
+    for doc in docs:
+        title, body = doc.title.strip(), strip_title(doc.title, doc.text)
+        n = len(_words(title))
+        if not MIN_TITLE_WORDS <= n <= MAX_TITLE_WORDS or len(_words(body)) < MIN_BODY_WORDS:
+            continue
+        if " ".join(_words(title)) in " ".join(_words(body)):  # the body quotes its title: a copy task
+            continue
+        pairs.append((doc.doc_id, title.rstrip(" ."), body))
+    pairs.sort()
+    random.Random(seed).shuffle(pairs)
+    return pairs[:limit] if limit else pairs
+
+
+def write_title_dataset(dataset: Path, out: Path, limit: int | None = None, seed: int = 13) -> dict:
+    """Write the title pseudo-query dataset of ``dataset`` into ``out``; returns counts for the log/card.
+
+    Every document stays in the corpus (title-less), so negatives come from the whole collection;
+    only ``limit`` of them get a query.
+    """
+    dataset, out = Path(dataset), Path(out)
+    docs = list(iter_corpus(dataset))
+    if not docs:
+        raise ValueError(f"{dataset} has an empty corpus")
+    pairs = title_pairs(docs, limit, seed)
+    if not pairs:
+        raise ValueError(f"no document of {dataset} has a title usable as a query "
+                         f"({MIN_TITLE_WORDS}-{MAX_TITLE_WORDS} words, a body of >= {MIN_BODY_WORDS} words)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "qrels").mkdir(exist_ok=True)
+    bodies = {d: b for d, _, b in pairs}
+    _write_lines(out / "corpus.jsonl", (json.dumps({"_id": d.doc_id, "title": "",
+                                                    "text": bodies.get(d.doc_id) or strip_title(d.title, d.text)},
+                                                   ensure_ascii=False) for d in docs))
+    _write_lines(out / "queries.jsonl", (json.dumps({"_id": f"t-{d}", "text": q}, ensure_ascii=False)
+                                         for d, q, _ in pairs))
+    _write_lines(out / "qrels" / "train.tsv", ["query-id\tcorpus-id\tscore", *(f"t-{d}\t{d}\t1" for d, _, _ in pairs)])
+    info = {"source": str(dataset.name), "kind": "title", "documents": len(docs), "queries": len(pairs), "seed": seed}
+    (out / "pseudo.json").write_text(json.dumps(info, indent=2))
+    logger.info("title pseudo-queries of %s: %d queries over %d documents -> %s", dataset, len(pairs), len(docs), out)
+    return info
+
+
+def _write_lines(path: Path, lines) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        for line in lines:
+            f.write(line + "\n")
+    tmp.replace(path)

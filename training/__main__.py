@@ -15,6 +15,7 @@ import sys
 # subcommand -> (module, one-line help). Modules that do not exist yet are listed as unavailable.
 JOBS = {
     "cross-encoder": ("training.cross_encoder.cli", "curriculum-trained cross-encoder reranker (issue: cross-encoder)"),
+    "adapt": ("training.adapt", "adapt the reranker to your collection without qrels (pseudo-queries, GPL-style)"),
     "listwise": ("training.listwise.cli", "FIRST listwise reranker on a causal LM"),
     "adapters": ("training.language_modules.adapters_cli", "per-language and ranking adapters for the reranker"),
     "sftm": ("training.language_modules.sftm_cli", "sparse fine-tuning masks (language and ranking)"),

@@ -121,6 +121,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "alpha is then chosen on the mean of in-domain and held-out-domain dev")
     interp.add_argument("--out", type=Path, required=True, help="JSON report")
 
+    blend = sub.add_parser("blend", help="nDCG@10 of the reranker/first-stage blend per alpha, from dumped scores")
+    blend.add_argument("--dumps", type=Path, required=True, help="folder written by train --dump-scores")
+    blend.add_argument("--out", type=Path, default=None, help="JSON report (default: print only)")
+
     card = sub.add_parser("card", help="(re)write MODEL_CARD.md of a model folder from its training report")
     card.add_argument("--model", type=Path, required=True)
     card.add_argument("--report", type=Path, help="training_report.json (default: the model folder's)")
@@ -143,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
             return _densify(args)
         if args.action == "train":
             return _train(args)
+        if args.action == "blend":
+            return _blend(args)
         if args.action == "interpolate":
             from training.cross_encoder.interpolation import run as interpolate
 
@@ -236,6 +242,22 @@ def _train(args) -> int:
 
     print(ablation_table(report["variants"]))
     print(f"model: {args.out} (variant {report['chosen']['name']}, dev nDCG@10 {report['chosen']['dev_ndcg10']:.4f})")
+    return 0
+
+
+def _blend(args) -> int:
+    from training.cross_encoder.blend_study import summary
+
+    table = summary(args.dumps)
+    if not table:
+        raise FileNotFoundError(f"no <variant>--<tag>.json dumps in {args.dumps}")
+    for variant, sets in table.items():
+        for name, stages in sets.items():
+            for stage, c in stages.items():
+                print(f"{variant:48s} {name:22s} {stage:8s} first {c['0.0']:.4f}  ce {c['1.0']:.4f}  "
+                      + " ".join(f"{a}:{v:.4f}" for a, v in c.items() if a not in ("0.0", "1.0")))
+    if args.out:
+        args.out.write_text(json.dumps(table, indent=1))
     return 0
 
 

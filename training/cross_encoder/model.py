@@ -47,6 +47,27 @@ def new_model(base: Path | None = None, seed: int = 13):
     return mean_pool_scorer(encoder, head), AutoTokenizer.from_pretrained(str(base))
 
 
+def load_trainable(folder: Path):
+    """``(scorer module, tokenizer)`` of a saved cross-encoder folder (encoder and head), in fp32, to train further."""
+    import torch
+    from safetensors.torch import load_file
+    from transformers import AutoModel, AutoTokenizer
+
+    from pipeline.stages.cross_encoder import mean_pool_scorer
+
+    folder = Path(folder)
+    head_file = folder / "2_Dense" / "model.safetensors"
+    if not head_file.is_file():
+        raise FileNotFoundError(f"{folder} is not a cross-encoder folder (no 2_Dense/model.safetensors): "
+                                "train one with `python -m training cross-encoder train`")
+    encoder = AutoModel.from_pretrained(str(folder), dtype=torch.float32)
+    head = torch.nn.Linear(encoder.config.hidden_size, 1)
+    state = load_file(str(head_file))
+    head.weight.data.copy_(state["linear.weight"].float())
+    head.bias.data.copy_(state["linear.bias"].float())
+    return mean_pool_scorer(encoder, head), AutoTokenizer.from_pretrained(str(folder))
+
+
 def save_model(module, tokenizer, folder: Path, dtype: str = "bfloat16") -> Path:
     """Write ``module`` (encoder in ``dtype``, head in fp32) as a sentence-transformers CrossEncoder folder."""
     import copy

@@ -53,6 +53,8 @@ class TrainConfig:
     """Stop after this many steps (tiny CPU runs in tests)."""
     base_model: str | None = None
     """Encoder folder to start from (default: the packaged all-MiniLM-L6-v2)."""
+    init_model: str | None = None
+    """A saved cross-encoder folder to continue from (encoder and head; domain adaptation), instead of a new head."""
     teacher: str = "none"
     """``hybrid``: add a KL term towards the zero-shot hybrid's (BM25 + MiniLM, z-score 0.6/0.4) softmax over
     each group, the strongest out-of-domain signal the project has (GPL-style soft labels); ``none``: labels only."""
@@ -189,11 +191,11 @@ def train(cfg: TrainConfig, bundle: Bundle, log_every: int = 20) -> TrainResult:
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    from training.cross_encoder.model import new_model
+    from training.cross_encoder.model import load_trainable, new_model
 
     device = resolve_device(cfg.device)
     rng = random.Random(cfg.seed)
-    module, tokenizer = new_model(cfg.base_model, seed=cfg.seed)
+    module, tokenizer = load_trainable(cfg.init_model) if cfg.init_model else new_model(cfg.base_model, seed=cfg.seed)
     module.to(device).train()
     train_q, dev_q = bundle.role("train"), bundle.role("dev")
     if not train_q:

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Untrack / re-track models/ around a device call (git index only; files stay on disk). See gpu/README.md.
+# Untrack / re-track models/ around a device call (git index + .git/info/exclude; files stay on disk).
+# See gpu/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 marker=.git/gpu-slim
@@ -8,10 +9,12 @@ case "${1:-status}" in
     [ -e "$marker" ] && { echo "already slim (run: bash gpu/tree.sh restore)"; exit 0; }
     git diff --cached --quiet || { echo "refusing: staged changes would be mixed with the untracking" >&2; exit 2; }
     git rm -r -q --cached models/
+    printf '/models/\n' >> .git/info/exclude   # untracked-not-ignored files would still travel
     date -u +%FT%TZ > "$marker"
     echo "slim: models/ untracked for the device call; do not commit until: bash gpu/tree.sh restore";;
   restore)
     [ -e "$marker" ] || { echo "not slim"; exit 0; }
+    sed -i '\|^/models/$|d' .git/info/exclude
     git reset -q -- models/
     rm -f "$marker"
     echo "restored: models/ tracked again";;

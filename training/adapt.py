@@ -158,14 +158,20 @@ def _train(args, work: Path) -> bool:
         result.module, result.tokenizer = load_trainable(args.base)
     save_model(result.module, result.tokenizer, args.out)
     evals = {}
-    for path in args.extra_eval:
+    if args.extra_eval:
         from training.cross_encoder.ablation import first_stages
+        from training.cross_encoder.model import load_trainable
+        from training.cross_encoder.trainer import TrainResult
 
-        extra = load_bundle(path)
-        name = str(extra.meta.get("dataset", path.stem))
-        dump = args.dump_scores / f"adapted--{name}.json" if args.dump_scores else None
-        scores = evaluate_report(result, cfg, extra, first_stages(extra), dump=dump)
-        evals.update({f"{name}:{k}": v for k, v in scores.items()})
+        base = TrainResult(*load_trainable(args.base))
+        base.module.to(resolve_device(args.device))
+        for path in args.extra_eval:  # the adapted model and, for comparison, the base on the same runs
+            extra = load_bundle(path)
+            name = str(extra.meta.get("dataset", path.stem))
+            for tag, model in (("adapted", result), ("base", base)):
+                dump = args.dump_scores / f"{tag}--{name}.json" if args.dump_scores else None
+                scores = evaluate_report(model, cfg, extra, first_stages(extra), dump=dump)
+                evals.update({f"{name}:{k}" if tag == "adapted" else f"base {name}:{k}": v for k, v in scores.items()})
     row = {"name": "adapted" if keep else "base (adaptation did not help on pseudo dev)", "config": cfg.to_dict(),
            "dev_ndcg10": result.best_dev if keep else base_dev, "dev_history": result.dev_history,
            "best_epoch": result.best_epoch, "steps": result.steps, "seconds": result.seconds, "test": evals}

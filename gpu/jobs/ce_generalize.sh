@@ -9,6 +9,7 @@
 #   real+titles real (x4) + SciFact and Debian title pseudo-queries
 #   real+titles+teacher   the same + KL towards the zero-shot hybrid
 # Never trained on or used for a choice: Cranfield (reported), manual pages (a held-out domain: dev for the choice).
+# Beside them: the adaptation job on Cranfield's corpus (pack .cache/adapt/cranfield/bundle and .cache/ce-base-cran-q8).
 set -uo pipefail
 TRAIN_S=${TRAIN_S:-400}
 STEPS=${STEPS:-700}
@@ -27,7 +28,17 @@ train() {  # name, variant, extra args...
   cp "$GPU_WORK/ce/$name/training_report.json" "$R/$name.json" 2>/dev/null
   for f in "$GPU_WORK/dump-$name"/*--*.json; do [ -e "$f" ] && mv "$f" "$R/scores/$name--${f##*--}"; done
 }
-train real listwise+curriculum+dense-negs --bundle $CE/scifact $CE/xquad-en --epochs 8 &
+adapt() {  # issue 19's adaptation job on Cranfield's corpus alone, from the shipped reranker (packed with
+           # Cranfield's vocabulary rows only: .cache/ce-base-cran-q8), in parallel with the training runs
+  python3 -m training.dense.compact_weights unpack --packed .cache/ce-base-cran-q8 --out "$GPU_WORK/base" > /dev/null
+  timeout "$TRAIN_S" python3 -m training adapt --work .cache/adapt/cranfield --base "$GPU_WORK/base" \
+    --out "$GPU_WORK/adapted" --phases dense,train --device cuda --dense-model "$MINILM" --epochs 3 --lr 3e-5 \
+    --extra-eval $CE/cranfield/eval-test.json.gz --dump-scores "$R/scores-adapt" --code-commit "${CODE_COMMIT:-unknown}" \
+    > "$R/adapt.log" 2>&1
+  cp "$GPU_WORK/adapted/training_report.json" "$R/adapt.json" 2>/dev/null
+}
+adapt &
+sleep 1; train real listwise+curriculum+dense-negs --bundle $CE/scifact $CE/xquad-en --epochs 8 &
 sleep 2; train real+deb listwise+curriculum+dense-negs --bundle $CE/scifact $CE/xquad-en $CE/debian-titles \
   --repeat 4 4 1 --epochs 1 --max-steps "$STEPS" &
 sleep 2; train real+titles listwise+curriculum+dense-negs --bundle $CE/scifact $CE/xquad-en $CE/scifact-titles \
@@ -54,6 +65,8 @@ for name in $(head -2 "$R/chosen.txt" | cut -d' ' -f1); do
   python3 -m training.dense.compact_weights pack --model "$m" --out "$GPU_WORK/ret/$name" > /dev/null \
     && cp -r "$m/2_Dense" "$m/training_report.json" "$m/MODEL_CARD.md" "$GPU_WORK/ret/$name/"
 done
+python3 -m training.dense.compact_weights pack --model "$GPU_WORK/adapted" --out "$GPU_WORK/ret/adapted" > /dev/null \
+  && cp -r "$GPU_WORK/adapted/2_Dense" "$GPU_WORK/adapted/training_report.json" "$GPU_WORK/ret/adapted/"
 tar -cf - -C "$GPU_WORK/ret" . | split -b 15m - "$OUT/models.tar.part-"
 tar -cf - -C "$R" . | xz -T8 > "$OUT/results.tar.xz"
 ls -la "$OUT"

@@ -11,13 +11,16 @@
 # Never trained on or used for a choice: Cranfield (reported), manual pages (a held-out domain: dev for the choice).
 # Beside them: the adaptation job on Cranfield's corpus (pack .cache/adapt/cranfield/bundle and .cache/ce-base-cran-q8).
 set -uo pipefail
-TRAIN_S=${TRAIN_S:-400}
+TRAIN_S=${TRAIN_S:-330}
 STEPS=${STEPS:-700}
 CE=.cache/ce
 R=$GPU_WORK/res; mkdir -p "$R/scores"
+# in parallel: one after the other took 202 s on 2026-12-04 (mostly JSON writing, one CPU core each), which
+# left too little of the call's 600 s for training
 for b in scifact xquad-en cranfield scifact-titles debian-titles manpages-titles; do
-  timeout 120 python3 -m training cross-encoder densify --bundle $CE/$b --model "$MINILM" --device cuda 2>&1 | tail -1
+  timeout 150 python3 -m training cross-encoder densify --bundle $CE/$b --model "$MINILM" --device cuda > "$R/densify-$b.log" 2>&1 &
 done
+wait
 echo "densify done at ${SECONDS}s"
 common=(--extra-eval $CE/cranfield/eval-test.json.gz $CE/manpages-titles/eval-train.json.gz --base-model "$MINILM"
         --negatives 15 --groups-per-batch 16 --code-commit "${CODE_COMMIT:-unknown}")

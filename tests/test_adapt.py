@@ -40,8 +40,12 @@ def test_adapt_runs_every_phase_then_resumes(collection, base_ce, tmp_path, capl
     work, out = tmp_path / "work", tmp_path / "adapted"
     argv = ["adapt", "--dataset", str(collection), "--base", str(base_ce), "--out", str(out), "--work", str(work),
             "--device", "cpu", "--negatives", "3", "--groups-per-batch", "2", "--max-steps", "2"]
-    assert main(argv) == 0
+    extra = ["--extra-eval", str(work / "bundle" / "train.json.gz"), "--dump-scores", str(tmp_path / "dumps")]
+    assert main(argv + extra) == 0
     report = json.loads((out / "training_report.json").read_text())
+    tests = report["chosen"]["test"]
+    assert any(k.startswith("base ") for k in tests) and any(not k.startswith("base ") for k in tests)
+    assert sorted(p.name.split("--")[0] for p in (tmp_path / "dumps").glob("*.json")) == ["adapted", "base"]
     assert report["adaptation"]["base"] == str(base_ce)
     assert set(report["adaptation"]) >= {"base_pseudo_dev", "adapted_pseudo_dev", "kept"}
     assert (out / "2_Dense" / "model.safetensors").is_file() and (out / "MODEL_CARD.md").is_file()

@@ -17,6 +17,12 @@ def test_shipped_config_is_valid():
     assert "bm25" in config.pipelines
 
 
+def test_adapted_config_serves_the_adapted_model_beside_the_shipped_one():
+    config = load_config(REPO / "configs" / "adapted.yaml")
+    models = {name: [s.get("model") for s in p.stages if isinstance(s, dict)] for name, p in config.pipelines.items()}
+    assert "ce-adapted" in models["hybrid>>ce-adapted"] and "ce-minilm" in models["hybrid>>ce"]
+
+
 @pytest.mark.parametrize(
     ("raw", "message"),
     [

@@ -56,8 +56,8 @@ def scifact(index_root: Path, dataset: Path) -> tuple[np.ndarray, np.ndarray]:
     import faiss
 
     from eval.runner import judged_queries
-    from pipeline.encoders import load_encoder
-    from pipeline.index_store import resolve
+    from pipeline.encoders.bi_encoders import load_encoder
+    from pipeline.storage.index_store import resolve
 
     folder, manifest = resolve(index_root, "scifact", "minilm")
     index = faiss.read_index(str(folder / manifest.params["index_file"]))
@@ -129,7 +129,7 @@ def _row(corpus, n, factory, param, m, mb, flat_mb, build_s, flat_p50) -> str:
 
 
 def main() -> None:
-    from pipeline.settings_paths import default_data_dir, default_index_root
+    from pipeline.core.settings_paths import default_data_dir, default_index_root
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000, help="synthetic corpus size (0 = skip)")

@@ -140,7 +140,7 @@ def cpu_bench(args) -> dict:
 def gpu_bench(args) -> dict:
     import torch
 
-    from pipeline.micro_batch import MicroBatcher
+    from pipeline.runtime.micro_batch import MicroBatcher
     from pipeline.stages.cross_encoder import CrossEncoderScorer
 
     pairs, _, _ = load_pairs(args.bundle, None)
@@ -180,7 +180,7 @@ def gpu_profile(args) -> dict:
     multiples; plus plain ``CrossEncoder.predict`` fp32 on a slice and the micro-batcher, in the same run."""
     import torch
 
-    from pipeline.micro_batch import MicroBatcher
+    from pipeline.runtime.micro_batch import MicroBatcher
     from pipeline.stages.cross_encoder import CrossEncoderScorer
 
     pairs, _, _ = load_pairs(args.bundle, None)
@@ -196,9 +196,9 @@ def gpu_profile(args) -> dict:
     b512 = dict(attn_implementation="sdpa", batch_size=512, batch_tokens=512 * 512)
     configs = [("thread b512", dict(b512, tokenize_process=False)),  # tokenization in a helper thread (until 2026-11-28)
                ("thread b512 switch 0.5ms", dict(b512, tokenize_process=False, switch_interval=0.0005)),
-               ("process b512", b512),  # the default: tokenization in a child process (pipeline/tokenize_worker.py)
+               ("process b512", b512),  # the default: tokenization in a child process (pipeline/runtime/tokenize_worker.py)
                ("process b256", dict(b512, batch_size=256, batch_tokens=256 * 512)),
-               ("hf process b512", dict(b512, fast=False)),  # transformers' BertModel instead of pipeline/fast_bert.py
+               ("hf process b512", dict(b512, fast=False)),  # transformers' BertModel instead of pipeline/scorers/fast_bert.py
                ("process b512 m64 compile", dict(b512, pad_multiple=64, compile=True))]
     best = None
     for name, kw in configs:

@@ -29,8 +29,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 def main() -> None:
     from indexer.dense import document_text, encode_corpus
-    from pipeline.collection import iter_corpus
-    from pipeline.encoders import load_encoder, minilm_path
+    from pipeline.encoders.bi_encoders import load_encoder, minilm_path
+    from pipeline.storage.collection import iter_corpus
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", type=Path, required=True)

@@ -30,9 +30,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from eval.trec import write_run  # noqa: E402
-from pipeline.llm_loading import load_causal_lm  # noqa: E402
+from pipeline.core.types import Document, Hit, Query, Results  # noqa: E402
+from pipeline.scorers.llm_loading import load_causal_lm  # noqa: E402
 from pipeline.stages.listwise import ListwiseReranker  # noqa: E402
-from pipeline.types import Document, Hit, Query, Results  # noqa: E402
 from training.listwise.data import read_passages, read_rankings  # noqa: E402
 
 

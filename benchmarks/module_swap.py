@@ -76,8 +76,8 @@ def main() -> int:
 
     import torch
 
+    from pipeline.core.types import Hit, Query
     from pipeline.stages.modular_reranker import ModularCrossEncoder, load_registry
-    from pipeline.types import Hit, Query
     from training.language_modules.xquad import load_language, question_split
 
     torch.set_num_threads(args.threads)
@@ -146,7 +146,7 @@ def synthetic_modules(root: Path, models_dir: Path, base: str, lang: str) -> Pat
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from pipeline.language_modules import Sparse, save_sftm
+    from pipeline.scorers.language_modules import Sparse, save_sftm
     from pipeline.stages.modular_reranker import load_base
     from training.language_modules.trainer import LORA_TARGETS
 
@@ -176,7 +176,7 @@ def synthetic_modules(root: Path, models_dir: Path, base: str, lang: str) -> Pat
 
 
 def service_latency(args, lang: str) -> None:
-    from pipeline.config import parse_config
+    from pipeline.core.config import parse_config
 
     index = f"lucene-{lang}"
     reranker = {"type": "modular_ce", "index": index, "model": args.base, "modules": args.modules}
@@ -206,7 +206,7 @@ def ml_latency(args, lang: str) -> None:
     """The configured ml-<lang> pipelines vs the same fusion >> base reranker (no module) vs the fusion alone."""
     import yaml
 
-    from pipeline.config import parse_config
+    from pipeline.core.config import parse_config
 
     raw = yaml.safe_load(args.ml_config.read_text())
     lora, sftm = raw["pipelines"][f"ml-{lang}"], raw["pipelines"][f"ml-sftm-{lang}"]

@@ -128,9 +128,9 @@ def peak_rss_mb() -> float:
 
 def phase_bm25(work: Path, queries: int) -> dict:
     from indexer.build import ensure_index
-    from pipeline.config import LuceneIndexConfig
+    from pipeline.core.config import LuceneIndexConfig
+    from pipeline.core.types import Query
     from pipeline.stages.bm25 import BM25
-    from pipeline.types import Query
 
     out: dict = {"load_start": load()}
     start, cpu = time.perf_counter(), time.process_time()
@@ -150,7 +150,7 @@ def phase_bm25(work: Path, queries: int) -> dict:
 
 def phase_bm25_ray(work: Path, shards: int) -> dict:
     from indexer.distributed import RayOptions, publish_distributed
-    from pipeline.config import LuceneIndexConfig
+    from pipeline.core.config import LuceneIndexConfig
 
     load_start = load()
     start = time.perf_counter()

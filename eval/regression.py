@@ -27,9 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from eval.experiment import Experiment
 from eval.metrics import DISPLAY
-from pipeline.config import ServiceConfig
-from pipeline.errors import ConfigError
-from pipeline.settings_paths import default_data_dir
+from pipeline.core.config import ServiceConfig
+from pipeline.core.errors import ConfigError
+from pipeline.core.settings_paths import default_data_dir
 
 REGRESSIONS_DIR = Path(__file__).parent / "regressions"
 REPO = Path(__file__).resolve().parent.parent

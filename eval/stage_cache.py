@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from pipeline.types import Hit, Results
+from pipeline.core.types import Hit, Results
 
 logger = logging.getLogger(__name__)
 FORMAT = 1

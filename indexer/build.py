@@ -8,10 +8,10 @@ import logging
 from pathlib import Path
 from typing import Iterable
 
-from pipeline.collection import corpus_path, file_checksum
-from pipeline.config import IndexConfig, ServiceConfig, parse_index
-from pipeline.errors import IndexCorruptError, IndexNotFoundError
-from pipeline.index_store import Manifest, index_dir, publishing, resolve
+from pipeline.core.config import IndexConfig, ServiceConfig, parse_index
+from pipeline.core.errors import IndexCorruptError, IndexNotFoundError
+from pipeline.storage.collection import corpus_path, file_checksum
+from pipeline.storage.index_store import Manifest, index_dir, publishing, resolve
 
 logger = logging.getLogger(__name__)
 

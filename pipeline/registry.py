@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.config import ServiceConfig, StageConfig, parse_index, parse_stage
-from pipeline.errors import ConfigError
-from pipeline.stage import Pipeline, Stage
+from pipeline.core.config import ServiceConfig, StageConfig, parse_index, parse_stage
+from pipeline.core.errors import ConfigError
+from pipeline.core.stage import Pipeline, Stage
 
 # Stage modules imported lazily so that the core needs none of their dependencies.
 _STAGE_MODULES = (

@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from pipeline.errors import PipelineError, StageError, UnknownPipelineError
-from pipeline.stage import Stage
-from pipeline.types import Document, Hit, Query
+from pipeline.core.errors import PipelineError, StageError, UnknownPipelineError
+from pipeline.core.stage import Stage
+from pipeline.core.types import Document, Hit, Query
 from service.cache import Cache, result_key
 from service.engine import CollectionState, Engine
 from service.errors import RerankerUnavailableError
@@ -91,7 +91,7 @@ class Searcher:
 
 
 class InMemoryDocs:
-    """The documents of one rerank request, looked up like a :class:`~pipeline.docstore.DocStore`."""
+    """The documents of one rerank request, looked up like a :class:`~pipeline.storage.docstore.DocStore`."""
 
     def __init__(self, docs: Sequence[Document]):
         self._docs = {d.doc_id: d for d in docs}

@@ -3,7 +3,7 @@
 Pyserini calls into the JVM through pyjnius, which attaches each calling thread to the JVM
 but does not detach it when the thread ends; a JVM that still lists a dead native thread can
 crash at its next safepoint. These workers detach themselves as they exit
-(:func:`pipeline.java.mark_jvm_thread`), and ``contextvars`` (the request id) follow
+(:func:`pipeline.runtime.java.mark_jvm_thread`), and ``contextvars`` (the request id) follow
 the work into the thread.
 """
 
@@ -14,7 +14,9 @@ import contextvars
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
-from pipeline.java import mark_jvm_thread  # importing pipeline.java also installs the detach hook for every thread
+from pipeline.runtime.java import (
+    mark_jvm_thread,  # importing pipeline.runtime.java also installs the detach hook for every thread
+)
 
 T = TypeVar("T")
 

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.docstore import FILENAME as DOCSTORE
-from pipeline.docstore import DocStore
-from pipeline.errors import ModelNotFoundError
-from pipeline.stage import Pipeline
+from pipeline.core.errors import ModelNotFoundError
+from pipeline.core.stage import Pipeline
+from pipeline.core.testing import StageContract
+from pipeline.core.types import Document, Query
 from pipeline.stages.bm25 import BM25
 from pipeline.stages.cross_encoder import (
     CrossEncoderReranker,
@@ -19,8 +19,8 @@ from pipeline.stages.cross_encoder import (
     length_batches,
     pair_token_ids,
 )
-from pipeline.testing import StageContract
-from pipeline.types import Document, Query
+from pipeline.storage.docstore import FILENAME as DOCSTORE
+from pipeline.storage.docstore import DocStore
 from tests.conftest import REPO, TINY_CONFIG
 
 TRAINED = REPO / "models" / "ce-minilm"
@@ -196,7 +196,7 @@ def test_dead_tokenizer_process_falls_back_to_this_process(tiny_model):
 
 
 def test_flat_tokenization_matches_the_backend(scorer):
-    from pipeline.tokenize_worker import split_flat, tokenize_flat
+    from pipeline.runtime.tokenize_worker import split_flat, tokenize_flat
 
     texts = ["alpha beta", "", "the quick brown fox " * 50]
     table = split_flat(texts, *tokenize_flat(texts, scorer._backend))
@@ -205,7 +205,7 @@ def test_flat_tokenization_matches_the_backend(scorer):
 
 
 def test_micro_batched_stage_matches_direct(scorer, docs, tiny_index):
-    from pipeline.micro_batch import MicroBatcher
+    from pipeline.runtime.micro_batch import MicroBatcher
 
     queries = StageContract.queries
     cands = bm25_candidates(tiny_index, queries)
@@ -222,7 +222,7 @@ def test_concurrent_requests_tokenize_in_their_own_threads_and_share_forward_pas
     """The batcher's shared call gets token ids, not texts: tokenization ran in each request's thread."""
     import threading
 
-    from pipeline.micro_batch import MicroBatcher
+    from pipeline.runtime.micro_batch import MicroBatcher
 
     seen: list = []
     encode_threads: set = set()
@@ -286,7 +286,7 @@ def test_int8_needs_the_cpu_and_missing_model_is_typed(tiny_model, tmp_path):
 def test_int8_falls_back_to_fp32_where_int8_products_are_slow(tiny_model, monkeypatch):
     """On a CPU without fast int8 kernels (AVX2 only: ``_int_mm`` ran 0.03x fp32) ``int8`` means fp32, said so."""
     import pipeline.stages.cross_encoder as ce
-    from pipeline.int8_linear import Int8Linear
+    from pipeline.scorers.int8_linear import Int8Linear
 
     pairs = [("volcano", "lava and ash"), ("volcano", "ocean tides")]
     monkeypatch.setattr(ce, "cpu_int8_speedup", lambda: 0.03)
@@ -324,7 +324,7 @@ def ce_config(model: str = "tiny-ce", **extra):
 
 
 def test_pipelines_from_config_share_one_model(tiny_index_root, tiny_model):
-    from pipeline.config import parse_config
+    from pipeline.core.config import parse_config
     from pipeline.registry import BuildContext, build_pipeline
 
     ctx = BuildContext(index_root=tiny_index_root, collection="tiny", config=parse_config(ce_config()), models_dir=tiny_model.parent)
@@ -335,8 +335,8 @@ def test_pipelines_from_config_share_one_model(tiny_index_root, tiny_model):
 
 
 def test_bad_config_names_the_field():
-    from pipeline.config import parse_config
-    from pipeline.errors import ConfigError
+    from pipeline.core.config import parse_config
+    from pipeline.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"stages\[1\]\.top_n"):
         parse_config(ce_config(top_n=0))
@@ -349,7 +349,7 @@ def test_bad_config_names_the_field():
 def test_compiled_stage_is_warmed_up_when_built(tiny_index_root, tiny_model, monkeypatch):
     """``compile: true`` compiles at load, not inside the first request's time budget."""
     import pipeline.stages.cross_encoder as ce
-    from pipeline.config import parse_config
+    from pipeline.core.config import parse_config
     from pipeline.registry import BuildContext, build_pipeline
 
     warmed: list = []
@@ -388,7 +388,7 @@ def test_failed_compilation_falls_back_to_the_eager_model(scorer):
 
 
 def test_service_starts_without_weights_and_says_which_pipelines_are_off(tiny_index_root, tmp_path):
-    from pipeline.config import parse_config
+    from pipeline.core.config import parse_config
     from service.engine import Engine
 
     engine = Engine(parse_config(ce_config()), tiny_index_root, tmp_path, ["tiny"])
@@ -402,7 +402,7 @@ def test_pipelines_endpoint_says_when_int8_runs_as_fp32(tiny_index_root, tiny_mo
     from fastapi.testclient import TestClient
 
     import pipeline.stages.cross_encoder as ce
-    from pipeline.config import parse_config
+    from pipeline.core.config import parse_config
     from service.app import create_app
     from service.engine import Engine
     from service.settings import Settings
@@ -419,7 +419,7 @@ def test_pipelines_endpoint_says_when_int8_runs_as_fp32(tiny_index_root, tiny_mo
 
 
 def test_repository_config_declares_the_rerank_pipelines():
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
 
     config = load_config(REPO / "configs" / "pipelines.yaml")
     for name in ("bm25>>ce", "hybrid>>ce"):
@@ -481,7 +481,7 @@ def test_bf16_needs_a_measured_speedup_not_just_the_flags(monkeypatch):
 
 
 def test_fast_forward_matches_the_transformers_module(tiny_model):
-    """pipeline/fast_bert.py (fused QKV, no host sync) gives the transformers module's scores,
+    """pipeline/scorers/fast_bert.py (fused QKV, no host sync) gives the transformers module's scores,
     padding included (pairs of very different lengths share batches)."""
     import numpy as np
 
@@ -495,7 +495,7 @@ def test_fast_forward_matches_the_transformers_module(tiny_model):
 
 def test_fast_forward_refuses_other_architectures():
     transformers = pytest.importorskip("transformers")
-    from pipeline.fast_bert import fast_bert_scorer, supports
+    from pipeline.scorers.fast_bert import fast_bert_scorer, supports
 
     cfg = transformers.BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                                   hidden_act="relu")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.types import Document
+from pipeline.core.types import Document
 from training.dense.card import reproducible_argv
 from training.dense.examples import Example, make_batches
 from training.dense.pretraining_tasks import bfs_examples, ict_examples, pretraining_examples, split_sentences
@@ -63,7 +63,7 @@ def tiny_st(tmp_path_factory) -> Path:
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from pipeline.encoders import minilm_path
+    from pipeline.encoders.bi_encoders import minilm_path
 
     torch.manual_seed(0)
     raw = tmp_path_factory.mktemp("tinybert")
@@ -197,7 +197,7 @@ def test_contrastive_training_lowers_the_loss(tiny_st, loss):
 
 
 def test_dense_cli_trains_saves_a_loadable_model_with_a_card(beir_dir, tiny_st, tmp_path):
-    from pipeline.encoders import load_encoder
+    from pipeline.encoders.bi_encoders import load_encoder
     from training.__main__ import main
 
     out = tmp_path / "model"
@@ -242,8 +242,8 @@ def test_mamba_distillation_pulls_the_student_towards_the_teacher():
     import numpy as np
     import torch
 
-    from pipeline.encoders import minilm_path
-    from pipeline.encoders_mamba import new_mamba_module
+    from pipeline.encoders.bi_encoders import minilm_path
+    from pipeline.encoders.mamba import new_mamba_module
     from training.dense.contrastive import TrainConfig, seed_everything, train_distillation
 
     seed_everything(0)

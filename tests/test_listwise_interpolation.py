@@ -8,8 +8,8 @@ import random
 import pytest
 
 from eval.trec import read_run, write_run
+from pipeline.core.types import Hit, Query
 from pipeline.stages.listwise import ListwiseReranker
-from pipeline.types import Hit, Query
 from training.__main__ import main
 from training.listwise.interpolation import GRID, blended_run, stage_inputs, table, tune
 

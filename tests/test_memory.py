@@ -1,10 +1,10 @@
-"""pipeline.memory: allocator settings for long-running processes."""
+"""pipeline.runtime.memory: allocator settings for long-running processes."""
 
 from __future__ import annotations
 
 import os
 
-from pipeline.memory import ONEDNN_CACHE, tame_allocator
+from pipeline.runtime.memory import ONEDNN_CACHE, tame_allocator
 
 
 def test_tame_allocator_sets_mallopt_and_keeps_an_explicit_onednn_setting(monkeypatch):

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.testing import StageContract
-from pipeline.types import Hit, Query
+from pipeline.core.testing import StageContract
+from pipeline.core.types import Hit, Query
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("langdetect")
@@ -26,7 +26,7 @@ TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "spec
 
 
 def _perturbed_sftm(model, seed: int, folder: Path) -> None:
-    from pipeline.language_modules import save_sftm, sparse_difference
+    from pipeline.scorers.language_modules import save_sftm, sparse_difference
 
     tuned = copy.deepcopy(model)
     g = torch.Generator().manual_seed(seed)
@@ -57,7 +57,7 @@ def models_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def stage(models_dir):
-    from pipeline.language import LanguageDetector
+    from pipeline.core.language import LanguageDetector
     from pipeline.stages.modular_reranker import ModularCrossEncoder, load_registry
 
     registry, tokenizer = load_registry("tiny-ce", models_dir, "lang-modules", "sftm", ["ranking", "en", "de"])
@@ -124,7 +124,7 @@ def test_interpolation_mixes_min_max_reranker_and_first_stage_scores(stage):
 
 
 def test_module_trained_on_another_base_is_refused(models_dir, tmp_path):
-    from pipeline.language_modules import ModuleMismatchError
+    from pipeline.scorers.language_modules import ModuleMismatchError
     from pipeline.stages.modular_reranker import load_registry
 
     shutil.copytree(models_dir / "lang-modules", tmp_path / "lang-modules")
@@ -135,7 +135,7 @@ def test_module_trained_on_another_base_is_refused(models_dir, tmp_path):
 
 
 def test_missing_base_names_the_command(tmp_path):
-    from pipeline.errors import ModelNotFoundError
+    from pipeline.core.errors import ModelNotFoundError
     from pipeline.stages.modular_reranker import load_registry
 
     with pytest.raises(ModelNotFoundError, match="python -m training"):
@@ -146,7 +146,7 @@ def test_missing_base_names_the_command(tmp_path):
 def ml_client(models_dir, tiny_index_root):
     from fastapi.testclient import TestClient
 
-    from pipeline.config import parse_config
+    from pipeline.core.config import parse_config
     from service.app import create_app
     from service.engine import Engine
     from service.settings import Settings

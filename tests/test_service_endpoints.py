@@ -16,11 +16,11 @@ from typing import Sequence
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline.config import StageConfig, parse_config
-from pipeline.docstore import DocStore
+from pipeline.core.config import StageConfig, parse_config
+from pipeline.core.stage import Stage
+from pipeline.core.types import Query, Results, sort_hits
 from pipeline.registry import register_stage
-from pipeline.stage import Stage
-from pipeline.types import Query, Results, sort_hits
+from pipeline.storage.docstore import DocStore
 from service.app import create_app
 from service.engine import Engine
 from service.logging_config import JsonFormatter, RequestIdFilter, request_id_var
@@ -69,7 +69,7 @@ class TextScorer(OverlapReranker):
 
 def _build(cls):
     def build(cfg: OverlapConfig, ctx) -> Stage:
-        from pipeline.index_store import resolve
+        from pipeline.storage.index_store import resolve
 
         folder, _ = resolve(ctx.index_root, ctx.collection, "lucene")
         return cls(DocStore(folder / "docstore.sqlite"), explode=cfg.explode)

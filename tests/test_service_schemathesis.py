@@ -22,10 +22,10 @@ from schemathesis.checks import (
 )
 from schemathesis.generation import GenerationMode
 
-from pipeline.config import StageConfig, parse_config
+from pipeline.core.config import StageConfig, parse_config
+from pipeline.core.stage import Stage
+from pipeline.core.types import sort_hits
 from pipeline.registry import register_stage
-from pipeline.stage import Stage
-from pipeline.types import sort_hits
 from service.app import create_app
 from service.engine import Engine
 from service.settings import Settings, hash_key
@@ -55,8 +55,8 @@ class LengthReranker(Stage):
 
 
 def _build_length(cfg, ctx):
-    from pipeline.docstore import DocStore
-    from pipeline.index_store import resolve
+    from pipeline.storage.docstore import DocStore
+    from pipeline.storage.index_store import resolve
 
     folder, _ = resolve(ctx.index_root, ctx.collection, "lucene")
     return LengthReranker(DocStore(folder / "docstore.sqlite"))

@@ -10,15 +10,15 @@ a linear head; ``CrossEncoder(folder).predict`` gives the same scores) trained b
 * **batching**: pairs are sorted by length and cut into batches of at most ``batch_size``
   pairs and ``batch_tokens`` padded tokens, so short pairs do not pay for long ones (defaults:
   8 pairs on a CPU, where small batches ran 1.2-1.3x faster than 32-64; 512 on a GPU).
-* **forward pass**: :mod:`pipeline.fast_bert` (fused QKV, no host sync per batch, same scores);
+* **forward pass**: :mod:`pipeline.scorers.fast_bert` (fused QKV, no host sync per batch, same scores);
   ``fast=False`` or a non-BERT encoder runs the ``transformers`` module.
 * **precision**: ``auto`` runs bf16 on a GPU and on a CPU with native bf16 (AVX512-BF16/AMX,
   :func:`cpu_has_fast_bf16`, measured once), else fp32; ``fp32``, ``bf16`` or ``int8`` force one. ``int8`` is
   the CPU path: every encoder ``nn.Linear`` in W8A8 (int8 weights per output channel, activations
-  quantized per token at run time, int32 products; :mod:`pipeline.int8_linear`), the head in fp32.
+  quantized per token at run time, int32 products; :mod:`pipeline.scorers.int8_linear`), the head in fp32.
   Not chosen by ``auto`` (see :func:`default_precision`).
 * **service**: concurrent requests share forward passes through a
-  :class:`~pipeline.micro_batch.MicroBatcher` (each request tokenizes its own pairs first, in its
+  :class:`~pipeline.runtime.micro_batch.MicroBatcher` (each request tokenizes its own pairs first, in its
   own thread); ``time_budget_ms`` (per query of the batch) raises :class:`RerankTimeoutError`, and
   with ``fail_open: true`` the pipeline then keeps the first-stage order and reports the stage as
   ``degraded``.
@@ -43,17 +43,17 @@ from typing import Literal, Sequence
 import numpy as np
 from pydantic import Field
 
-from pipeline.config import StageConfig
-from pipeline.cpu_memory import keep_freed_memory
-from pipeline.errors import IndexNotFoundError, ModelNotFoundError, StageError
-from pipeline.fast_bert import fast_bert_scorer, masked_mean
-from pipeline.fast_bert import supports as supports_fast
-from pipeline.micro_batch import MicroBatcher
+from pipeline.core.config import StageConfig
+from pipeline.core.errors import IndexNotFoundError, ModelNotFoundError, StageError
+from pipeline.core.stage import Stage, phase
+from pipeline.core.types import Hit, Query, Results, sort_hits
 from pipeline.registry import BuildContext, register_stage
-from pipeline.stage import Stage, phase
+from pipeline.runtime.cpu_memory import keep_freed_memory
+from pipeline.runtime.micro_batch import MicroBatcher
+from pipeline.runtime.tokenize_worker import TokenizerProcess, split_flat, tokenize_flat
+from pipeline.scorers.fast_bert import fast_bert_scorer, masked_mean
+from pipeline.scorers.fast_bert import supports as supports_fast
 from pipeline.stages.fusion import interpolate_hits
-from pipeline.tokenize_worker import TokenizerProcess, split_flat, tokenize_flat
-from pipeline.types import Hit, Query, Results, sort_hits
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ class CrossEncoderScorer:
             logger.warning("cross-encoder %s: %s", folder, self.precision_note)
             precision = "fp32"  # the scores int8 approximates, and here the faster path
         if self.device == "cpu":
-            keep_freed_memory()  # no page faults on every batch's activations (pipeline/cpu_memory.py)
+            keep_freed_memory()  # no page faults on every batch's activations (pipeline/runtime/cpu_memory.py)
             if threads:
                 torch.set_num_threads(threads)
         self.precision, self.max_length, self.query_max_tokens = precision, max_length, query_max_tokens
@@ -172,13 +172,13 @@ class CrossEncoderScorer:
         head = torch.nn.Linear(encoder.config.hidden_size, 1)
         head.load_state_dict({k.removeprefix("linear."): v.float() for k, v in load_file(str(folder / "2_Dense" / "model.safetensors")).items()})
         if fast and attn_implementation in (None, "sdpa") and supports_fast(encoder.config):
-            model = fast_bert_scorer(encoder, head).eval()  # same scores, no host sync per batch (pipeline/fast_bert.py)
+            model = fast_bert_scorer(encoder, head).eval()  # same scores, no host sync per batch (pipeline/scorers/fast_bert.py)
         else:
             model = mean_pool_scorer(encoder, head).eval()
         if precision == "int8":
-            from pipeline.int8_linear import quantize_linears
+            from pipeline.scorers.int8_linear import quantize_linears
 
-            quantize_linears(model, keep=lambda name: name == "head")  # per-token W8A8 (pipeline/int8_linear.py)
+            quantize_linears(model, keep=lambda name: name == "head")  # per-token W8A8 (pipeline/scorers/int8_linear.py)
         elif precision == "bf16":
             model = model.to(torch.bfloat16)
         self.model = model.to(self.device)
@@ -210,7 +210,7 @@ class CrossEncoderScorer:
         return copy
 
     def _tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        if self._backend is not None:  # the same routine as the child process (pipeline/tokenize_worker.py)
+        if self._backend is not None:  # the same routine as the child process (pipeline/runtime/tokenize_worker.py)
             return split_flat(texts, *tokenize_flat(texts, self._backend))
         ids = self.tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=self.max_length)["input_ids"]
         return {t: np.asarray(i, dtype=np.int64) for t, i in zip(texts, ids, strict=True)}
@@ -271,7 +271,7 @@ class CrossEncoderScorer:
         until the end. Slices start small (``first_slice`` texts, so the GPU starts early) and
         double up to ``chunk_pairs``. Each distinct text is tokenized once (a passage shared by
         many queries, too), in a child process unless ``tokenize_process=False`` (a helper thread
-        holding the GIL would stall the thread that queues GPU work; see pipeline/tokenize_worker.py).
+        holding the GIL would stall the thread that queues GPU work; see pipeline/runtime/tokenize_worker.py).
         """
         if not pairs:
             return []
@@ -386,7 +386,7 @@ def default_precision(device: str) -> str:
     """``precision: auto``: bf16 on a GPU or a CPU with native bf16, else fp32.
 
     int8 is never the default. Torch's dynamic quantization lost 0.036-0.110 nDCG@10 (one activation
-    scale per batch); the per-token W8A8 path that replaced it (:mod:`pipeline.int8_linear`) runs
+    scale per batch); the per-token W8A8 path that replaced it (:mod:`pipeline.scorers.int8_linear`) runs
     1.94x ``CrossEncoder.predict`` and lost 0.001 on 20 SciFact test queries, but 0.0075 on the
     regression matrix's bm25>>ce (50 queries; eval/results/2026-11-28-ce-cpu-w8a8).
     """
@@ -442,7 +442,7 @@ INT8_MIN_SPEEDUP = 1.5
 @functools.cache
 def cpu_int8_speedup(repeats: int = 3) -> float:
     """fp32 time / int8 time of one cross-encoder-sized product (512 x 384 by 384 x 1,536; best of ``repeats``),
-    the int8 one through ``torch._int_mm`` as :class:`pipeline.int8_linear.Int8Linear` runs it; once per process.
+    the int8 one through ``torch._int_mm`` as :class:`pipeline.scorers.int8_linear.Int8Linear` runs it; once per process.
 
     Where oneDNN has int8 kernels (VNNI) this is several times fp32; on a CPU with AVX2 only (an AMD
     EPYC, 2026-11-28) ``_int_mm`` fell back to a plain loop: 0.03-0.04x fp32, and the int8 scorer took
@@ -619,8 +619,8 @@ def default_batch_size(device: str) -> int:
 
 def _docstore_path(ctx: BuildContext) -> Path:
     """The collection's document store, published with its indexes (the current version's file)."""
-    from pipeline.docstore import FILENAME
-    from pipeline.index_store import index_dir
+    from pipeline.storage.docstore import FILENAME
+    from pipeline.storage.index_store import index_dir
 
     for name in ctx.config.indexes:
         path = (index_dir(ctx.index_root, ctx.collection, name) / "current").resolve() / FILENAME
@@ -648,7 +648,7 @@ def _build(cfg: CrossEncoderConfig, ctx: BuildContext) -> CrossEncoderReranker:
         return scorer, batcher
 
     scorer, batcher = ctx.shared(key, load)  # one model and one batcher per process, shared by pipelines
-    from pipeline.docstore import DocStore
+    from pipeline.storage.docstore import DocStore
 
     path = _docstore_path(ctx)  # keyed by the versioned file: a reload to a new index version gets a new store
     docs = ctx.shared(("docstore", str(path)), lambda: DocStore(path))

@@ -30,11 +30,11 @@ from typing import Any, Literal, Sequence
 
 from pydantic import Field, model_validator
 
-from pipeline.config import StageConfig, parse_stage
-from pipeline.errors import ConfigError, PipelineError
+from pipeline.core.config import StageConfig, parse_stage
+from pipeline.core.errors import ConfigError, PipelineError
+from pipeline.core.stage import Stage
+from pipeline.core.types import Hit, Query, Results, sort_hits
 from pipeline.registry import BuildContext, build_stage, register_stage
-from pipeline.stage import Stage
-from pipeline.types import Hit, Query, Results, sort_hits
 
 Method = Literal["rrf", "linear"]
 Normalization = Literal["minmax", "zscore"]

@@ -4,7 +4,7 @@ One prompt holds the query and m passages labelled ``[A] .. [T]``; the assistant
 starts with ``[``. FIRST (Reddy et al., 2024) ranks the window by the logits of the
 identifier tokens at that first generated position: one forward pass per window. The
 ``generative`` mode lets the same model write the whole permutation (``B] > [A] > ...``),
-parsed by :func:`pipeline.permutation.parse_permutation`. A sliding window (size/stride,
+parsed by :func:`pipeline.scorers.permutation.parse_permutation`. A sliding window (size/stride,
 e.g. 20/10) moves from the bottom of the top-``depth`` list to the top; windows of
 several queries are batched into one forward pass. Every candidate comes back exactly
 once, whatever the model outputs. With ``interpolate: alpha`` the reranked head is re-sorted by
@@ -25,17 +25,17 @@ from typing import Any, Literal, Mapping, Protocol, Sequence
 
 from pydantic import Field, model_validator
 
-from pipeline.config import StageConfig
-from pipeline.docstore import FILENAME as DOCSTORE
-from pipeline.docstore import DocStore
-from pipeline.errors import ConfigError, ModelNotFoundError
-from pipeline.index_store import resolve
-from pipeline.llm_loading import SMOLLM2, load_causal_lm
-from pipeline.permutation import MAX_WINDOW, is_clean, labels, parse_permutation
+from pipeline.core.config import StageConfig
+from pipeline.core.errors import ConfigError, ModelNotFoundError
+from pipeline.core.stage import Stage
+from pipeline.core.types import Document, Hit, Query, Results, sort_hits
 from pipeline.registry import BuildContext, register_stage
-from pipeline.stage import Stage
+from pipeline.scorers.llm_loading import SMOLLM2, load_causal_lm
+from pipeline.scorers.permutation import MAX_WINDOW, is_clean, labels, parse_permutation
 from pipeline.stages.fusion import interpolate_hits
-from pipeline.types import Document, Hit, Query, Results, sort_hits
+from pipeline.storage.docstore import FILENAME as DOCSTORE
+from pipeline.storage.docstore import DocStore
+from pipeline.storage.index_store import resolve
 
 SYSTEM = "You are RankLLM, an intelligent assistant that can rank passages based on their relevancy to the query."
 HEAD = "I will provide you with {m} passages, each indicated by an identifier []. Rank the passages based on their relevance to the search query: {query}\n\n"
@@ -75,7 +75,7 @@ class ListwiseConfig(StageConfig):
 
 
 class Documents(Protocol):
-    """Where passage texts come from (a :class:`~pipeline.docstore.DocStore` or a dict-backed store)."""
+    """Where passage texts come from (a :class:`~pipeline.storage.docstore.DocStore` or a dict-backed store)."""
 
     def get_many(self, doc_ids: Sequence[str]) -> Mapping[str, Document]: ...
 

@@ -2,7 +2,7 @@
 
 The base reranker (a sequence-classification folder under ``models/``) is loaded once; LoRA or
 SFTM modules from ``models/<modules>/<kind>/<name>/`` are loaded once into a
-:class:`~pipeline.language_modules.ModuleRegistry`. A batch is grouped by the module set its
+:class:`~pipeline.scorers.language_modules.ModuleRegistry`. A batch is grouped by the module set its
 queries need; each group is scored while its modules are active (exclusive, exactly reversible).
 A query without ``lang`` gets one from the packaged detector; a language with no module falls
 back to the base reranker (plus ``fallback`` modules), and :meth:`ModularCrossEncoder.choose`
@@ -31,17 +31,17 @@ from typing import Callable, Literal, Mapping, Sequence
 
 from pydantic import Field
 
-from pipeline.config import StageConfig
-from pipeline.docstore import FILENAME as DOCSTORE
-from pipeline.docstore import DocStore
-from pipeline.errors import ModelNotFoundError
-from pipeline.index_store import resolve
-from pipeline.language import LanguageDetector, normalize_lang
-from pipeline.language_modules import ModuleMismatchError, ModuleRegistry, load_module
+from pipeline.core.config import StageConfig
+from pipeline.core.errors import ModelNotFoundError
+from pipeline.core.language import LanguageDetector, normalize_lang
+from pipeline.core.stage import Stage
+from pipeline.core.types import Query, Results, sort_hits
 from pipeline.registry import BuildContext, register_stage
-from pipeline.stage import Stage
+from pipeline.scorers.language_modules import ModuleMismatchError, ModuleRegistry, load_module
 from pipeline.stages.fusion import interpolate_hits
-from pipeline.types import Query, Results, sort_hits
+from pipeline.storage.docstore import FILENAME as DOCSTORE
+from pipeline.storage.docstore import DocStore
+from pipeline.storage.index_store import resolve
 
 PACKAGED_MINILM = "minilm"
 """``model: minilm`` starts from the packaged all-MiniLM-L6-v2 with an untrained one-logit head."""

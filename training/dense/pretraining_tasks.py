@@ -20,7 +20,7 @@ import random
 import re
 from typing import Iterable, Sequence
 
-from pipeline.types import Document
+from pipeline.core.types import Document
 from training.dense.examples import Example
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Za-z0-9])")

@@ -15,8 +15,8 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from pipeline.collection import iter_corpus, load_qrels, load_queries
-from pipeline.types import Document
+from pipeline.core.types import Document
+from pipeline.storage.collection import iter_corpus, load_qrels, load_queries
 
 Run = dict[str, dict[str, float]]
 Qrels = Mapping[str, Mapping[str, int]]

@@ -27,9 +27,9 @@ KINDS = ("lora", "sftm")
 def rerank(args) -> dict:
     import torch
 
-    from pipeline.language_modules import ModuleRegistry, load_module
+    from pipeline.core.types import Hit, Query
+    from pipeline.scorers.language_modules import ModuleRegistry, load_module
     from pipeline.stages.modular_reranker import ModularCrossEncoder, load_base
-    from pipeline.types import Hit, Query
 
     bundle = json.loads(args.candidates.read_text())
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")

@@ -38,10 +38,10 @@ def dev_questions(data, n: int, heldout_share: float, seed: int) -> list[str]:
 def build_dev(args) -> dict:
     import torch
 
-    from pipeline.language_modules import ModuleRegistry, load_module
-    from pipeline.settings_paths import default_index_root
+    from pipeline.core.settings_paths import default_index_root
+    from pipeline.core.types import Hit, Query
+    from pipeline.scorers.language_modules import ModuleRegistry, load_module
     from pipeline.stages.modular_reranker import ModularCrossEncoder, load_base
-    from pipeline.types import Hit, Query
     from training.language_modules.candidates import bm25_runs, dense_runs, rrf
 
     torch.set_num_threads(args.threads)

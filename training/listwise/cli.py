@@ -30,7 +30,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.settings_paths import default_config_path, default_index_root, default_models_dir
+from pipeline.core.settings_paths import default_config_path, default_index_root, default_models_dir
 
 logger = logging.getLogger(__name__)
 
@@ -143,10 +143,10 @@ def _teacher(args: argparse.Namespace) -> int:
 def _rankings(args: argparse.Namespace) -> int:
     from eval.runner import judged_queries, remove_self_hits
     from indexer.build import ensure_indexes
-    from pipeline.collection import dataset_name, iter_corpus, load_qrels
-    from pipeline.config import load_config
+    from pipeline.core.config import load_config
     from pipeline.registry import BuildContext, build_pipeline, required_indexes
     from pipeline.stages.listwise import passage_text
+    from pipeline.storage.collection import dataset_name, iter_corpus, load_qrels
     from training.listwise.data import Ranked, promote_relevant, write_ranking_set
 
     config = load_config(args.config)
@@ -177,7 +177,7 @@ def _rankings(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
-    from pipeline.llm_loading import load_causal_lm
+    from pipeline.scorers.llm_loading import load_causal_lm
     from training.listwise.data import is_dev, read_passages, read_rankings, sample_windows, served_windows
     from training.listwise.trainer import TrainSettings, save_adapter, train
 

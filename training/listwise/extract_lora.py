@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from pipeline.llm_loading import load_causal_lm
+    from pipeline.scorers.llm_loading import load_causal_lm
 
     if not (args.tuned / "config.json").is_file():
         print(f"error: {args.tuned} is not a model folder (config.json missing)", file=sys.stderr)

@@ -22,7 +22,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import NoReturn
 
-from pipeline.types import Hit, Results
+from pipeline.core.types import Hit, Results
 from training.cross_encoder.interpolation import GRID, choose
 
 DEFAULT_DEPTH = 100

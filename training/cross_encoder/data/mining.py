@@ -25,8 +25,8 @@ import random
 from pathlib import Path
 from typing import Sequence
 
-from pipeline.collection import corpus_path, dataset_name, file_checksum, iter_corpus, load_qrels, load_queries
-from pipeline.types import Query
+from pipeline.core.types import Query
+from pipeline.storage.collection import corpus_path, dataset_name, file_checksum, iter_corpus, load_qrels, load_queries
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def bm25_candidates(dataset: Path, collection: str, queries: list[Query], depth:
                     threads: int = 2) -> dict[str, list[tuple[str, float]]]:
     """BM25 (k1=0.9, b=0.4, title+text) top-``depth`` per query, from the published Lucene index."""
     from indexer.build import ensure_index
-    from pipeline.config import LuceneIndexConfig
+    from pipeline.core.config import LuceneIndexConfig
     from pipeline.stages.bm25 import BM25
 
     folder, manifest, _ = ensure_index(dataset, collection, "lucene", LuceneIndexConfig(), index_root)

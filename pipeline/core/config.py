@@ -3,7 +3,7 @@
 A config file names the indexes a collection needs and the pipelines built on
 them. Each stage entry has a ``type`` that selects its schema from the stage
 registry (:mod:`pipeline.registry`); unknown types and wrong fields fail with a
-:class:`~pipeline.errors.ConfigError` that names the field, e.g.
+:class:`~pipeline.core.errors.ConfigError` that names the field, e.g.
 ``pipelines.bm25.stages[0].k1: Input should be a valid number``.
 
 Example::
@@ -24,8 +24,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from pipeline.errors import ConfigError
-from pipeline.index_store import check_name
+from pipeline.core.errors import ConfigError
+from pipeline.storage.index_store import check_name
 
 
 class StrictModel(BaseModel):
@@ -49,7 +49,7 @@ class LuceneIndexConfig(StrictModel):
 
 
 class FaissIndexConfig(StrictModel):
-    """A dense index: ``model`` (see ``pipeline.encoders.load_encoder``) encodes the corpus into a
+    """A dense index: ``model`` (see ``pipeline.encoders.bi_encoders.load_encoder``) encodes the corpus into a
     FAISS index made by ``factory`` (``Flat`` exact inner product, ``HNSW32``, ``IVF1024,PQ32x8``...)."""
 
     type: Literal["faiss"] = "faiss"

@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Sequence
 
-from pipeline.types import Query
+from pipeline.core.types import Query
 
 _CODE = re.compile(r"^[a-z]{2,3}$")
 _ALIASES = {"zh-cn": "zh", "zh-tw": "zh", "iw": "he", "jw": "jv"}

@@ -28,8 +28,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pipeline.encoders import ENCODER_JSON, Encoder, weights_checksum
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
+from pipeline.encoders.bi_encoders import ENCODER_JSON, Encoder, weights_checksum
 
 WEIGHTS = "model.safetensors"
 

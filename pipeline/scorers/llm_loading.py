@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pipeline.errors import ConfigError, ModelNotFoundError
+from pipeline.core.errors import ConfigError, ModelNotFoundError
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import ClassVar, Sequence
 
-from pipeline.errors import StageContractError, StageError
-from pipeline.types import Query, Results, sort_hits
+from pipeline.core.errors import StageContractError, StageError
+from pipeline.core.types import Query, Results, sort_hits
 
 logger = logging.getLogger(__name__)
 

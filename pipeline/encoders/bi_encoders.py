@@ -33,14 +33,14 @@ from typing import Callable, Literal
 
 import numpy as np
 
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
 
 Dtype = Literal["auto", "float32", "float16", "bfloat16"]
 
 ENCODER_KINDS: dict[str, str] = {
-    "sentence-transformers": "pipeline.encoders:load_sentence_transformers",
-    "moe": "pipeline.encoders_moe:load",
-    "mamba": "pipeline.encoders_mamba:load",
+    "sentence-transformers": "pipeline.encoders.bi_encoders:load_sentence_transformers",
+    "moe": "pipeline.encoders.moe:load",
+    "mamba": "pipeline.encoders.mamba:load",
 }
 """``encoder.json`` kind -> ``"module:function"``; the function takes ``(path, device)`` and returns an Encoder."""
 
@@ -232,7 +232,7 @@ def load_encoder(spec: str | Path, device: str | None = None, *, dtype: Dtype = 
 
 def resolve_model_dir(spec: str | Path, models_dir: Path | None = None) -> Path:
     """``spec`` as a directory, else ``<models_dir>/<spec>``; ConfigError when neither exists."""
-    from pipeline.settings_paths import default_models_dir
+    from pipeline.core.settings_paths import default_models_dir
 
     candidates = [Path(spec)]
     if not Path(spec).is_absolute():

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.stage import Stage
-from pipeline.types import Hit, Query, Results
+from pipeline.core.stage import Stage
+from pipeline.core.types import Hit, Query, Results
 
 
 class StageContract:

@@ -29,7 +29,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator
 
-from pipeline.errors import IndexCorruptError, IndexNotFoundError
+from pipeline.core.errors import IndexCorruptError, IndexNotFoundError
 
 MANIFEST = "manifest.json"
 KEEP_VERSIONS = 2

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Literal, Mapping, Sequence, Union
 
-from pipeline.errors import ModelNotFoundError, PipelineError
+from pipeline.core.errors import ModelNotFoundError, PipelineError
 
 SFTM_FILE = "sftm.safetensors"
 SFTM_META = "sftm.json"

@@ -12,8 +12,8 @@ import threading
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from pipeline.errors import IndexCorruptError
-from pipeline.types import Document
+from pipeline.core.errors import IndexCorruptError
+from pipeline.core.types import Document
 
 FILENAME = "docstore.sqlite"
 

@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.errors import CollectionError
-from pipeline.types import Document, Query
+from pipeline.core.errors import CollectionError
+from pipeline.core.types import Document, Query
 
 
 def corpus_path(dataset: Path) -> Path:

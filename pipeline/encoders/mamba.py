@@ -27,9 +27,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.encoders import ENCODER_JSON, weights_checksum
-from pipeline.encoders_moe import ModuleEncoder, mean_pool
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
+from pipeline.encoders.bi_encoders import ENCODER_JSON, weights_checksum
+from pipeline.encoders.moe import ModuleEncoder, mean_pool
 
 WEIGHTS = "model.safetensors"
 

@@ -24,8 +24,8 @@ import httpx
 import numpy as np
 
 from indexer.build import ensure_indexes
-from pipeline.core.config import load_config
 from pipeline.core.settings_paths import default_config_path, default_index_root
+from pipeline.registry import load_config
 from pipeline.runtime.java import start_jvm
 from pipeline.stages.bm25 import LUCENE_DIR
 from pipeline.storage.collection import dataset_name, load_queries

@@ -176,7 +176,7 @@ def synthetic_modules(root: Path, models_dir: Path, base: str, lang: str) -> Pat
 
 
 def service_latency(args, lang: str) -> None:
-    from pipeline.core.config import parse_config
+    from pipeline.registry import parse_config
 
     index = f"lucene-{lang}"
     reranker = {"type": "modular_ce", "index": index, "model": args.base, "modules": args.modules}
@@ -206,7 +206,7 @@ def ml_latency(args, lang: str) -> None:
     """The configured ml-<lang> pipelines vs the same fusion >> base reranker (no module) vs the fusion alone."""
     import yaml
 
-    from pipeline.core.config import parse_config
+    from pipeline.registry import parse_config
 
     raw = yaml.safe_load(args.ml_config.read_text())
     lora, sftm = raw["pipelines"][f"ml-{lang}"], raw["pipelines"][f"ml-sftm-{lang}"]

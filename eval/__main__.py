@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 def _plain(argv: list[str]) -> int:
     from eval.runner import run_eval
     from eval.trec import write_run
-    from pipeline.core.config import load_config
+    from pipeline.registry import load_config
 
     args = eval_parser().parse_args(argv)
     pipelines = args.pipeline or ["bm25"]
@@ -82,7 +82,7 @@ def _report(argv: list[str]) -> int:
     from eval.isolation import run_isolated
     from eval.report import build_report, write_report
     from eval.trec import write_run
-    from pipeline.core.config import load_config
+    from pipeline.registry import load_config
 
     parser = argparse.ArgumentParser(prog="python -m eval report", description="Evaluate every servable pipeline "
                                      "on each dataset; write report.md/.json, per-query JSON, run files and plots.")
@@ -180,7 +180,7 @@ def _score(argv: list[str]) -> int:
 
 def _regress(argv: list[str]) -> int:
     from eval.regression import check_matrix, load_matrix, matrix_files
-    from pipeline.core.config import load_config
+    from pipeline.registry import load_config
 
     parser = argparse.ArgumentParser(prog="python -m eval regress", description="Run regression matrices fresh and "
                                      "compare with the expected scores; exit 1 on any deviation.")

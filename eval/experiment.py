@@ -22,11 +22,11 @@ from typing import Any, Iterable
 from eval.metrics import evaluate, per_query
 from eval.runner import judged_queries, remove_self_hits
 from indexer.build import ensure_indexes
-from pipeline.core.config import ServiceConfig, parse_stage
+from pipeline.core.config import ServiceConfig
 from pipeline.core.errors import PipelineError
 from pipeline.core.stage import Pipeline, Stage
 from pipeline.core.types import Results
-from pipeline.registry import BuildContext, build_stage, stage_indexes
+from pipeline.registry import BuildContext, build_stage, parse_stage, stage_indexes
 from pipeline.storage.collection import corpus_path, dataset_name, file_checksum
 
 logger = logging.getLogger(__name__)

@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 from indexer.build import ensure_indexes
-from pipeline.core.config import load_config
 from pipeline.core.errors import PipelineError
 from pipeline.core.settings_paths import default_config_path, default_index_root
+from pipeline.registry import load_config
 from pipeline.storage.collection import dataset_name
 from pipeline.storage.index_store import Manifest
 

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from pipeline.core.config import ServiceConfig, load_config
+from pipeline.core.config import ServiceConfig
 from pipeline.core.errors import PipelineError, UnknownCollectionError, UnknownPipelineError
 from pipeline.core.stage import Pipeline, PipelineRun, Stage
 from pipeline.core.types import Document, Query, Results
-from pipeline.registry import BuildContext, build_pipeline, required_indexes
+from pipeline.registry import BuildContext, build_pipeline, load_config, required_indexes
 from pipeline.storage.docstore import FILENAME as DOCSTORE
 from pipeline.storage.docstore import DocStore
 from pipeline.storage.index_store import check_name, index_dir, resolve

@@ -324,8 +324,7 @@ def ce_config(model: str = "tiny-ce", **extra):
 
 
 def test_pipelines_from_config_share_one_model(tiny_index_root, tiny_model):
-    from pipeline.core.config import parse_config
-    from pipeline.registry import BuildContext, build_pipeline
+    from pipeline.registry import BuildContext, build_pipeline, parse_config
 
     ctx = BuildContext(index_root=tiny_index_root, collection="tiny", config=parse_config(ce_config()), models_dir=tiny_model.parent)
     a, b = build_pipeline("bm25>>ce", ctx), build_pipeline("bm25>>ce2", ctx)
@@ -335,8 +334,8 @@ def test_pipelines_from_config_share_one_model(tiny_index_root, tiny_model):
 
 
 def test_bad_config_names_the_field():
-    from pipeline.core.config import parse_config
     from pipeline.core.errors import ConfigError
+    from pipeline.registry import parse_config
 
     with pytest.raises(ConfigError, match=r"stages\[1\]\.top_n"):
         parse_config(ce_config(top_n=0))
@@ -349,8 +348,7 @@ def test_bad_config_names_the_field():
 def test_compiled_stage_is_warmed_up_when_built(tiny_index_root, tiny_model, monkeypatch):
     """``compile: true`` compiles at load, not inside the first request's time budget."""
     import pipeline.stages.cross_encoder as ce
-    from pipeline.core.config import parse_config
-    from pipeline.registry import BuildContext, build_pipeline
+    from pipeline.registry import BuildContext, build_pipeline, parse_config
 
     warmed: list = []
     monkeypatch.setattr(ce.CrossEncoderScorer, "warm_up", lambda self: warmed.append(self) or 0.0)
@@ -388,7 +386,7 @@ def test_failed_compilation_falls_back_to_the_eager_model(scorer):
 
 
 def test_service_starts_without_weights_and_says_which_pipelines_are_off(tiny_index_root, tmp_path):
-    from pipeline.core.config import parse_config
+    from pipeline.registry import parse_config
     from service.engine import Engine
 
     engine = Engine(parse_config(ce_config()), tiny_index_root, tmp_path, ["tiny"])
@@ -402,7 +400,7 @@ def test_pipelines_endpoint_says_when_int8_runs_as_fp32(tiny_index_root, tiny_mo
     from fastapi.testclient import TestClient
 
     import pipeline.stages.cross_encoder as ce
-    from pipeline.core.config import parse_config
+    from pipeline.registry import parse_config
     from service.app import create_app
     from service.engine import Engine
     from service.settings import Settings
@@ -419,7 +417,7 @@ def test_pipelines_endpoint_says_when_int8_runs_as_fp32(tiny_index_root, tiny_mo
 
 
 def test_repository_config_declares_the_rerank_pipelines():
-    from pipeline.core.config import load_config
+    from pipeline.registry import load_config
 
     config = load_config(REPO / "configs" / "pipelines.yaml")
     for name in ("bm25>>ce", "hybrid>>ce"):

@@ -192,9 +192,8 @@ def test_mamba_roundtrip_through_load_encoder(mamba, tmp_path):
 def test_trained_folders_serve_through_the_dense_indexer_and_stage(kind, moe, mamba, tmp_path, tiny_dataset):
     """A model folder named in a faiss index config is indexed and searched like MiniLM."""
     from indexer.build import ensure_indexes
-    from pipeline.core.config import parse_config
     from pipeline.core.types import Query
-    from pipeline.registry import BuildContext, build_pipeline
+    from pipeline.registry import BuildContext, build_pipeline, parse_config
 
     models = tmp_path / "models"
     if kind == "moe":

@@ -263,8 +263,7 @@ def test_bad_constructor_arguments(tiny_lm, tokenizer):
 
 
 def test_pipeline_over_a_real_index(tiny_index_root, tiny_lm, tokenizer, tmp_path):
-    from pipeline.core.config import parse_config
-    from pipeline.registry import BuildContext, build_pipeline
+    from pipeline.registry import BuildContext, build_pipeline, parse_config
 
     tiny_lm.save_pretrained(tmp_path / "base")
     tokenizer.save_pretrained(tmp_path / "base")

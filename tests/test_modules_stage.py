@@ -146,7 +146,7 @@ def test_missing_base_names_the_command(tmp_path):
 def ml_client(models_dir, tiny_index_root):
     from fastapi.testclient import TestClient
 
-    from pipeline.core.config import parse_config
+    from pipeline.registry import parse_config
     from service.app import create_app
     from service.engine import Engine
     from service.settings import Settings

@@ -16,10 +16,10 @@ from typing import Sequence
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline.core.config import StageConfig, parse_config
+from pipeline.core.config import StageConfig
 from pipeline.core.stage import Stage
 from pipeline.core.types import Query, Results, sort_hits
-from pipeline.registry import register_stage
+from pipeline.registry import parse_config, register_stage
 from pipeline.storage.docstore import DocStore
 from service.app import create_app
 from service.engine import Engine

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline.core.config import parse_config
+from pipeline.registry import parse_config
 from pipeline.storage.index_store import publishing
 from service.app import create_app
 from service.engine import Engine

@@ -22,10 +22,10 @@ from schemathesis.checks import (
 )
 from schemathesis.generation import GenerationMode
 
-from pipeline.core.config import StageConfig, parse_config
+from pipeline.core.config import StageConfig
 from pipeline.core.stage import Stage
 from pipeline.core.types import sort_hits
-from pipeline.registry import register_stage
+from pipeline.registry import parse_config, register_stage
 from service.app import create_app
 from service.engine import Engine
 from service.settings import Settings, hash_key

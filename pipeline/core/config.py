@@ -2,7 +2,7 @@
 
 A config file names the indexes a collection needs and the pipelines built on
 them. Each stage entry has a ``type`` that selects its schema from the stage
-registry (:mod:`pipeline.registry`); unknown types and wrong fields fail with a
+registry (:mod:`pipeline.registry`, which also loads configs); unknown types and wrong fields fail with a
 :class:`~pipeline.core.errors.ConfigError` that names the field, e.g.
 ``pipelines.bm25.stages[0].k1: Input should be a valid number``.
 
@@ -18,10 +18,8 @@ Example::
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from pipeline.core.errors import ConfigError
@@ -95,56 +93,10 @@ def parse_index(name: str, raw: dict[str, Any]) -> IndexConfig:
     try:
         return model(**raw)
     except ValidationError as exc:
-        raise ConfigError(_format(exc, f"indexes.{name}")) from exc
+        raise ConfigError(format_validation_error(exc, f"indexes.{name}")) from exc
 
 
-def parse_stage(where: str, raw: dict[str, Any]) -> StageConfig:
-    from pipeline.registry import stage_types
-
-    types = stage_types()
-    kind = raw.get("type")
-    if kind not in types:
-        raise ConfigError(f"{where}.type: unknown stage type {kind!r} (known: {', '.join(sorted(types))})")
-    try:
-        return types[kind].config(**raw)
-    except ValidationError as exc:
-        raise ConfigError(_format(exc, where)) from exc
-
-
-def load_config(path: Path | str) -> ServiceConfig:
-    """Read and fully validate a YAML config (stages and indexes included)."""
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise ConfigError(f"config file not found: {path}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    return parse_config(raw, source=str(path))
-
-
-def parse_config(raw: Any, source: str = "config") -> ServiceConfig:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{source}: expected a mapping with 'pipelines' (and 'indexes')")
-    try:
-        config = ServiceConfig(**raw)
-    except ValidationError as exc:
-        raise ConfigError(_format(exc, source)) from exc
-    for name, spec in config.indexes.items():
-        parse_index(name, spec)
-    for name, pipe in config.pipelines.items():
-        for i, stage in enumerate(pipe.stages):
-            parsed = parse_stage(f"pipelines.{name}.stages[{i}]", stage)
-            index = getattr(parsed, "index", None)
-            if index is not None and index not in config.indexes:
-                raise ConfigError(
-                    f"pipelines.{name}.stages[{i}].index: {index!r} is not declared under 'indexes' "
-                    f"(declared: {sorted(config.indexes)})"
-                )
-    return config
-
-
-def _format(exc: ValidationError, prefix: str) -> str:
+def format_validation_error(exc: ValidationError, prefix: str) -> str:
     parts = []
     for err in exc.errors():
         loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"])

@@ -14,11 +14,11 @@ from typing import Sequence
 
 from pydantic import Field
 
+from pipeline.core.build_context import BuildContext, register_stage
 from pipeline.core.config import StageConfig
 from pipeline.core.errors import IndexCorruptError, IndexMismatchError
 from pipeline.core.stage import Stage
 from pipeline.core.types import Hit, Query, Results
-from pipeline.registry import BuildContext, register_stage
 from pipeline.runtime.java import mark_jvm_thread, start_jvm
 from pipeline.storage.index_store import Manifest, resolve
 

@@ -43,11 +43,11 @@ from typing import Literal, Sequence
 import numpy as np
 from pydantic import Field
 
+from pipeline.core.build_context import BuildContext, register_stage
 from pipeline.core.config import StageConfig
 from pipeline.core.errors import IndexNotFoundError, ModelNotFoundError, StageError
 from pipeline.core.stage import Stage, phase
 from pipeline.core.types import Hit, Query, Results, sort_hits
-from pipeline.registry import BuildContext, register_stage
 from pipeline.runtime.cpu_memory import keep_freed_memory
 from pipeline.runtime.micro_batch import MicroBatcher
 from pipeline.runtime.tokenize_worker import TokenizerProcess, split_flat, tokenize_flat

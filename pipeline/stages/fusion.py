@@ -30,11 +30,11 @@ from typing import Any, Literal, Sequence
 
 from pydantic import Field, model_validator
 
-from pipeline.core.config import StageConfig, parse_stage
+from pipeline.core.build_context import BuildContext, build_stage, parse_stage, register_stage
+from pipeline.core.config import StageConfig
 from pipeline.core.errors import ConfigError, PipelineError
 from pipeline.core.stage import Stage
 from pipeline.core.types import Hit, Query, Results, sort_hits
-from pipeline.registry import BuildContext, build_stage, register_stage
 
 Method = Literal["rrf", "linear"]
 Normalization = Literal["minmax", "zscore"]

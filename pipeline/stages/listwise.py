@@ -25,11 +25,11 @@ from typing import Any, Literal, Mapping, Protocol, Sequence
 
 from pydantic import Field, model_validator
 
+from pipeline.core.build_context import BuildContext, register_stage
 from pipeline.core.config import StageConfig
 from pipeline.core.errors import ConfigError, ModelNotFoundError
 from pipeline.core.stage import Stage
 from pipeline.core.types import Document, Hit, Query, Results, sort_hits
-from pipeline.registry import BuildContext, register_stage
 from pipeline.scorers.llm_loading import SMOLLM2, load_causal_lm
 from pipeline.scorers.permutation import MAX_WINDOW, is_clean, labels, parse_permutation
 from pipeline.stages.fusion import interpolate_hits

@@ -31,12 +31,12 @@ from typing import Callable, Literal, Mapping, Sequence
 
 from pydantic import Field
 
+from pipeline.core.build_context import BuildContext, register_stage
 from pipeline.core.config import StageConfig
 from pipeline.core.errors import ModelNotFoundError
 from pipeline.core.language import LanguageDetector, normalize_lang
 from pipeline.core.stage import Stage
 from pipeline.core.types import Query, Results, sort_hits
-from pipeline.registry import BuildContext, register_stage
 from pipeline.scorers.language_modules import ModuleMismatchError, ModuleRegistry, load_module
 from pipeline.stages.fusion import interpolate_hits
 from pipeline.storage.docstore import FILENAME as DOCSTORE

@@ -22,11 +22,11 @@ from typing import Sequence
 
 from pydantic import Field
 
+from pipeline.core.build_context import BuildContext, register_stage
 from pipeline.core.config import StageConfig
 from pipeline.core.errors import IndexCorruptError, IndexMismatchError
 from pipeline.core.stage import Stage
 from pipeline.core.types import Hit, Query, Results, sort_hits
-from pipeline.registry import BuildContext, register_stage
 from pipeline.stages.bm25 import BM25
 from pipeline.storage.index_store import Manifest, check_name, resolve
 

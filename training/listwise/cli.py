@@ -143,8 +143,7 @@ def _teacher(args: argparse.Namespace) -> int:
 def _rankings(args: argparse.Namespace) -> int:
     from eval.runner import judged_queries, remove_self_hits
     from indexer.build import ensure_indexes
-    from pipeline.core.config import load_config
-    from pipeline.registry import BuildContext, build_pipeline, required_indexes
+    from pipeline.registry import BuildContext, build_pipeline, load_config, required_indexes
     from pipeline.stages.listwise import passage_text
     from pipeline.storage.collection import dataset_name, iter_corpus, load_qrels
     from training.listwise.data import Ranked, promote_relevant, write_ranking_set

@@ -50,11 +50,8 @@ class ObservedStage(Stage):
     def notes(self) -> list[str]:
         return self.inner.notes()
 
-    def __getattr__(self, name: str):
-        """Everything else (e.g. a language-aware stage's ``choose``) comes from the wrapped stage."""
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+    def language_choice(self, query: Query) -> dict | None:
+        return self.inner.language_choice(query)
 
     def transform(self, queries: Sequence[Query], candidates: Results | None = None) -> Results:
         observer = self._engine.on_rerank_batch

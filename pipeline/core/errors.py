@@ -49,3 +49,7 @@ class StageContractError(PipelineError):
 
 class ModelNotFoundError(PipelineError):
     """A stage's trained model is not where the config says. The message names the command that builds it."""
+
+
+class RerankTimeoutError(StageError):
+    """The reranker did not finish within its time budget."""

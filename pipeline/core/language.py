@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass, replace
 from typing import Sequence
 
+from pipeline.core.stage import Pipeline
 from pipeline.core.types import Query
 
 _CODE = re.compile(r"^[a-z]{2,3}$")
@@ -107,13 +108,14 @@ def detection_accuracy(detector: LanguageDetector, texts: Sequence[str], lang: s
 
 
 def language_info(pipeline, query: Query) -> dict | None:
-    """What the first language-aware stage of ``pipeline`` (one with ``choose(query)``) does with ``query``.
+    """What the first language-aware stage of ``pipeline`` (see ``Stage.language_choice``) does with ``query``.
 
     None when no stage is language-aware. Raises LanguageError for a malformed ``query.lang``,
     so callers can answer 400 before running anything.
     """
-    for stage in getattr(pipeline, "stages", [pipeline]):
-        choose = getattr(stage, "choose", None)
-        if callable(choose):
-            return choose(query).as_dict()
+    stages = pipeline.stages if isinstance(pipeline, Pipeline) else [pipeline]
+    for stage in stages:
+        choice = stage.language_choice(query)
+        if choice is not None:
+            return choice
     return None

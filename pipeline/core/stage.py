@@ -63,6 +63,11 @@ class Stage(ABC):
         this machine could not honour); shown by the service's ``GET /pipelines``."""
         return []
 
+    def language_choice(self, query: Query) -> dict | None:
+        """How this stage treats ``query``'s language (a reranker with language modules), else None;
+        raises :class:`~pipeline.core.language.LanguageError` for a malformed ``query.lang``."""
+        return None
+
     @abstractmethod
     def transform(self, queries: Sequence[Query], candidates: Results | None = None) -> Results:
         """Return ``query_id -> hits`` (sorted, best first) for every query of the batch."""

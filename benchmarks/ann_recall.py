@@ -12,22 +12,20 @@ IVF/PQ is trained on a sample (``--train``). Latency is one query at a time on o
 (median and p95 over 100 queries); QPS is a 1,000-query batch on ``--threads`` threads; memory is the size of
 the serialized index. Recall@10 = |ANN top-10 ∩ exact top-10| / 10, averaged over queries.
 
-    python benchmarks/ann_recall.py                       # both corpora, 1M synthetic vectors
-    python benchmarks/ann_recall.py --n 200000 --skip-scifact
+    python -m benchmarks.ann_recall                       # both corpora, 1M synthetic vectors
+    python -m benchmarks.ann_recall --n 200000 --skip-scifact
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 

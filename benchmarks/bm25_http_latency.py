@@ -27,9 +27,8 @@ from indexer.build import ensure_indexes
 from pipeline.core.settings_paths import default_config_path, default_index_root
 from pipeline.registry import load_config
 from pipeline.runtime.java import start_jvm
-from pipeline.stages.bm25 import LUCENE_DIR
 from pipeline.storage.collection import dataset_name, load_queries
-from pipeline.storage.index_store import resolve
+from pipeline.storage.index_store import LUCENE_DIR, resolve
 
 
 def free_port() -> int:

@@ -19,8 +19,8 @@ included) is its own:
 
 Run::
 
-    python benchmarks/scale_1m.py --docs 1000000 --work-dir work/scale_1m
-    python benchmarks/scale_1m.py --docs 20000 --phases bm25,dense     # a quick check
+    python -m benchmarks.scale_1m --docs 1000000 --work-dir work/scale_1m
+    python -m benchmarks.scale_1m --docs 20000 --phases bm25,dense     # a quick check
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 WORD = re.compile(r"[a-z][a-z0-9\-]*")
 

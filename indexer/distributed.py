@@ -47,12 +47,10 @@ from pipeline.core.errors import CollectionError, PipelineError
 from pipeline.core.settings_paths import REPO
 from pipeline.core.types import Document
 from pipeline.runtime.java import keep_native_signal_handlers
-from pipeline.stages.bm25 import LUCENE_DIR
-from pipeline.stages.sharded import SHARDED_KIND
 from pipeline.storage.collection import corpus_path, file_checksum
 from pipeline.storage.docstore import FILENAME as DOCSTORE
 from pipeline.storage.docstore import write_docstore
-from pipeline.storage.index_store import Manifest, publishing, resolve, write_manifest
+from pipeline.storage.index_store import LUCENE_DIR, SHARDED_KIND, Manifest, publishing, resolve, write_manifest
 
 logger = logging.getLogger(__name__)
 

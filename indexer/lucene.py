@@ -13,11 +13,10 @@ from pathlib import Path
 from indexer.progress import progress
 from pipeline.core.config import LuceneIndexConfig
 from pipeline.runtime.java import start_jvm
-from pipeline.stages.bm25 import LUCENE_DIR
 from pipeline.storage.collection import corpus_path, file_checksum, iter_corpus
 from pipeline.storage.docstore import FILENAME as DOCSTORE
 from pipeline.storage.docstore import write_docstore
-from pipeline.storage.index_store import Manifest, write_manifest
+from pipeline.storage.index_store import LUCENE_DIR, Manifest, write_manifest
 
 BATCH = 2000
 

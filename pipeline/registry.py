@@ -95,3 +95,16 @@ def required_indexes(config: ServiceConfig, pipeline: str) -> list[str]:
     for raw in config.pipelines[pipeline].stages:
         stage_indexes(raw, out)
     return out
+
+
+def standalone_stage(raw: dict[str, Any], index_root: Path, collection: str,
+                     indexes: dict[str, dict[str, Any]] | None = None, models_dir: Path = Path("models")):
+    """One stage built from its config outside any pipeline (e.g. BM25 for a training job's candidates).
+
+    Example::
+
+        bm25 = standalone_stage({"type": "bm25", "index": "lucene", "k": 100}, root, "scifact",
+                                {"lucene": {"type": "lucene", "language": "en"}})
+    """
+    config = ServiceConfig(indexes=indexes or {}, pipelines={})
+    return build_stage(raw, BuildContext(Path(index_root), collection, config, models_dir=Path(models_dir)))

@@ -17,12 +17,12 @@ from pipeline.core.config import LuceneIndexConfig
 from pipeline.core.errors import CollectionError, IndexMismatchError
 from pipeline.core.testing import StageContract
 from pipeline.core.types import Query
-from pipeline.stages.bm25 import BM25, LUCENE_DIR
+from pipeline.stages.bm25 import BM25
 from pipeline.stages.sharded import ShardedBM25
 from pipeline.storage.collection import iter_corpus
 from pipeline.storage.docstore import FILENAME as DOCSTORE
 from pipeline.storage.docstore import DocStore
-from pipeline.storage.index_store import Manifest, resolve
+from pipeline.storage.index_store import LUCENE_DIR, Manifest, resolve
 from tests.conftest import TINY, needs_data
 
 ray = pytest.importorskip("ray", reason="distributed indexing needs the 'dist' extra (ray[data])")

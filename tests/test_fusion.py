@@ -7,6 +7,7 @@ from typing import Sequence
 import pytest
 
 from pipeline.core.errors import ConfigError, PipelineError
+from pipeline.core.score_fusion import linear_fusion, normalize_scores
 from pipeline.core.stage import Stage
 from pipeline.core.testing import StageContract
 from pipeline.core.types import Hit, Query, Results
@@ -14,7 +15,7 @@ from pipeline.encoders.bi_encoders import load_encoder
 from pipeline.registry import BuildContext, build_pipeline, parse_config
 from pipeline.stages.bm25 import BM25
 from pipeline.stages.dense import DenseRetriever
-from pipeline.stages.fusion import Fusion, linear_fusion, normalize_scores
+from pipeline.stages.fusion import Fusion
 from tests.conftest import REPO
 
 Q = [Query("q", "anything")]

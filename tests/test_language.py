@@ -67,9 +67,13 @@ def test_resolve_prefers_the_given_language(detector):
 
 
 def test_language_info_without_a_language_aware_stage():
-    class Plain:
-        stages = [object()]
+    from pipeline.core.stage import Pipeline, Stage
 
+    class Plain(Stage):
+        def transform(self, queries, candidates=None):
+            return {q.query_id: [] for q in queries}
+
+    assert language_info(Pipeline([Plain()]), Query("q", "text")) is None
     assert language_info(Plain(), Query("q", "text")) is None
 
 

@@ -128,8 +128,8 @@ def test_ranking_set_roundtrip(tmp_path):
 
 
 def test_lora_steps_lower_the_ranking_loss_and_reload(tiny_base, tokenizer, tmp_path):
+    from pipeline.scorers.listwise import FirstListwiseScorer
     from pipeline.scorers.llm_loading import load_causal_lm
-    from pipeline.stages.listwise import ListwiseReranker
     from training.listwise.trainer import TrainSettings, evaluate_windows, save_adapter, train
 
     rng = random.Random(0)
@@ -156,8 +156,8 @@ def test_lora_steps_lower_the_ranking_loss_and_reload(tiny_base, tokenizer, tmp_
     reloaded = evaluate_windows(merged, tok2, windows, settings)["dev_rank_loss"]
     assert reloaded == pytest.approx(report.dev["dev_rank_loss"], abs=0.02)  # bf16 delta, merged: same model
     assert reloaded < before * 0.9
-    stage = ListwiseReranker(merged, tok2, docstore=None, window=4, stride=2, passage_tokens=8, query_tokens=8)
-    scores = stage.first_token_scores([(w.query, w.passages) for w in windows])
+    scorer = FirstListwiseScorer(merged, tok2, window=4, stride=2, passage_tokens=8, query_tokens=8)
+    scores = scorer.first_token_scores([(w.query, w.passages) for w in windows])
     assert all(len(s) == 4 for s in scores)
 
 

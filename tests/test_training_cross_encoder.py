@@ -244,7 +244,7 @@ def test_training_reduces_loss_on_train_groups(tiny_base):
 def test_saved_model_loads_in_stage_scorer_and_sentence_transformers(trained, tmp_path):
     import torch
 
-    from pipeline.stages.cross_encoder import CrossEncoderScorer
+    from pipeline.scorers.cross_encoder import CrossEncoderScorer
     from training.cross_encoder.model import save_model
     from training.cross_encoder.trainer import score_pairs
 

@@ -24,6 +24,11 @@ def passage_text(doc: Document, title_separator: str = " ") -> str:
     return f"{doc.title}{title_separator}{doc.text}".strip()
 
 
+def listwise_passage(doc: Document) -> str:
+    """The passage as the listwise prompt shows it: ``"Title. text"``, whitespace collapsed (FIRST's training data)."""
+    return " ".join(passage_text(doc, ". ").split())
+
+
 class DocumentSource(Protocol):
     """Where documents come from: a :class:`~pipeline.storage.docstore.DocStore` or an in-memory mapping."""
 

@@ -20,9 +20,7 @@ from pipeline.core.errors import IndexCorruptError, IndexMismatchError
 from pipeline.core.stage import Stage
 from pipeline.core.types import Hit, Query, Results
 from pipeline.runtime.java import mark_jvm_thread, start_jvm
-from pipeline.storage.index_store import Manifest, resolve
-
-LUCENE_DIR = "lucene"
+from pipeline.storage.index_store import LUCENE_DIR, Manifest, resolve
 
 
 class BM25Config(StageConfig):

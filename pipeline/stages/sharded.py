@@ -28,9 +28,7 @@ from pipeline.core.errors import IndexCorruptError, IndexMismatchError
 from pipeline.core.stage import Stage
 from pipeline.core.types import Hit, Query, Results, sort_hits
 from pipeline.stages.bm25 import BM25
-from pipeline.storage.index_store import Manifest, check_name, resolve
-
-SHARDED_KIND = "lucene-shards"
+from pipeline.storage.index_store import SHARDED_KIND, Manifest, check_name, resolve
 
 
 class ShardedBM25Config(StageConfig):

@@ -32,6 +32,10 @@ from typing import Any, Iterator
 from pipeline.core.errors import IndexCorruptError, IndexNotFoundError
 
 MANIFEST = "manifest.json"
+LUCENE_DIR = "lucene"
+"""Subfolder of a published lucene index version that holds the Lucene files."""
+SHARDED_KIND = "lucene-shards"
+"""Manifest kind of an index published as Lucene shards (``build-distributed --layout shards``)."""
 KEEP_VERSIONS = 2
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 

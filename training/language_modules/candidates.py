@@ -38,10 +38,12 @@ def bm25_runs(dataset: Path, lang: str, questions: dict[str, str], index_root: P
     from indexer.build import ensure_index
     from pipeline.core.config import LuceneIndexConfig
     from pipeline.core.types import Query
-    from pipeline.stages.bm25 import BM25
+    from pipeline.registry import standalone_stage
 
-    folder, _, _ = ensure_index(dataset, f"xquad-r-{lang}", f"lucene-{lang}", LuceneIndexConfig(language=lang), index_root)
-    stage = BM25.from_index(folder, k=k)
+    index = LuceneIndexConfig(language=lang)
+    ensure_index(dataset, f"xquad-r-{lang}", f"lucene-{lang}", index, index_root)
+    stage = standalone_stage({"type": "bm25", "index": f"lucene-{lang}", "k": k}, index_root, f"xquad-r-{lang}",
+                             {f"lucene-{lang}": index.model_dump()})
     results = stage([Query(q, t, lang) for q, t in questions.items()])
     return {q: [(h.doc_id, h.score) for h in hits] for q, hits in results.items()}
 

@@ -122,14 +122,14 @@ def _teacher(args: argparse.Namespace) -> int:
     """Teacher orderings: every query's candidates sorted by the cross-encoder's scores."""
     import time
 
-    from pipeline.stages.cross_encoder import CrossEncoderScorer
+    from pipeline.scorers.cross_encoder import CrossEncoderScorer
     from training.listwise.data import Ranked, read_passages, read_rankings, write_ranking_set
 
     ranked, passages = read_rankings(args.candidates), read_passages(args.candidates)
     scorer = CrossEncoderScorer(args.cross_encoder, device=args.device)
     pairs = [(r.query, passages.get(d, "")) for r in ranked for d, _ in r.hits]
     start = time.perf_counter()
-    scores = iter(scorer.score(pairs))
+    scores = iter(scorer.score_pairs(pairs))
     out = []
     for r in ranked:
         hits = [(d, float(next(scores))) for d, _ in r.hits]
@@ -144,7 +144,7 @@ def _rankings(args: argparse.Namespace) -> int:
     from eval.runner import judged_queries, remove_self_hits
     from indexer.build import ensure_indexes
     from pipeline.registry import BuildContext, build_pipeline, load_config, required_indexes
-    from pipeline.stages.listwise import passage_text
+    from pipeline.scorers.passages import listwise_passage
     from pipeline.storage.collection import dataset_name, iter_corpus, load_qrels
     from training.listwise.data import Ranked, promote_relevant, write_ranking_set
 
@@ -166,7 +166,7 @@ def _rankings(args: argparse.Namespace) -> int:
             ranked.append(r)
         logger.info("%d/%d queries", min(i + 32, len(queries)), len(queries))
     needed = {d for r in ranked for d, _ in r.hits}
-    passages = {doc.doc_id: passage_text(doc.title, doc.text)[: args.max_chars]
+    passages = {doc.doc_id: listwise_passage(doc)[: args.max_chars]
                 for doc in iter_corpus(args.dataset) if doc.doc_id in needed}
     n = write_ranking_set(args.out, ranked, passages)
     print(f"wrote {n} queries, {len(passages)} passages to {args.out}")

@@ -44,10 +44,11 @@ def bm25_candidates(dataset: Path, collection: str, queries: list[Query], depth:
     """BM25 (k1=0.9, b=0.4, title+text) top-``depth`` per query, from the published Lucene index."""
     from indexer.build import ensure_index
     from pipeline.core.config import LuceneIndexConfig
-    from pipeline.stages.bm25 import BM25
+    from pipeline.registry import standalone_stage
 
-    folder, manifest, _ = ensure_index(dataset, collection, "lucene", LuceneIndexConfig(), index_root)
-    searcher = BM25(folder, manifest, k=depth + 1, threads=threads)
+    ensure_index(dataset, collection, "lucene", LuceneIndexConfig(), index_root)
+    searcher = standalone_stage({"type": "bm25", "index": "lucene", "k": depth + 1, "threads": threads}, index_root,
+                                collection, {"lucene": LuceneIndexConfig().model_dump()})
     out = {}
     for i in range(0, len(queries), 256):
         for qid, hits in searcher(queries[i : i + 256]).items():

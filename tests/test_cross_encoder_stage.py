@@ -517,3 +517,14 @@ def test_batch_size_defaults_follow_the_device():
     assert CrossEncoderConfig(batch_size=32, batch_tokens=4096).batch_size == 32
     with pytest.raises(ValueError):
         CrossEncoderConfig(batch_size=0)
+
+
+def test_cpu_scorer_after_service_start_keeps_the_tamed_allocator(tiny_model, monkeypatch):
+    """Service start (tame_allocator) then a CPU cross-encoder load: the 64 KiB setting stays in force."""
+    from pipeline.runtime import memory
+
+    monkeypatch.setattr(memory, "_policy", None)
+    if not memory.tame_allocator():
+        pytest.skip("not glibc")
+    CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64)
+    assert memory.allocator_policy() == memory.TAMED

@@ -38,7 +38,7 @@ import numpy as np
 
 from pipeline.core.errors import ModelNotFoundError, RerankTimeoutError
 from pipeline.core.types import Query
-from pipeline.runtime.cpu_memory import keep_freed_memory
+from pipeline.runtime.memory import keep_freed_memory
 from pipeline.runtime.tokenize_worker import TokenizerProcess, split_flat, tokenize_flat
 from pipeline.scorers.base import PairScorer
 from pipeline.scorers.cpu_precision import INT8_MIN_SPEEDUP, cpu_int8_speedup, default_batch_size, default_precision
@@ -117,7 +117,7 @@ class CrossEncoderScorer(PairScorer):
             logger.warning("cross-encoder %s: %s", folder, self.precision_note)
             precision = "fp32"  # the scores int8 approximates, and here the faster path
         if self.device == "cpu":
-            keep_freed_memory()  # no page faults on every batch's activations (pipeline/runtime/cpu_memory.py)
+            keep_freed_memory()  # no page faults per batch, unless the service tamed the allocator (pipeline/runtime/memory.py)
             if threads:
                 torch.set_num_threads(threads)
         self.precision, self.max_length, self.query_max_tokens = precision, max_length, query_max_tokens

@@ -66,3 +66,12 @@ def test_native_signal_handlers_are_put_back_after_the_block():
     finally:
         if previous is not None and native_handlers(["SIGBUS"])[signal.SIGBUS].handler != before[signal.SIGBUS].handler:
             signal.signal(signal.SIGBUS, previous)
+
+
+def test_importing_the_module_patches_nothing():
+    """The hook is installed by start_jvm or a server, never as a side effect of an import."""
+    import subprocess
+
+    code = ("import threading; original = threading.Thread._bootstrap_inner; import pipeline.runtime.java; "
+            "assert threading.Thread._bootstrap_inner is original")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -34,8 +34,9 @@ def anserini_jar() -> str:
 
 
 def start_jvm(max_heap: str | None = None) -> None:
-    """Start the JVM once per process (idempotent, thread-safe) and mark the calling thread
-    to detach from it when the thread ends (:func:`mark_jvm_thread`).
+    """Start the JVM once per process (idempotent, thread-safe), install the hook that detaches
+    every later thread from it as the thread ends (:func:`detach_threads_from_jvm_on_exit`) and mark
+    the calling thread likewise (:func:`mark_jvm_thread`).
 
     ``max_heap`` (e.g. ``"4g"``) defaults to ``$SEARCH_JVM_HEAP`` or ``"4g"``.
     """
@@ -53,6 +54,7 @@ def start_jvm(max_heap: str | None = None) -> None:
                 import jnius  # noqa: F401  (starts the JVM)
 
                 _started = True
+    detach_threads_from_jvm_on_exit()
     mark_jvm_thread()
 
 
@@ -94,7 +96,10 @@ def detach_threads_from_jvm_on_exit() -> None:
     """Make every thread started from now on detach from the JVM as it ends (idempotent).
 
     Wraps ``Thread._bootstrap_inner``, which every thread runs (subclasses that override
-    ``run``, such as anyio's workers, included). Installed when this module is imported.
+    ``run``, such as anyio's workers, included). Installed explicitly: by :func:`start_jvm`, and by
+    a server before it starts threads (``service/threads.py``), because a thread started before the
+    first index is opened (an event-loop thread, a pool worker) can still touch Java later, if only by
+    dropping the last reference to a Java object. Importing this module patches nothing.
     """
     with _hook_lock:
         if getattr(threading.Thread._bootstrap_inner, "_detaches_jvm", False):
@@ -111,11 +116,6 @@ def detach_threads_from_jvm_on_exit() -> None:
         _bootstrap_inner.original = original  # type: ignore[attr-defined]
         threading.Thread._bootstrap_inner = _bootstrap_inner  # type: ignore[method-assign]
 
-
-# Installed on import, not only when the JVM starts: a thread started before the first index is
-# opened (a server's event-loop thread, a pool worker) can still touch Java later, if only by
-# dropping the last reference to a Java object.
-detach_threads_from_jvm_on_exit()
 
 
 # ---------------------------------------------------------------- native signal handlers

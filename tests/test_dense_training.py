@@ -263,3 +263,13 @@ def test_mamba_distillation_pulls_the_student_towards_the_teacher():
                                                                     doc_max_length=32), "cpu")
     assert stats.steps == 120
     assert cosine() > before + 0.3
+
+
+def test_ndcg_with_tied_scores_is_ir_measures():
+    """Ties are broken as trec_eval breaks them (a hand-written sort once disagreed: 0.6818 vs 0.6695)."""
+    import ir_measures
+
+    qrels = {"q1": {"a": 1, "c": 2}, "q2": {"b": 1}}
+    run = {"q1": {"a": 1.0, "b": 1.0, "c": 1.0, "d": 0.5}, "q2": {"a": 2.0, "b": 2.0}}
+    expected = ir_measures.calc_aggregate([nDCG @ 10], qrels, run)[nDCG @ 10]
+    assert ndcg_at(qrels, run, 10) == pytest.approx(expected, abs=1e-9)

@@ -254,7 +254,7 @@ def test_saved_model_loads_in_stage_scorer_and_sentence_transformers(trained, tm
     pairs = [(bundle.queries[0].text, bundle.docs[d]) for d in ("d1", "d2", "d3")]
     expected = score_pairs(result.module, result.cache, pairs, cfg, "cpu")
     scorer = CrossEncoderScorer(folder, device="cpu", precision="fp32", max_length=64)
-    assert scorer.score(pairs) == pytest.approx(expected, abs=1e-4)
+    assert scorer.score_pairs(pairs) == pytest.approx(expected, abs=1e-4)
     st = pytest.importorskip("sentence_transformers")
     ce = st.CrossEncoder(str(folder), device="cpu", max_length=64)
     assert list(ce.predict(pairs, convert_to_numpy=True)) == pytest.approx(expected, abs=1e-4)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Sequence
 
 from pipeline.core.types import Query
+from pipeline.scorers.passages import passage_text
 from pipeline.storage.collection import corpus_path, dataset_name, file_checksum, iter_corpus, load_qrels, load_queries
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def mine(dataset: Path, out: Path, index_root: Path, train_split: str = "train",
     dataset, out = Path(dataset), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     collection = dataset_name(dataset)
-    all_docs = {d.doc_id: f"{d.title} {d.text}".strip() for d in iter_corpus(dataset)}
+    all_docs = {d.doc_id: passage_text(d) for d in iter_corpus(dataset)}
     all_queries = load_queries(dataset)
     meta = {"dataset": collection, "corpus_sha256": file_checksum(corpus_path(dataset)), "depth": depth,
             "bm25": {"k1": 0.9, "b": 0.4, "fields": "title+text"}, "dense": None}

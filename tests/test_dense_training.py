@@ -130,7 +130,6 @@ def test_batches_have_one_domain_and_no_repeated_group():
 
 def test_metrics_match_ir_measures():
     import ir_measures
-    from ir_measures import nDCG
     from ir_measures import R, nDCG
 
     rng = random.Random(3)

@@ -46,7 +46,7 @@ from pipeline.core.config import IndexConfig, LuceneIndexConfig
 from pipeline.core.errors import CollectionError, PipelineError
 from pipeline.core.settings_paths import REPO
 from pipeline.core.types import Document
-from pipeline.runtime.java import keep_native_signal_handlers
+from pipeline.runtime.java import keep_native_signal_handlers, start_jvm
 from pipeline.storage.collection import corpus_path, file_checksum
 from pipeline.storage.docstore import FILENAME as DOCSTORE
 from pipeline.storage.docstore import write_docstore
@@ -107,8 +107,6 @@ def shutdown_ray() -> None:
 
 def build_lucene_shard(group: dict[str, np.ndarray], out: str, cfg: LuceneIndexConfig) -> dict[str, np.ndarray]:
     """Ray task body: one shard's documents -> its Lucene index and document store."""
-    from pipeline.runtime.java import start_jvm
-
     start_jvm()
     from pyserini.index.lucene import LuceneIndexer
 

@@ -32,6 +32,7 @@ from indexer.shards import check_unique, parse_corpus_lines, shard_dir, shard_na
 from pipeline.core.config import FaissIndexConfig
 from pipeline.core.errors import CollectionError
 from pipeline.core.types import Document
+from pipeline.encoders.bi_encoders import load_encoder
 from pipeline.storage.collection import corpus_path, file_checksum, iter_corpus
 from pipeline.storage.docstore import FILENAME as DOCSTORE
 from pipeline.storage.docstore import write_docstore
@@ -48,7 +49,6 @@ class EncodeDocuments:
     def __init__(self, cfg: FaissIndexConfig, device: str | None, threads: int):
         import torch
 
-        from pipeline.encoders.bi_encoders import load_encoder
 
         if device in (None, "cpu"):
             torch.set_num_threads(max(1, threads))
@@ -81,7 +81,6 @@ def build_faiss_distributed(
     options = options or RayOptions()
     if options.layout != "merged":
         raise ValueError("dense indexes are published merged (layout 'shards' is for lucene)")
-    from pipeline.encoders.bi_encoders import load_encoder
 
     source = corpus_path(dataset)
     checksum = file_checksum(source)

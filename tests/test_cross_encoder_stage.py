@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.core.errors import ModelNotFoundError, RerankTimeoutError
 from pipeline.core.stage import Pipeline
-from pipeline.core.testing import StageContract
+from pipeline.core.testing import RerankContract, StageContract
 from pipeline.core.types import Document, Query
 from pipeline.scorers.cross_encoder import CrossEncoderScorer
 from pipeline.scorers.passages import Passages
@@ -60,7 +60,7 @@ def bm25_candidates(tiny_index, queries):
     return BM25.from_index(tiny_index, k=10)(queries)
 
 
-class TestCrossEncoderContract(StageContract):
+class TestCrossEncoderContract(RerankContract):
     @pytest.fixture
     def stage(self, scorer, docs):
         return ce_stage(scorer, docs, top_n=5)
@@ -528,3 +528,26 @@ def test_cpu_scorer_after_service_start_keeps_the_tamed_allocator(tiny_model, mo
         pytest.skip("not glibc")
     CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64)
     assert memory.allocator_policy() == memory.TAMED
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (TRAINED / "2_Dense" / "model.safetensors").is_file(), reason="models/ce-minilm not built")
+def test_scorer_on_cuda_ranks_the_top_10_as_on_cpu(docs):
+    """The served GPU path (bf16, pipelined tokenization in a child process) ranks like the CPU in fp32.
+
+    Run on the GPU machine: ``python -m pytest -m gpu tests/test_cross_encoder_stage.py``.
+    """
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    passages = [Passages(docs).text(d) for d in docs.get_many([f"d{i}" for i in range(100)]).values()]
+    passages = (passages * (300 // max(len(passages), 1) + 1))[:300]  # over first_slice: the pipelined path runs
+    queries = ["volcano lava", "ocean tides and the moon", "how do plants make glucose"]
+    cpu = CrossEncoderScorer(TRAINED, device="cpu", precision="fp32")
+    gpu = CrossEncoderScorer(TRAINED, device="cuda", precision="auto")  # bf16
+    assert gpu.precision == "bf16" and gpu.pipelined
+    for q in queries:
+        a, b = cpu.score(q, passages), gpu.score(q, passages)
+        top = sorted(range(len(a)), key=lambda i: -a[i])[:10]
+        assert sorted(range(len(b)), key=lambda i: -b[i])[:10] == top or np.corrcoef(a, b)[0, 1] > 0.999
+        assert set(sorted(range(len(b)), key=lambda i: -b[i])[:10]) == set(top)

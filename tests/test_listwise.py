@@ -12,7 +12,7 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 from pipeline.core.errors import ConfigError, ModelNotFoundError  # noqa: E402
-from pipeline.core.testing import StageContract  # noqa: E402
+from pipeline.core.testing import RerankContract  # noqa: E402
 from pipeline.core.types import Document, Hit, Query  # noqa: E402
 from pipeline.registry import parse_stage  # noqa: E402
 from pipeline.scorers.listwise import FirstListwiseScorer, ListwisePrompt, identifier_token_ids, window_spans  # noqa: E402
@@ -67,7 +67,7 @@ def make_stage(model, tokenizer, **kw):
                        name="listwise")
 
 
-class TestFirstContract(StageContract):
+class TestFirstContract(RerankContract):
     @pytest.fixture
     def stage(self, tiny_lm, tokenizer):
         return make_stage(tiny_lm, tokenizer, mode="first")
@@ -77,7 +77,7 @@ class TestFirstContract(StageContract):
         return candidates_for(self.queries)
 
 
-class TestGenerativeContract(StageContract):
+class TestGenerativeContract(RerankContract):
     @pytest.fixture
     def stage(self, tiny_lm, tokenizer):
         return make_stage(tiny_lm, tokenizer, mode="generative", window=3, stride=2, depth=5)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.core.testing import StageContract
+from pipeline.core.testing import RerankContract
 from pipeline.core.types import Hit, Query
 
 torch = pytest.importorskip("torch")
@@ -74,7 +74,7 @@ def _candidates(queries):
     return {q.query_id: [Hit(q.query_id, d, 1.0 / (i + 1), {"bm25": 1.0}) for i, d in enumerate(DOCS)] for q in queries}
 
 
-class TestModularContract(StageContract):
+class TestModularContract(RerankContract):
     @pytest.fixture
     def candidates(self):
         return _candidates(self.queries)

@@ -53,3 +53,34 @@ class StageContract:
     def test_deterministic(self, stage: Stage, candidates):
         a, b = stage(self.queries, candidates), stage(self.queries, candidates)
         assert {q: [h.doc_id for h in hs] for q, hs in a.items()} == {q: [h.doc_id for h in hs] for q, hs in b.items()}
+
+
+class RerankContract(StageContract):
+    """What every reranker (a :class:`~pipeline.stages.rerank.RerankStage`) must do besides the stage contract:
+    its output order is its scorer's order of the same texts, so ``/rerank`` (which calls the scorer)
+    and ``/search`` (which runs the stage) agree. Subclasses provide ``stage`` and ``candidates``."""
+
+    def test_stage_order_is_the_scorers_order(self, stage, candidates):
+        assert stage.interpolate is None, "the contract compares the reranker alone: build the stage without interpolate"
+        for q in self.queries:
+            head = candidates[q.query_id][: stage.top_n]
+            texts = stage.passages.texts([h.doc_id for h in head])
+            passages = [texts[h.doc_id] for h in head]
+            out = [h.doc_id for h in stage([q], {q.query_id: candidates[q.query_id]})[q.query_id]]
+            if hasattr(stage.scorer, "rank"):
+                expected = [head[i].doc_id for i in stage.scorer.rank(q, passages)]
+            else:
+                scores = stage.scorer.score(q, passages)
+                assert len(scores) == len(head)
+                expected = [d for _, d in sorted((-s, h.doc_id) for h, s in zip(head, scores, strict=True))]
+            assert out[: len(expected)] == expected
+
+    def test_scores_are_the_scorers(self, stage, candidates):
+        if hasattr(stage.scorer, "rank"):
+            pytest.skip("a listwise scorer orders; its scores are rank-based")
+        q = self.queries[0]
+        head = candidates[q.query_id][: stage.top_n]
+        texts = stage.passages.texts([h.doc_id for h in head])
+        scores = dict(zip([h.doc_id for h in head], stage.scorer.score(q, [texts[h.doc_id] for h in head]), strict=True))
+        for hit in stage([q], {q.query_id: candidates[q.query_id]})[q.query_id]:
+            assert hit.stage_scores[stage.name] == pytest.approx(scores[hit.doc_id], abs=1e-6)

@@ -16,7 +16,7 @@ def default_precision(device: str) -> str:
     int8 is never the default. Torch's dynamic quantization lost 0.036-0.110 nDCG@10 (one activation
     scale per batch); the per-token W8A8 path that replaced it (:mod:`pipeline.scorers.int8_linear`) runs
     1.94x ``CrossEncoder.predict`` and lost 0.001 on 20 SciFact test queries, but 0.0075 on the
-    regression matrix's bm25>>ce (50 queries; eval/results/2026-11-28-ce-cpu-w8a8).
+    regression matrix's bm25>>ce (50 queries; results/2026-11-28-ce-cpu-w8a8).
     """
     return "bf16" if device.startswith("cuda") or cpu_has_fast_bf16() else "fp32"
 

@@ -55,7 +55,7 @@ class CrossEncoderConfig(StageConfig):
     compile: bool = False
     """``torch.compile`` the forward pass, at load time (the stage warms it up): on an H200 +9-15% end to end
     (README, GPU throughput); on a CPU with VNNI, int8 1.2-1.26x faster than eager (3.1x ``CrossEncoder.predict``,
-    eval/results/2026-11-28-ce-cpu-zen4) after about 30 s of compilation; needs a C++ compiler on a CPU."""
+    results/2026-11-28-ce-cpu-zen4) after about 30 s of compilation; needs a C++ compiler on a CPU."""
     pad_multiple: int = Field(default=8, ge=1, le=512)
     """Padded widths are multiples of this (64 with ``compile``: fewer shapes to compile)."""
     time_budget_ms: float | None = Field(default=None, gt=0)

@@ -3,7 +3,7 @@
 ``python -m training.language_modules.evaluate --data ../shared/data/xquad-r --candidates runs/xquad/candidates.json
 --modules models/lang-modules --out runs/xquad/rerank.json``
 
-Scoring goes through :class:`~pipeline.stages.modular_reranker.ModularCrossEncoder` itself: for
+Scoring goes through :class:`~pipeline.scorers.modular.ModularScorer` itself (the served scorer): for
 each module family (``lora``, ``sftm``) the *base reranker* is base + that family's ranking module
 (what a query of an unsupported language gets), and *+ module* adds the query language's module.
 With ``--score`` (or when ir-measures is importable) nDCG@10 etc. are computed per language.

@@ -12,22 +12,20 @@ IVF/PQ is trained on a sample (``--train``). Latency is one query at a time on o
 (median and p95 over 100 queries); QPS is a 1,000-query batch on ``--threads`` threads; memory is the size of
 the serialized index. Recall@10 = |ANN top-10 ∩ exact top-10| / 10, averaged over queries.
 
-    python benchmarks/ann_recall.py                       # both corpora, 1M synthetic vectors
-    python benchmarks/ann_recall.py --n 200000 --skip-scifact
+    python -m benchmarks.ann_recall                       # both corpora, 1M synthetic vectors
+    python -m benchmarks.ann_recall --n 200000 --skip-scifact
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -56,8 +54,8 @@ def scifact(index_root: Path, dataset: Path) -> tuple[np.ndarray, np.ndarray]:
     import faiss
 
     from eval.runner import judged_queries
-    from pipeline.encoders import load_encoder
-    from pipeline.index_store import resolve
+    from pipeline.encoders.bi_encoders import load_encoder
+    from pipeline.storage.index_store import resolve
 
     folder, manifest = resolve(index_root, "scifact", "minilm")
     index = faiss.read_index(str(folder / manifest.params["index_file"]))
@@ -129,7 +127,7 @@ def _row(corpus, n, factory, param, m, mb, flat_mb, build_s, flat_p50) -> str:
 
 
 def main() -> None:
-    from pipeline.settings_paths import default_data_dir, default_index_root
+    from pipeline.core.settings_paths import default_data_dir, default_index_root
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000, help="synthetic corpus size (0 = skip)")

@@ -24,12 +24,11 @@ import httpx
 import numpy as np
 
 from indexer.build import ensure_indexes
-from pipeline.collection import dataset_name, load_queries
-from pipeline.config import load_config
-from pipeline.index_store import resolve
-from pipeline.java import start_jvm
-from pipeline.settings_paths import default_config_path, default_index_root
-from pipeline.stages.bm25 import LUCENE_DIR
+from pipeline.core.settings_paths import default_config_path, default_index_root
+from pipeline.registry import load_config
+from pipeline.runtime.java import start_jvm
+from pipeline.storage.collection import dataset_name, load_queries
+from pipeline.storage.index_store import LUCENE_DIR, resolve
 
 
 def free_port() -> int:

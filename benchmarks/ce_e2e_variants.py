@@ -32,15 +32,15 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
 
     from benchmarks.ce_throughput import load_pairs
-    from pipeline.stages.cross_encoder import CrossEncoderScorer
+    from pipeline.scorers.cross_encoder import CrossEncoderScorer
 
     pairs, _, _ = load_pairs(args.bundle, None)
     scorer = CrossEncoderScorer(args.model, device="cuda", precision="bf16", batch_size=512, batch_tokens=512 * 512,
                                 compile=args.compile, pad_multiple=64 if args.compile else 8,
                                 chunk_pairs=args.chunk_pairs, first_slice=args.first_slice, threads=args.threads, slices_ahead=args.slices_ahead,
                                 run_ahead=args.run_ahead)
-    scorer.score(pairs[:8192])  # warm-up: compile, tokenizer child, allocator
-    scorer.score(pairs[:8192])
+    scorer.score_pairs(pairs[:8192])  # warm-up: compile, tokenizer child, allocator
+    scorer.score_pairs(pairs[:8192])
     encoded = scorer.encode(pairs)
 
     def times(fn, n: int) -> list[float]:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
         return out
 
     forward = times(lambda: scorer.score_encoded(encoded), 2)
-    e2e = times(lambda: scorer.score(pairs), 4)
+    e2e = times(lambda: scorer.score_pairs(pairs), 4)
     print(json.dumps({"chunk_pairs": args.chunk_pairs, "first_slice": args.first_slice, "threads": args.threads, "compile": args.compile,
                       "slices_ahead": args.slices_ahead, "run_ahead": args.run_ahead,
                       "rayon_threads": os.environ.get("RAYON_NUM_THREADS"), "pairs": len(pairs),

@@ -71,7 +71,7 @@ def ort_scorer(path: Path, scorer, threads: int, batch_size: int):
     """``pairs -> scores`` through an ORT session: tokenized and batched by length like the torch scorer."""
     import onnxruntime as ort
 
-    from pipeline.stages.cross_encoder import length_batches
+    from pipeline.scorers.tokenization import length_batches
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
@@ -104,7 +104,7 @@ def main() -> None:
     import onnxruntime as ort
     import torch
 
-    from pipeline.stages.cross_encoder import CrossEncoderScorer
+    from pipeline.scorers.cross_encoder import CrossEncoderScorer
 
     torch.set_num_threads(args.threads)
     pairs, owners, qrels = load_pairs(args.bundle, args.ndcg_queries)

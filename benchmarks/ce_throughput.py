@@ -84,7 +84,7 @@ def baseline_model(model: Path, device: str, max_length: int):
 def cpu_bench(args) -> dict:
     import torch
 
-    from pipeline.stages.cross_encoder import CrossEncoderScorer
+    from pipeline.scorers.cross_encoder import CrossEncoderScorer
 
     torch.set_num_threads(args.threads)
     pairs, owners, qrels = load_pairs(args.bundle, max(args.ndcg_queries, 1), role=args.role)  # query 0 is always timed
@@ -96,12 +96,12 @@ def cpu_bench(args) -> dict:
     ours = {name: CrossEncoderScorer(args.model, device="cpu", max_length=args.max_length, threads=args.threads,
                                      batch_size=args.batch_size, **kw) for name, kw in variants.items()}
     runs = {"st": lambda: st.predict(one, batch_size=32, show_progress_bar=False),
-            **{p: (lambda s=s: s.score(one)) for p, s in ours.items()}}
+            **{p: (lambda s=s: s.score_pairs(one)) for p, s in ours.items()}}
     times: dict[str, list[float]] = {k: [] for k in runs}
     cpu: dict[str, list[float]] = {k: [] for k in runs}
     st.predict(one[:8], batch_size=32, show_progress_bar=False)  # warm-up (allocations, first-call costs)
     for scorer in ours.values():
-        scorer.score(one[:8])
+        scorer.score_pairs(one[:8])
     for _ in range(args.repeats):  # interleaved, so that a shared machine's load hits all three alike
         for name, fn in runs.items():
             start, cpu_start = time.perf_counter(), time.process_time()
@@ -126,10 +126,10 @@ def cpu_bench(args) -> dict:
         if args.ndcg_reference == "predict":
             ref_name, ref = "CrossEncoder.predict fp32", st.predict(pairs, batch_size=32, show_progress_bar=False)
         else:
-            ref_name, ref = "ours fp32", ours["fp32"].score(pairs)
+            ref_name, ref = "ours fp32", ours["fp32"].score_pairs(pairs)
         result["ndcg10"] = {"queries": len(qrels), ref_name: ndcg(owners, ref, qrels)}
         for p in (name for name in ours if name != "fp32" and (not args.ndcg_variants or name in args.ndcg_variants)):
-            got = ours[p].score(pairs)
+            got = ours[p].score_pairs(pairs)
             result["ndcg10"][f"ours {p}"] = ndcg(owners, got, qrels)
             result[f"ndcg10_loss_{p}"] = result["ndcg10"][ref_name] - result["ndcg10"][f"ours {p}"]
             result[f"score_correlation_{p}"] = float(np.corrcoef(ref, got)[0, 1])
@@ -140,8 +140,8 @@ def cpu_bench(args) -> dict:
 def gpu_bench(args) -> dict:
     import torch
 
-    from pipeline.micro_batch import MicroBatcher
-    from pipeline.stages.cross_encoder import CrossEncoderScorer
+    from pipeline.runtime.micro_batch import MicroBatcher
+    from pipeline.scorers.cross_encoder import CrossEncoderScorer
 
     pairs, _, _ = load_pairs(args.bundle, None)
     result: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "pairs": len(pairs), "pairs_per_s": {}}
@@ -159,8 +159,8 @@ def gpu_bench(args) -> dict:
     for name, kw in variants:
         try:
             scorer = CrossEncoderScorer(args.model, device="cuda", precision="bf16", max_length=args.max_length, **kw)
-            scorer.score(pairs[:4096])  # compile / autotune outside the timing
-            t, _ = timed(lambda s=scorer: s.score(pairs), args.repeats)
+            scorer.score_pairs(pairs[:4096])  # compile / autotune outside the timing
+            t, _ = timed(lambda s=scorer: s.score_pairs(pairs), args.repeats)
             result["pairs_per_s"][f"ours {name}"] = len(pairs) / t
             if best is None or len(pairs) / t > best[0]:
                 best = (len(pairs) / t, scorer)
@@ -180,8 +180,8 @@ def gpu_profile(args) -> dict:
     multiples; plus plain ``CrossEncoder.predict`` fp32 on a slice and the micro-batcher, in the same run."""
     import torch
 
-    from pipeline.micro_batch import MicroBatcher
-    from pipeline.stages.cross_encoder import CrossEncoderScorer
+    from pipeline.runtime.micro_batch import MicroBatcher
+    from pipeline.scorers.cross_encoder import CrossEncoderScorer
 
     pairs, _, _ = load_pairs(args.bundle, None)
     result: dict = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "pairs": len(pairs),
@@ -196,9 +196,9 @@ def gpu_profile(args) -> dict:
     b512 = dict(attn_implementation="sdpa", batch_size=512, batch_tokens=512 * 512)
     configs = [("thread b512", dict(b512, tokenize_process=False)),  # tokenization in a helper thread (until 2026-11-28)
                ("thread b512 switch 0.5ms", dict(b512, tokenize_process=False, switch_interval=0.0005)),
-               ("process b512", b512),  # the default: tokenization in a child process (pipeline/tokenize_worker.py)
+               ("process b512", b512),  # the default: tokenization in a child process (pipeline/runtime/tokenize_worker.py)
                ("process b256", dict(b512, batch_size=256, batch_tokens=256 * 512)),
-               ("hf process b512", dict(b512, fast=False)),  # transformers' BertModel instead of pipeline/fast_bert.py
+               ("hf process b512", dict(b512, fast=False)),  # transformers' BertModel instead of pipeline/scorers/fast_bert.py
                ("process b512 m64 compile", dict(b512, pad_multiple=64, compile=True))]
     best = None
     for name, kw in configs:
@@ -211,10 +211,10 @@ def gpu_profile(args) -> dict:
             if switch:
                 sys.setswitchinterval(switch)  # the GIL's hand-over interval (default 5 ms)
             scorer = CrossEncoderScorer(args.model, device="cuda", precision="bf16", max_length=args.max_length, **kw)
-            scorer.score(pairs[:8192])  # warm-up / compile
+            scorer.score_pairs(pairs[:8192])  # warm-up / compile
             t_tok, encoded = timed(lambda s=scorer: s.encode(pairs), 1)
             t_fwd, _ = timed(lambda s=scorer, e=encoded: s.score_encoded(e), args.repeats)
-            t_all, _ = timed(lambda s=scorer: s.score(pairs), args.repeats)
+            t_all, _ = timed(lambda s=scorer: s.score_pairs(pairs), args.repeats)
             row = {"config": name, "tokenize_pairs_per_s": len(pairs) / t_tok, "forward_pairs_per_s": len(pairs) / t_fwd,
                    "end_to_end_pairs_per_s": len(pairs) / t_all}
             if "predict_fp32_b32_pairs_per_s" in result:
@@ -239,7 +239,7 @@ def concurrency(scorer, pairs, batcher_cls, threads: int = 8, per_request: int =
     reqs = [pairs[(i * per_request) % len(pairs):][:per_request] for i in range(requests)]
     start = time.perf_counter()
     for r in reqs:
-        scorer.score(r)
+        scorer.score_pairs(r)
     sequential = time.perf_counter() - start
     batcher = batcher_cls(scorer.score_encoded, max_items=threads * per_request, max_wait_ms=2.0)
     work = list(reqs)

@@ -1,7 +1,7 @@
 """Where one pipelined cross-encoder call spends its time: a diagnostic for the GPU path.
 
 End to end on the GPU still equals tokenization + forward passes run one after the other (README,
-GPU throughput). This runs ``scorer.score(pairs)`` once under ``torch.profiler`` and prints: wall time,
+GPU throughput). This runs ``scorer.score_pairs(pairs)`` once under ``torch.profiler`` and prints: wall time,
 GPU busy time (union of kernel intervals), the idle gaps between kernels longer than ``--gap-ms``, and
 the main thread's time in each step of the pipelined path (waiting for tokenized slices, building and
 launching batches, collecting scores). Options test the suspects: ``--torch-threads`` (torch's CPU
@@ -77,7 +77,7 @@ def main() -> None:
     import torch
     from torch.profiler import ProfilerActivity, profile
 
-    from pipeline.stages.cross_encoder import CrossEncoderScorer
+    from pipeline.scorers.cross_encoder import CrossEncoderScorer
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
@@ -86,13 +86,13 @@ def main() -> None:
                                 batch_size=args.batch_size, batch_tokens=args.batch_size * 512, compile=args.compile,
                                 pad_multiple=64 if args.compile else 8, tokenize_process=not args.thread_tokenizer)
     scorer.pipelined = True
-    scorer.score(pairs[:8192])  # warm-up (and compile)
+    scorer.score_pairs(pairs[:8192])  # warm-up (and compile)
     spent: dict[str, float] = defaultdict(float)
     instrument(scorer, spent)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
     with profile(activities=activities) as prof:
         start = time.perf_counter()
-        scorer.score(pairs)
+        scorer.score_pairs(pairs)
         if args.device == "cuda":
             torch.cuda.synchronize()
         wall = time.perf_counter() - start

@@ -6,8 +6,8 @@ Same documents, same run, same batch size. Baselines: plain ``encode`` with the 
 files written included. Prints docs/s and the ratio to the float32 baseline, plus the lowest
 cosine between the indexer's vectors and the baseline's (a correctness check).
 
-    python benchmarks/encode_throughput.py --dataset ../shared/data/scifact --limit 256            # CPU
-    python benchmarks/encode_throughput.py --dataset DIR --model MODEL_DIR --device cuda          # GPU
+    python -m benchmarks.encode_throughput --dataset ../shared/data/scifact --limit 256            # CPU
+    python -m benchmarks.encode_throughput --dataset DIR --model MODEL_DIR --device cuda          # GPU
 """
 
 from __future__ import annotations
@@ -15,22 +15,20 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def main() -> None:
     from indexer.dense import document_text, encode_corpus
-    from pipeline.collection import iter_corpus
-    from pipeline.encoders import load_encoder, minilm_path
+    from pipeline.encoders.bi_encoders import load_encoder, minilm_path
+    from pipeline.storage.collection import iter_corpus
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", type=Path, required=True)

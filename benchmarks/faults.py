@@ -35,10 +35,10 @@ from typing import Callable, Sequence
 
 import httpx
 
-from pipeline.config import StageConfig
+from pipeline.core.config import StageConfig
+from pipeline.core.stage import Stage
+from pipeline.core.types import Query, Results, sort_hits
 from pipeline.registry import BuildContext, register_stage
-from pipeline.stage import Stage
-from pipeline.types import Query, Results, sort_hits
 
 
 class FaultRerankerConfig(StageConfig):
@@ -73,8 +73,8 @@ class FaultReranker(Stage):
 
 
 def _build(cfg: FaultRerankerConfig, ctx: BuildContext) -> FaultReranker:
-    from pipeline.docstore import FILENAME, DocStore
-    from pipeline.index_store import resolve
+    from pipeline.storage.docstore import FILENAME, DocStore
+    from pipeline.storage.index_store import resolve
 
     folder, _ = resolve(ctx.index_root, ctx.collection, cfg.index)
     return FaultReranker(DocStore(folder / FILENAME), cfg.flag_file)
@@ -86,7 +86,7 @@ register_stage("fault_reranker", FaultRerankerConfig, _build)
 # ----------------------------------------------------------------------------- the harness
 def publish_copy(root: Path, collection: str, source: Path, corrupt: bool = False) -> str:
     """Publish a copy of ``source`` as a new version (atomic, with a fresh manifest); optionally truncate a file after."""
-    from pipeline.index_store import publishing
+    from pipeline.storage.index_store import publishing
 
     base = root / collection / "lucene"
     with publishing(root, collection, "lucene") as tmp:
@@ -144,9 +144,9 @@ def metric(text: str, name: str, **labels: str) -> float:
 
 def main() -> None:
     from benchmarks.load_test import HEADER, free_port, load, load_query_texts, row, running_service
-    from pipeline.collection import dataset_name
-    from pipeline.index_store import resolve
-    from pipeline.settings_paths import default_index_root
+    from pipeline.core.settings_paths import default_index_root
+    from pipeline.storage.collection import dataset_name
+    from pipeline.storage.index_store import resolve
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", type=Path, default=Path("../shared/data/scifact"))

@@ -13,7 +13,7 @@ Runs are written as TREC files under ``--out`` (``input``, ``first``, ``generati
 ``--qrels`` and ir-measures installed it also prints nDCG@10 of each, else score the runs with
 ``python -m eval`` tooling afterwards. Example (GPU machine)::
 
-    python benchmarks/listwise_latency.py --candidates .cache/listwise/scifact-test-bm25 \\
+    python -m benchmarks.listwise_latency --candidates .cache/listwise/scifact-test-bm25 \\
         --adapter models/first-smollm2 --out runs/listwise --qrels ../shared/data/scifact/qrels/test.tsv
 """
 
@@ -26,14 +26,15 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from eval.trec import write_run
+from pipeline.core.types import Document, Hit, Query, Results
+from pipeline.scorers.listwise import FirstListwiseScorer
+from pipeline.scorers.llm_loading import load_causal_lm
+from pipeline.scorers.passages import Passages
+from pipeline.stages.rerank import RerankStage
+from training.listwise.data import read_passages, read_rankings
 
-from eval.trec import write_run  # noqa: E402
-from pipeline.llm_loading import load_causal_lm  # noqa: E402
-from pipeline.stages.listwise import ListwiseReranker  # noqa: E402
-from pipeline.types import Document, Hit, Query, Results  # noqa: E402
-from training.listwise.data import read_passages, read_rankings  # noqa: E402
+REPO = Path(__file__).resolve().parent.parent
 
 
 class PassageDocs:
@@ -53,7 +54,7 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def timed(stage: ListwiseReranker, queries: list[Query], candidates: Results) -> tuple[Results, float]:
+def timed(stage: RerankStage, queries: list[Query], candidates: Results) -> tuple[Results, float]:
     _sync()
     start = time.perf_counter()
     out = stage(queries, candidates)
@@ -106,10 +107,12 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     model, tokenizer = load_causal_lm(args.base, adapter=args.adapter, device=args.device)
     load_s = time.perf_counter() - t0
-    common = dict(window=args.window, stride=args.stride, depth=args.depth, passage_tokens=args.passage_tokens,
-                  query_tokens=args.query_tokens)
-    first = ListwiseReranker(model, tokenizer, docs, mode="first", batch_size=args.batch_size, **common)
-    gen = ListwiseReranker(model, tokenizer, docs, mode="generative", batch_size=args.gen_batch_size, **common)
+    common = dict(window=args.window, stride=args.stride, passage_tokens=args.passage_tokens, query_tokens=args.query_tokens)
+    passages = Passages(docs, title_separator=". ", collapse_whitespace=True)  # as the listwise stage reads them
+    first = RerankStage(FirstListwiseScorer(model, tokenizer, mode="first", batch_size=args.batch_size, **common),
+                        passages, top_n=args.depth, name="listwise")
+    gen = RerankStage(FirstListwiseScorer(model, tokenizer, mode="generative", batch_size=args.gen_batch_size, **common),
+                      passages, top_n=args.depth, name="listwise")
 
     stages = (("first", first),) if args.first_only else (("first", first), ("generative", gen))
     warm = queries[:1]
@@ -119,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     for q in queries[1 : 1 + args.latency_queries]:
         for name, stage in stages:
             lat[name].append(timed(stage, [q], {q.query_id: candidates[q.query_id]})[1])
-    gen.stats.update(windows=0, repaired=0)
+    gen.scorer.stats.update(windows=0, repaired=0)
     runs: dict[str, Results] = {"input": candidates}
     seconds: dict[str, float] = {}
     runs["first"], seconds["first"] = timed(first, queries, candidates)
@@ -145,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         "latency_all_s": lat,
         "first_over_generative": ratio,
         "batched_seconds": seconds, "batched_ms_per_query": {k: 1000 * v / len(queries) for k, v in seconds.items()},
-        "generative_windows": gen.stats["windows"], "generative_repaired": gen.stats["repaired"],
+        "generative_windows": gen.scorer.stats["windows"], "generative_repaired": gen.scorer.stats["repaired"],
         "ndcg@10": ndcg10(args.qrels, runs),
     }
     (args.out / "listwise_bench.json").write_text(json.dumps(summary, indent=2))

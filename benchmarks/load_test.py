@@ -37,8 +37,8 @@ from typing import Iterator
 import httpx
 import numpy as np
 
-from pipeline.collection import dataset_name
-from pipeline.settings_paths import REPO
+from pipeline.core.settings_paths import REPO
+from pipeline.storage.collection import dataset_name
 from service.settings import hash_key
 
 

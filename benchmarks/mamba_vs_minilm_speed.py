@@ -26,7 +26,7 @@ def build_minilm(path: str, max_len: int):
     from transformers import BertConfig, BertModel
 
     if path == "minilm":
-        from pipeline.encoders import minilm_path
+        from pipeline.encoders.bi_encoders import minilm_path
 
         path = str(minilm_path())
     config = BertConfig.from_pretrained(path)

@@ -1,6 +1,6 @@
 """Cost of per-request language modules: swap time, memory per module, reranking and service latency.
 
-    python benchmarks/module_swap.py --language de [--repeats 50] [--requests 20] [--synthetic]
+    python -m benchmarks.module_swap --language de [--repeats 50] [--requests 20] [--synthetic]
 
 ``--synthetic`` builds random-valued modules of the trained shapes (LoRA r=8 on query/key/value/
 dense; SFTM 2% ranking + 1% language) on the real base, for when models/lang-modules is not
@@ -32,7 +32,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -76,8 +75,10 @@ def main() -> int:
 
     import torch
 
-    from pipeline.stages.modular_reranker import ModularCrossEncoder, load_registry
-    from pipeline.types import Hit, Query
+    from pipeline.core.types import Document, Hit, Query
+    from pipeline.scorers.modular import ModularScorer, load_registry
+    from pipeline.scorers.passages import InMemoryDocuments, Passages
+    from pipeline.stages.rerank import RerankStage
     from training.language_modules.xquad import load_language, question_split
 
     torch.set_num_threads(args.threads)
@@ -123,10 +124,11 @@ def main() -> int:
     qid = heldout[0]
     docs = sorted(data.sentences)[: args.depth]
     hits = {qid: [Hit(qid, d, 0.0) for d in docs]}
-    texts = lambda ids: {i: data.sentences[i] for i in ids}  # noqa: E731
+    passages = Passages(InMemoryDocuments([Document(i, "", s) for i, s in data.sentences.items()]), titles=False)
     for family, (kind, _) in families.items():
         registry, tokenizer = registries[family]
-        stage = ModularCrossEncoder(registry, tokenizer, texts, {lang: names}, kind=kind, detector=None)
+        stage = RerankStage(ModularScorer(registry, tokenizer, {lang: names}, kind=kind, detector=None), passages,
+                            top_n=None, name="modular_ce")
         with_module = [Query(qid, data.questions[qid], lang)]
         without = [Query(qid, data.questions[qid], "xx")]  # no module: the bare base forward pass
         stage(with_module, hits)
@@ -146,8 +148,8 @@ def synthetic_modules(root: Path, models_dir: Path, base: str, lang: str) -> Pat
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from pipeline.language_modules import Sparse, save_sftm
-    from pipeline.stages.modular_reranker import load_base
+    from pipeline.scorers.language_modules import Sparse, save_sftm
+    from pipeline.scorers.modular import load_base
     from training.language_modules.trainer import LORA_TARGETS
 
     (root / base).symlink_to((models_dir / base).resolve())
@@ -176,7 +178,7 @@ def synthetic_modules(root: Path, models_dir: Path, base: str, lang: str) -> Pat
 
 
 def service_latency(args, lang: str) -> None:
-    from pipeline.config import parse_config
+    from pipeline.registry import parse_config
 
     index = f"lucene-{lang}"
     reranker = {"type": "modular_ce", "index": index, "model": args.base, "modules": args.modules}
@@ -206,7 +208,7 @@ def ml_latency(args, lang: str) -> None:
     """The configured ml-<lang> pipelines vs the same fusion >> base reranker (no module) vs the fusion alone."""
     import yaml
 
-    from pipeline.config import parse_config
+    from pipeline.registry import parse_config
 
     raw = yaml.safe_load(args.ml_config.read_text())
     lora, sftm = raw["pipelines"][f"ml-{lang}"], raw["pipelines"][f"ml-sftm-{lang}"]

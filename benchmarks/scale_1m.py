@@ -19,8 +19,8 @@ included) is its own:
 
 Run::
 
-    python benchmarks/scale_1m.py --docs 1000000 --work-dir work/scale_1m
-    python benchmarks/scale_1m.py --docs 20000 --phases bm25,dense     # a quick check
+    python -m benchmarks.scale_1m --docs 1000000 --work-dir work/scale_1m
+    python -m benchmarks.scale_1m --docs 20000 --phases bm25,dense     # a quick check
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
 
 WORD = re.compile(r"[a-z][a-z0-9\-]*")
 
@@ -128,9 +127,9 @@ def peak_rss_mb() -> float:
 
 def phase_bm25(work: Path, queries: int) -> dict:
     from indexer.build import ensure_index
-    from pipeline.config import LuceneIndexConfig
+    from pipeline.core.config import LuceneIndexConfig
+    from pipeline.core.types import Query
     from pipeline.stages.bm25 import BM25
-    from pipeline.types import Query
 
     out: dict = {"load_start": load()}
     start, cpu = time.perf_counter(), time.process_time()
@@ -150,7 +149,7 @@ def phase_bm25(work: Path, queries: int) -> dict:
 
 def phase_bm25_ray(work: Path, shards: int) -> dict:
     from indexer.distributed import RayOptions, publish_distributed
-    from pipeline.config import LuceneIndexConfig
+    from pipeline.core.config import LuceneIndexConfig
 
     load_start = load()
     start = time.perf_counter()

@@ -25,8 +25,8 @@ import threading
 import time
 from pathlib import Path
 
-from pipeline.collection import dataset_name, load_qrels, load_queries
-from pipeline.settings_paths import default_index_root
+from pipeline.core.settings_paths import default_index_root
+from pipeline.storage.collection import dataset_name, load_qrels, load_queries
 
 
 def free_port() -> int:

@@ -16,30 +16,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from pipeline.errors import PipelineError
-from pipeline.settings_paths import default_config_path, default_index_root, default_models_dir
+from eval.arguments import add_common_options, eval_parser
+from pipeline.core.errors import PipelineError
 
 SUBCOMMANDS = ("report", "score", "regress", "convert")
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=default_config_path())
-    parser.add_argument("--index-root", type=Path, default=default_index_root())
-    parser.add_argument("--models-dir", type=Path, default=default_models_dir())
-
-
-def eval_parser() -> argparse.ArgumentParser:
-    """The plain form: ``python -m eval --dataset DIR --split test --pipeline NAME``."""
-    parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", type=Path, required=True, help="BEIR-layout folder")
-    parser.add_argument("--split", default="test")
-    parser.add_argument("--pipeline", action="append", help="pipeline name (repeatable; default: bm25)")
-    parser.add_argument("--run-file", type=Path, help="TREC run output (with several pipelines: a folder)")
-    parser.add_argument("--collection", help="collection name (default: from the folder name)")
-    parser.add_argument("--max-queries", type=int, help="only the first N judged queries (qrels file order)")
-    parser.add_argument("--json", action="store_true", help="print metrics as JSON lines")
-    _common(parser)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
 def _plain(argv: list[str]) -> int:
     from eval.runner import run_eval
     from eval.trec import write_run
-    from pipeline.config import load_config
+    from pipeline.registry import load_config
 
     args = eval_parser().parse_args(argv)
     pipelines = args.pipeline or ["bm25"]
@@ -82,7 +62,7 @@ def _report(argv: list[str]) -> int:
     from eval.isolation import run_isolated
     from eval.report import build_report, write_report
     from eval.trec import write_run
-    from pipeline.config import load_config
+    from pipeline.registry import load_config
 
     parser = argparse.ArgumentParser(prog="python -m eval report", description="Evaluate every servable pipeline "
                                      "on each dataset; write report.md/.json, per-query JSON, run files and plots.")
@@ -105,7 +85,7 @@ def _report(argv: list[str]) -> int:
                         "every pipeline's first stage (no reranking, no report)")
     parser.add_argument("--in-process", action="store_true", help="run every pipeline in this process (a native "
                         "crash then ends the report); default: pipelines grouped by first stage, one child process each")
-    _common(parser)
+    add_common_options(parser)
     args = parser.parse_args(argv)
     config = load_config(args.config)
     names = args.pipelines or list(config.pipelines)
@@ -180,13 +160,13 @@ def _score(argv: list[str]) -> int:
 
 def _regress(argv: list[str]) -> int:
     from eval.regression import check_matrix, load_matrix, matrix_files
-    from pipeline.config import load_config
+    from pipeline.registry import load_config
 
     parser = argparse.ArgumentParser(prog="python -m eval regress", description="Run regression matrices fresh and "
                                      "compare with the expected scores; exit 1 on any deviation.")
     parser.add_argument("matrices", type=Path, nargs="*", help="default: eval/regressions/*.yaml")
     parser.add_argument("--pipeline", action="append", help="only these conditions (repeatable)")
-    _common(parser)
+    add_common_options(parser)
     args = parser.parse_args(argv)
     config = load_config(args.config)
     failed = 0

@@ -22,12 +22,12 @@ from typing import Any, Iterable
 from eval.metrics import evaluate, per_query
 from eval.runner import judged_queries, remove_self_hits
 from indexer.build import ensure_indexes
-from pipeline.collection import corpus_path, dataset_name, file_checksum
-from pipeline.config import ServiceConfig, parse_stage
-from pipeline.errors import PipelineError
-from pipeline.registry import BuildContext, build_stage, stage_indexes
-from pipeline.stage import Pipeline, Stage
-from pipeline.types import Results
+from pipeline.core.config import ServiceConfig
+from pipeline.core.errors import PipelineError
+from pipeline.core.stage import Pipeline, Stage
+from pipeline.core.types import Results
+from pipeline.registry import BuildContext, build_stage, parse_stage, stage_indexes
+from pipeline.storage.collection import corpus_path, dataset_name, file_checksum
 
 logger = logging.getLogger(__name__)
 

@@ -24,9 +24,9 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from pipeline.collection import load_qrels, load_queries
-from pipeline.errors import CollectionError
-from pipeline.types import Document
+from pipeline.core.errors import CollectionError
+from pipeline.core.types import Document
+from pipeline.storage.collection import load_qrels, load_queries
 
 
 class FormatError(CollectionError, ValueError):

@@ -26,9 +26,9 @@ from typing import Any, Iterable, Sequence
 
 from eval.experiment import DEFAULT_DEPTHS, DatasetOutcome, Experiment, stage_key
 from eval.runner import judged_queries
-from pipeline.collection import dataset_name
-from pipeline.config import ServiceConfig
-from pipeline.errors import PipelineError
+from pipeline.core.config import ServiceConfig
+from pipeline.core.errors import PipelineError
+from pipeline.storage.collection import dataset_name
 
 logger = logging.getLogger(__name__)
 

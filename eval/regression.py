@@ -25,11 +25,12 @@ from typing import Iterable
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from eval.arguments import eval_parser
 from eval.experiment import Experiment
 from eval.metrics import DISPLAY
-from pipeline.config import ServiceConfig
-from pipeline.errors import ConfigError
-from pipeline.settings_paths import default_data_dir
+from pipeline.core.config import ServiceConfig
+from pipeline.core.errors import ConfigError
+from pipeline.core.settings_paths import default_data_dir
 
 REGRESSIONS_DIR = Path(__file__).parent / "regressions"
 REPO = Path(__file__).resolve().parent.parent
@@ -130,7 +131,6 @@ def load_matrix(path: Path) -> Matrix:
 
 def check_command(command: str, matrix: Matrix, pipeline: str, where: Path | str = "matrix") -> None:
     """The command must be the eval job (as the CLI parses it) on this matrix's dataset, split and pipeline."""
-    from eval.__main__ import eval_parser
 
     argv = shlex.split(command)
     if argv[:3] != ["python", "-m", "eval"]:

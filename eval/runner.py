@@ -9,10 +9,10 @@ from pathlib import Path
 
 from eval.metrics import evaluate
 from indexer.build import ensure_indexes
-from pipeline.collection import dataset_name, load_qrels, load_queries
-from pipeline.config import ServiceConfig
+from pipeline.core.config import ServiceConfig
+from pipeline.core.types import Query, Results
 from pipeline.registry import BuildContext, build_pipeline, required_indexes
-from pipeline.types import Query, Results
+from pipeline.storage.collection import dataset_name, load_qrels, load_queries
 
 logger = logging.getLogger(__name__)
 

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from pipeline.types import Hit, Results
+from eval.machine import machine
+from pipeline.core.types import Hit, Results
 
 logger = logging.getLogger(__name__)
 FORMAT = 1
@@ -91,7 +92,6 @@ class StageCache:
 
 def machine_label() -> str:
     """``"<cpu model>, <n> cores"``: where a cached stage was measured."""
-    from eval.report import machine  # lazy: eval.report imports the experiment, which imports this module
 
     info = machine()
     return f"{info['cpu']}, {info['cores']} cores"

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from eval.formats import FormatError
-from pipeline.types import Hit, Results
+from pipeline.core.types import Hit, Results
 
 
 def write_run(results: Results, path: Path, tag: str = "run") -> None:

@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 from indexer.build import ensure_indexes
-from pipeline.collection import dataset_name
-from pipeline.config import load_config
-from pipeline.errors import PipelineError
-from pipeline.index_store import Manifest
-from pipeline.settings_paths import default_config_path, default_index_root
+from pipeline.core.errors import PipelineError
+from pipeline.core.settings_paths import default_config_path, default_index_root
+from pipeline.registry import load_config
+from pipeline.storage.collection import dataset_name
+from pipeline.storage.index_store import Manifest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _build_distributed(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from indexer.distributed import RayOptions, publish_distributed
-    from pipeline.config import parse_index
+    from pipeline.core.config import parse_index
 
     config = load_config(args.config)
     if args.index not in config.indexes:

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import fcntl
-import importlib
 import logging
 from pathlib import Path
 from typing import Iterable
 
-from pipeline.collection import corpus_path, file_checksum
-from pipeline.config import IndexConfig, ServiceConfig, parse_index
-from pipeline.errors import IndexCorruptError, IndexNotFoundError
-from pipeline.index_store import Manifest, index_dir, publishing, resolve
+from indexer.dense import build_faiss
+from indexer.lucene import build_lucene
+from pipeline.core.config import IndexConfig, ServiceConfig, parse_index
+from pipeline.core.errors import IndexCorruptError, IndexNotFoundError
+from pipeline.storage.collection import corpus_path, file_checksum
+from pipeline.storage.index_store import Manifest, index_dir, publishing, resolve
 
 logger = logging.getLogger(__name__)
 
-# index type -> "module:function" building it into a temporary folder
-BUILDERS = {
-    "lucene": "indexer.lucene:build_lucene",
-    "faiss": "indexer.dense:build_faiss",
-}
+BUILDERS = {"lucene": build_lucene, "faiss": build_faiss}
+"""Index type -> the function that builds it into a temporary folder."""
 
 
 def index_params_match(manifest: Manifest, cfg: IndexConfig, checksum: str) -> bool:
@@ -52,8 +50,7 @@ def ensure_index(
                 logger.info("index %s/%s is stale: rebuilding", collection, name)
             except (IndexNotFoundError, IndexCorruptError) as exc:
                 logger.info("index %s/%s: %s; building", collection, name, exc)
-        module, func = BUILDERS[cfg.type].split(":")
-        build = getattr(importlib.import_module(module), func)
+        build = BUILDERS[cfg.type]
         with publishing(index_root, collection, name) as tmp:
             build(dataset, tmp, cfg, collection=collection, threads=threads)
         folder, manifest = resolve(index_root, collection, name)

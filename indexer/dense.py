@@ -23,14 +23,15 @@ from typing import Sequence
 import numpy as np
 
 from indexer.progress import progress
-from pipeline.collection import corpus_path, file_checksum, iter_corpus
-from pipeline.config import FaissIndexConfig
-from pipeline.docstore import FILENAME as DOCSTORE
-from pipeline.docstore import write_docstore
-from pipeline.encoders import Encoder, load_encoder
-from pipeline.errors import ConfigError
-from pipeline.index_store import Manifest, write_manifest
-from pipeline.types import Document
+from pipeline.core.config import FaissIndexConfig
+from pipeline.core.errors import ConfigError
+from pipeline.core.types import Document
+from pipeline.encoders.bi_encoders import Encoder, load_encoder
+from pipeline.scorers.passages import passage_text
+from pipeline.storage.collection import corpus_path, file_checksum, iter_corpus
+from pipeline.storage.docstore import FILENAME as DOCSTORE
+from pipeline.storage.docstore import write_docstore
+from pipeline.storage.index_store import Manifest, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +42,8 @@ METRIC = "inner_product"
 
 
 def document_text(doc: Document) -> str:
-    """What the encoder sees of a document: ``title text`` (BEIR/MTEB convention)."""
-    return f"{doc.title} {doc.text}".strip()
+    """What the encoder sees of a document: ``title text`` (BEIR/MTEB convention; :func:`passage_text`)."""
+    return passage_text(doc)
 
 
 def build_faiss(

@@ -42,17 +42,15 @@ import numpy as np
 from indexer.lucene import _contents
 from indexer.lucene_merge import merge_docstores, merge_lucene
 from indexer.shards import check_unique, parse_corpus_lines, shard_dir, shard_name
-from pipeline.collection import corpus_path, file_checksum
-from pipeline.config import IndexConfig, LuceneIndexConfig
-from pipeline.docstore import FILENAME as DOCSTORE
-from pipeline.docstore import write_docstore
-from pipeline.errors import CollectionError, PipelineError
-from pipeline.index_store import Manifest, publishing, resolve, write_manifest
-from pipeline.java import keep_native_signal_handlers
-from pipeline.settings_paths import REPO
-from pipeline.stages.bm25 import LUCENE_DIR
-from pipeline.stages.sharded import SHARDED_KIND
-from pipeline.types import Document
+from pipeline.core.config import IndexConfig, LuceneIndexConfig
+from pipeline.core.errors import CollectionError, PipelineError
+from pipeline.core.settings_paths import REPO
+from pipeline.core.types import Document
+from pipeline.runtime.java import keep_native_signal_handlers, start_jvm
+from pipeline.storage.collection import corpus_path, file_checksum
+from pipeline.storage.docstore import FILENAME as DOCSTORE
+from pipeline.storage.docstore import write_docstore
+from pipeline.storage.index_store import LUCENE_DIR, SHARDED_KIND, Manifest, publishing, resolve, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +86,7 @@ def ensure_ray(options: RayOptions) -> bool:
         return False
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     env = {"PYTHONPATH": path, "SEARCH_JVM_HEAP": options.jvm_heap, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    with keep_native_signal_handlers():  # Ray's crash handler would replace the JVM's (pipeline/java.py)
+    with keep_native_signal_handlers():  # Ray's crash handler would replace the JVM's (pipeline/runtime/java.py)
         ray.init(
             address=options.address,
             num_cpus=options.num_cpus if options.address is None else None,
@@ -109,8 +107,6 @@ def shutdown_ray() -> None:
 
 def build_lucene_shard(group: dict[str, np.ndarray], out: str, cfg: LuceneIndexConfig) -> dict[str, np.ndarray]:
     """Ray task body: one shard's documents -> its Lucene index and document store."""
-    from pipeline.java import start_jvm
-
     start_jvm()
     from pyserini.index.lucene import LuceneIndexer
 
@@ -198,7 +194,7 @@ def unwrap_ray_error(exc: BaseException) -> BaseException:
         if isinstance(cause, PipelineError):
             return unwrap_ray_error(cause)
         if isinstance(e, PipelineError):
-            typed = next(c for c in type(e).__mro__ if c.__module__ == "pipeline.errors")
+            typed = next(c for c in type(e).__mro__ if c.__module__ == "pipeline.core.errors")
             return typed(str(e))
         todo.extend([e.__cause__, e.__context__, cause])
     return exc

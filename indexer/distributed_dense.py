@@ -29,13 +29,14 @@ from indexer.dense import DOCIDS_FILE, INDEX_FILE, METRIC, document_text, l2_nor
 from indexer.distributed import RayOptions, ensure_ray, shutdown_ray, unwrap_ray_error
 from indexer.lucene_merge import merge_docstores
 from indexer.shards import check_unique, parse_corpus_lines, shard_dir, shard_name
-from pipeline.collection import corpus_path, file_checksum, iter_corpus
-from pipeline.config import FaissIndexConfig
-from pipeline.docstore import FILENAME as DOCSTORE
-from pipeline.docstore import write_docstore
-from pipeline.errors import CollectionError
-from pipeline.index_store import Manifest, write_manifest
-from pipeline.types import Document
+from pipeline.core.config import FaissIndexConfig
+from pipeline.core.errors import CollectionError
+from pipeline.core.types import Document
+from pipeline.encoders.bi_encoders import load_encoder
+from pipeline.storage.collection import corpus_path, file_checksum, iter_corpus
+from pipeline.storage.docstore import FILENAME as DOCSTORE
+from pipeline.storage.docstore import write_docstore
+from pipeline.storage.index_store import Manifest, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,6 @@ class EncodeDocuments:
     def __init__(self, cfg: FaissIndexConfig, device: str | None, threads: int):
         import torch
 
-        from pipeline.encoders import load_encoder
 
         if device in (None, "cpu"):
             torch.set_num_threads(max(1, threads))
@@ -81,7 +81,6 @@ def build_faiss_distributed(
     options = options or RayOptions()
     if options.layout != "merged":
         raise ValueError("dense indexes are published merged (layout 'shards' is for lucene)")
-    from pipeline.encoders import load_encoder
 
     source = corpus_path(dataset)
     checksum = file_checksum(source)

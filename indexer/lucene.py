@@ -11,13 +11,14 @@ import json
 from pathlib import Path
 
 from indexer.progress import progress
-from pipeline.collection import corpus_path, file_checksum, iter_corpus
-from pipeline.config import LuceneIndexConfig
-from pipeline.docstore import FILENAME as DOCSTORE
-from pipeline.docstore import write_docstore
-from pipeline.index_store import Manifest, write_manifest
-from pipeline.java import start_jvm
-from pipeline.stages.bm25 import LUCENE_DIR
+from pipeline.core.config import LuceneIndexConfig
+from pipeline.core.types import Document
+from pipeline.runtime.java import start_jvm
+from pipeline.scorers.passages import passage_text
+from pipeline.storage.collection import corpus_path, file_checksum, iter_corpus
+from pipeline.storage.docstore import FILENAME as DOCSTORE
+from pipeline.storage.docstore import write_docstore
+from pipeline.storage.index_store import LUCENE_DIR, Manifest, write_manifest
 
 BATCH = 2000
 
@@ -54,6 +55,6 @@ def build_lucene(dataset: Path, out: Path, cfg: LuceneIndexConfig, collection: s
 
 
 def _contents(title: str, text: str, cfg: LuceneIndexConfig) -> str:
-    if cfg.fields == "title+text" and title:
-        return f"{title} {text}"
+    if cfg.fields == "title+text":
+        return passage_text(Document("", title, text))
     return text

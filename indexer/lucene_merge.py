@@ -12,9 +12,9 @@ import sqlite3
 from pathlib import Path
 from typing import Sequence
 
-from pipeline.docstore import write_docstore
-from pipeline.errors import CollectionError, IndexCorruptError
-from pipeline.java import start_jvm
+from pipeline.core.errors import CollectionError, IndexCorruptError
+from pipeline.runtime.java import start_jvm
+from pipeline.storage.docstore import write_docstore
 
 
 def merge_lucene(sources: Sequence[Path], dest: Path) -> int:

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from pipeline.errors import CollectionError
+from pipeline.core.errors import CollectionError
 
 SHARDS_DIR = "shards"
 
@@ -43,7 +43,7 @@ def shard_dir(root: Path, shard: int) -> Path:
 def parse_corpus_lines(lines: Sequence[str], num_shards: int) -> dict[str, np.ndarray]:
     """BEIR/JSONL corpus lines -> columns ``doc_id, title, text, shard`` (a Ray Data batch).
 
-    Accepts ``_id`` or ``id`` and ``text`` or ``contents`` like :func:`pipeline.collection.iter_corpus`;
+    Accepts ``_id`` or ``id`` and ``text`` or ``contents`` like :func:`pipeline.storage.collection.iter_corpus`;
     raises :class:`CollectionError` on a line that is not JSON or has no id.
     """
     ids: list[str] = []

@@ -1,88 +1,70 @@
-"""Stage types by name, and building pipelines from a validated config.
+"""Loading configs and building pipelines from them, with every stage type registered.
 
-Each stage module registers itself with :func:`register_stage`; the builder is
-called with the stage's validated config and a :class:`BuildContext` that
-shares heavy resources (searchers, models) between pipelines.
+Importing this module imports :mod:`pipeline.stages` (each stage module registers its type
+with :func:`~pipeline.core.build_context.register_stage`), so configs are validated against
+every known type. Stage modules import :mod:`pipeline.core.build_context`, never this module.
 """
 
 from __future__ import annotations
 
-import importlib
-import threading
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from pipeline.config import ServiceConfig, StageConfig, parse_index, parse_stage
-from pipeline.errors import ConfigError
-from pipeline.stage import Pipeline, Stage
+import yaml
+from pydantic import ValidationError
 
-# Stage modules imported lazily so that the core needs none of their dependencies.
-_STAGE_MODULES = (
-    "pipeline.stages.bm25",
-    "pipeline.stages.dense",
-    "pipeline.stages.fusion",
-    "pipeline.stages.cross_encoder",
-    "pipeline.stages.listwise",
-    "pipeline.stages.modular_reranker",
-    "pipeline.stages.sharded",
+import pipeline.stages  # noqa: F401 - registers every stage type
+from pipeline.core.build_context import (
+    BuildContext,
+    StageType,
+    build_stage,
+    parse_stage,
+    register_stage,
+    registered_stage_types,
 )
+from pipeline.core.config import ServiceConfig, format_validation_error, parse_index
+from pipeline.core.errors import ConfigError
+from pipeline.core.stage import Pipeline
 
-
-@dataclass(frozen=True)
-class StageType:
-    config: type[StageConfig]
-    build: Callable[[Any, "BuildContext"], Stage]
-
-
-_TYPES: dict[str, StageType] = {}
-
-
-def register_stage(kind: str, config: type[StageConfig], build: Callable[[Any, "BuildContext"], Stage]) -> None:
-    _TYPES[kind] = StageType(config, build)
+__all__ = ["BuildContext", "StageType", "build_pipeline", "build_stage", "load_config", "parse_config",
+           "parse_stage", "register_stage", "required_indexes", "stage_indexes", "stage_types"]
 
 
 def stage_types() -> dict[str, StageType]:
-    for module in _STAGE_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:  # the module exists but a dependency is missing
-                raise
-    return _TYPES
+    return registered_stage_types()
 
 
-@dataclass
-class BuildContext:
-    """What builders need: where indexes are, which collection, shared resources."""
-
-    index_root: Path
-    collection: str
-    config: ServiceConfig
-    models_dir: Path = Path("models")
-    device: str | None = None
-    _shared: dict[Any, Any] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def shared(self, key: Any, factory: Callable[[], Any]) -> Any:
-        """One instance per key across all pipelines (e.g. one searcher per index)."""
-        with self._lock:
-            if key not in self._shared:
-                self._shared[key] = factory()
-            return self._shared[key]
-
-    def index_config(self, name: str):
-        if name not in self.config.indexes:
-            raise ConfigError(f"index {name!r} is not declared in the config")
-        return parse_index(name, self.config.indexes[name])
+def load_config(path: Path | str) -> ServiceConfig:
+    """Read and fully validate a YAML config (stages and indexes included)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_config(raw, source=str(path))
 
 
-def build_stage(raw: dict[str, Any], ctx: BuildContext, where: str = "stage") -> Stage:
-    cfg = parse_stage(where, raw)
-    stage = stage_types()[cfg.type].build(cfg, ctx)
-    stage.name = cfg.name or stage.name
-    stage.fail_open = cfg.fail_open
-    return stage
+def parse_config(raw: Any, source: str = "config") -> ServiceConfig:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping with 'pipelines' (and 'indexes')")
+    try:
+        config = ServiceConfig(**raw)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, source)) from exc
+    for name, spec in config.indexes.items():
+        parse_index(name, spec)
+    for name, pipe in config.pipelines.items():
+        for i, stage in enumerate(pipe.stages):
+            parsed = parse_stage(f"pipelines.{name}.stages[{i}]", stage)
+            index = getattr(parsed, "index", None)
+            if index is not None and index not in config.indexes:
+                raise ConfigError(
+                    f"pipelines.{name}.stages[{i}].index: {index!r} is not declared under 'indexes' "
+                    f"(declared: {sorted(config.indexes)})"
+                )
+    return config
 
 
 def build_pipeline(name: str, ctx: BuildContext) -> Pipeline:
@@ -113,3 +95,16 @@ def required_indexes(config: ServiceConfig, pipeline: str) -> list[str]:
     for raw in config.pipelines[pipeline].stages:
         stage_indexes(raw, out)
     return out
+
+
+def standalone_stage(raw: dict[str, Any], index_root: Path, collection: str,
+                     indexes: dict[str, dict[str, Any]] | None = None, models_dir: Path = Path("models")):
+    """One stage built from its config outside any pipeline (e.g. BM25 for a training job's candidates).
+
+    Example::
+
+        bm25 = standalone_stage({"type": "bm25", "index": "lucene", "k": 100}, root, "scifact",
+                                {"lucene": {"type": "lucene", "language": "en"}})
+    """
+    config = ServiceConfig(indexes=indexes or {}, pipelines={})
+    return build_stage(raw, BuildContext(Path(index_root), collection, config, models_dir=Path(models_dir)))

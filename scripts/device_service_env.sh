@@ -60,7 +60,7 @@ unpack() {
     python3 -m pip install -q --no-index --no-deps --no-compile --target .svcrun/site .svc1/whl/*.whl
     python3 - <<'EOF'
 import os, zipfile
-jar = ".svcrun/site/pyserini/resources/jars/anserini-stripped-fatjar.jar"  # pipeline.java globs anserini-*-fatjar.jar
+jar = ".svcrun/site/pyserini/resources/jars/anserini-stripped-fatjar.jar"  # pipeline.runtime.java globs anserini-*-fatjar.jar
 os.makedirs(os.path.dirname(jar), exist_ok=True)
 with zipfile.ZipFile(jar, "w", zipfile.ZIP_STORED) as z:
     for root, _, files in sorted(os.walk(".svcrun/classes")):
@@ -74,7 +74,7 @@ EOF
     rm -rf .svcrun/classes
     env_vars
     python3 -c "
-from pipeline.java import start_jvm; start_jvm()
+from pipeline.runtime.java import start_jvm; start_jvm()
 from pyserini.search.lucene import LuceneSearcher
 import glob; s = LuceneSearcher(glob.glob('.svcrun/indexes/scifact/lucene/current/lucene')[0])
 print('bm25 ok:', [h.docid for h in s.search('cancer cells', 3)])

@@ -8,7 +8,7 @@ import sys
 import uvicorn
 from pydantic import ValidationError
 
-from pipeline.memory import tame_allocator
+from pipeline.runtime.memory import tame_allocator
 from service.app import create_app
 from service.logging_config import configure_logging
 from service.settings import Settings, hash_key
@@ -29,7 +29,7 @@ def main() -> None:
     except ValidationError as exc:
         print(f"invalid settings: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
-    tame_allocator()  # flat memory with rerankers on a CPU (see pipeline/memory.py)
+    tame_allocator()  # flat memory with rerankers on a CPU (see pipeline/runtime/memory.py)
     level = args.log_level or settings.log_level
     configure_logging(level, json_lines=settings.log_json)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None, log_level=level.lower(),

@@ -20,13 +20,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import threading
 import time
 import unicodedata
-from collections import OrderedDict
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
+from cachetools import TLRUCache
 
 logger = logging.getLogger(__name__)
 
@@ -48,41 +49,38 @@ class Backend(Protocol):
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]: ...
 
 
+def _expiry(key: str, item: tuple[int, bytes], now: float) -> float:
+    ttl_s = item[0]
+    return now + ttl_s if ttl_s else math.inf
+
+
 class LRUBackend:
-    """Thread-safe in-process LRU with per-entry expiry (the embedded default)."""
+    """Thread-safe in-process LRU with per-entry expiry (the embedded default): ``cachetools.TLRUCache``
+    (a TTLCache whose time to live is set per entry, as the Redis backend's is); ``ttl_s=0`` never expires."""
 
     name = "memory"
 
-    def __init__(self, max_entries: int = 10_000):
+    def __init__(self, max_entries: int = 10_000, timer: Callable[[], float] = time.monotonic):
         self.max_entries = max_entries
-        self._data: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._data: TLRUCache = TLRUCache(maxsize=max_entries, ttu=_expiry, timer=timer)
         self._lock = threading.Lock()
 
     def get(self, key: str) -> bytes | None:
         with self._lock:
             item = self._data.get(key)
-            if item is None:
-                return None
-            expires, value = item
-            if expires and expires < time.monotonic():
-                del self._data[key]
-                return None
-            self._data.move_to_end(key)
-            return value
+        return item[1] if item is not None else None
 
     def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
         return [self.get(k) for k in keys]
 
     def set(self, key: str, value: bytes, ttl_s: int) -> None:
-        expires = time.monotonic() + ttl_s if ttl_s else 0.0
         with self._lock:
-            self._data[key] = (expires, value)
-            self._data.move_to_end(key)
-            while len(self._data) > self.max_entries:
-                self._data.popitem(last=False)
+            self._data[key] = (ttl_s, value)
 
     def __len__(self) -> int:
-        return len(self._data)
+        with self._lock:
+            self._data.expire()
+            return len(self._data)
 
 
 class RedisBackend:

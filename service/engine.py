@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from pipeline.config import ServiceConfig, load_config
-from pipeline.docstore import FILENAME as DOCSTORE
-from pipeline.docstore import DocStore
-from pipeline.errors import PipelineError, UnknownCollectionError, UnknownPipelineError
-from pipeline.index_store import check_name, index_dir, resolve
-from pipeline.registry import BuildContext, build_pipeline, required_indexes
-from pipeline.stage import Pipeline, PipelineRun, Stage
-from pipeline.types import Document, Query, Results
+from pipeline.core.config import ServiceConfig
+from pipeline.core.errors import PipelineError, UnknownCollectionError, UnknownPipelineError
+from pipeline.core.stage import Pipeline, PipelineRun, Stage
+from pipeline.core.types import Document, Query, Results
+from pipeline.registry import BuildContext, build_pipeline, load_config, required_indexes
+from pipeline.storage.docstore import FILENAME as DOCSTORE
+from pipeline.storage.docstore import DocStore
+from pipeline.storage.index_store import check_name, index_dir, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +50,8 @@ class ObservedStage(Stage):
     def notes(self) -> list[str]:
         return self.inner.notes()
 
-    def __getattr__(self, name: str):
-        """Everything else (e.g. a language-aware stage's ``choose``) comes from the wrapped stage."""
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+    def language_choice(self, query: Query) -> dict | None:
+        return self.inner.language_choice(query)
 
     def transform(self, queries: Sequence[Query], candidates: Results | None = None) -> Results:
         observer = self._engine.on_rerank_batch

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pipeline.errors import (
+from pipeline.core.errors import (
     ConfigError,
     IndexCorruptError,
     IndexNotFoundError,

@@ -6,8 +6,8 @@ import time
 
 from fastapi import APIRouter, HTTPException, Request, Response
 
-from pipeline.language import language_info
-from pipeline.types import Document, Query
+from pipeline.core.language import language_info
+from pipeline.core.types import Document, Query
 from service.deps import ClientDep, EngineDep, SearcherDep
 from service.schemas import (
     BatchResult,

@@ -6,15 +6,15 @@ state of a collection is taken once per request so that a hot swap never mixes v
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from pipeline.errors import PipelineError, StageError, UnknownPipelineError
-from pipeline.stage import Stage
-from pipeline.types import Document, Hit, Query
+from pipeline.core.errors import PipelineError, StageError, UnknownPipelineError
+from pipeline.core.types import Document, Hit, Query
+from pipeline.scorers.base import ListwiseScorer
+from pipeline.stages.rerank import RerankStage
 from service.cache import Cache, result_key
 from service.engine import CollectionState, Engine
 from service.errors import RerankerUnavailableError
@@ -90,27 +90,14 @@ class Searcher:
         return results, docs
 
 
-class InMemoryDocs:
-    """The documents of one rerank request, looked up like a :class:`~pipeline.docstore.DocStore`."""
-
-    def __init__(self, docs: Sequence[Document]):
-        self._docs = {d.doc_id: d for d in docs}
-        self.count = len(self._docs)
-
-    def get_many(self, doc_ids: Sequence[str]) -> dict[str, Document]:
-        return {i: self._docs[i] for i in doc_ids if i in self._docs}
-
-    def get(self, doc_id: str) -> Document | None:
-        return self._docs.get(doc_id)
-
-
-def pick_reranker(engine: Engine, model: str | None, allowed: list[str] | None, collection: str | None) -> tuple[str, Stage]:
+def pick_reranker(engine: Engine, model: str | None, allowed: list[str] | None, collection: str | None
+                  ) -> tuple[str, RerankStage]:
     """The reranking stage a ``/rerank`` request asks for: 404 unknown, 503 none loaded."""
     loaded, off = engine.rerankers(collection)
     if allowed is not None:
         loaded = {k: v for k, v in loaded.items() if k in allowed}
         off = {k: v for k, v in off.items() if k in allowed}
-    usable = {k: v for k, v in loaded.items() if can_score_documents(v)}
+    usable = {k: v for k, v in loaded.items() if isinstance(v, RerankStage)}
     if model is None:
         if not usable:
             why = "; ".join(f"{k}: {v}" for k, v in off.items()) or "no reranking pipeline is configured"
@@ -125,30 +112,22 @@ def pick_reranker(engine: Engine, model: str | None, allowed: list[str] | None, 
     raise UnknownPipelineError(f"unknown reranker {model!r}; loaded: {sorted(usable)}")
 
 
-DOC_ATTRIBUTES = ("docstore", "docs")
-"""Attributes through which rerankers read candidate texts (``.get_many(ids) -> {id: Document}``)."""
+def rerank_documents(stage: RerankStage, query: Query, docs: Sequence[Document]) -> list[float]:
+    """Scores of ``docs`` (in order) for ``query`` by the scorer of a reranking stage.
 
-
-def _doc_attribute(stage: Stage) -> str | None:
-    for name in DOC_ATTRIBUTES:
-        if callable(getattr(getattr(stage, name, None), "get_many", None)):
-            return name
-    return None
-
-
-def can_score_documents(stage: Stage) -> bool:
-    """A reranker can take request documents through ``score_texts`` or a swappable document store."""
-    return callable(getattr(stage, "score_texts", None)) or _doc_attribute(stage) is not None
-
-
-def rerank_documents(stage: Stage, query: Query, docs: Sequence[Document]) -> list[float]:
-    """Scores of ``docs`` (in order) for ``query`` by a reranking stage.
-
-    Stages with ``score_texts(query, documents) -> scores`` are called directly; stages that read
-    texts from ``self.docstore`` run on a shallow copy whose docstore holds the request's documents.
+    The texts are the request's, as :func:`~pipeline.scorers.passages.passage_text` joins them (the
+    stage's own passage format: the listwise prompt's ``"Title. text"``, the modular reranker's text
+    alone). A listwise scorer's order becomes scores ``n - rank``.
     """
+    texts = stage.passages.texts_of(docs)
     try:
-        scores = _score(stage, query, docs)
+        if isinstance(stage.scorer, ListwiseScorer):
+            order = stage.scorer.rank(query, texts)
+            scores = [0.0] * len(texts)
+            for rank, i in enumerate(order):
+                scores[i] = float(len(texts) - rank)
+        else:
+            scores = [float(s) for s in stage.scorer.score(query, texts)]
     except PipelineError:
         raise
     except Exception as exc:  # noqa: BLE001 - a failing reranker is a 503, not a crash
@@ -156,25 +135,6 @@ def rerank_documents(stage: Stage, query: Query, docs: Sequence[Document]) -> li
     if len(scores) != len(docs) or not all(math.isfinite(s) for s in scores):
         raise StageError(f"reranker {stage.name!r} returned {len(scores)} scores (some not finite) for {len(docs)} documents")
     return scores
-
-
-def _score(stage: Stage, query: Query, docs: Sequence[Document]) -> list[float]:
-    scorer = getattr(stage, "score_texts", None)
-    if callable(scorer):
-        return [float(s) for s in scorer(query, list(docs))]
-    local = copy.copy(stage)
-    setattr(local, _doc_attribute(stage) or DOC_ATTRIBUTES[0], InMemoryDocs(docs))
-    chunk = getattr(stage, "top_n", None)
-    chunk = chunk if isinstance(chunk, int) and chunk > 0 else len(docs)
-    by_id: dict[str, float] = {}
-    for start in range(0, len(docs), chunk):  # a reranker that scores only its top_n gets chunks of top_n
-        part = docs[start : start + chunk]
-        candidates = {query.query_id: [Hit(query.query_id, d.doc_id, 0.0, {}) for d in part]}
-        by_id.update({h.doc_id: float(h.score) for h in local([query], candidates)[query.query_id]})
-    missing = [d.doc_id for d in docs if d.doc_id not in by_id]
-    if missing:
-        raise StageError(f"reranker {stage.name!r} returned no score for documents {missing[:5]}")
-    return [by_id[d.doc_id] for d in docs]
 
 
 def _to_cache(result: QueryResult) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipeline.settings_paths import default_config_path, default_data_dir, default_index_root, default_models_dir
+from pipeline.core.settings_paths import default_config_path, default_data_dir, default_index_root, default_models_dir
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 WEAK_ADMIN_KEYS = ("admin", "changeme", "change-me", "changethis", "secret", "password", "dev", "test")

@@ -3,7 +3,7 @@
 Pyserini calls into the JVM through pyjnius, which attaches each calling thread to the JVM
 but does not detach it when the thread ends; a JVM that still lists a dead native thread can
 crash at its next safepoint. These workers detach themselves as they exit
-(:func:`pipeline.java.mark_jvm_thread`), and ``contextvars`` (the request id) follow
+(:func:`pipeline.runtime.java.mark_jvm_thread`), and ``contextvars`` (the request id) follow
 the work into the thread.
 """
 
@@ -14,7 +14,7 @@ import contextvars
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
-from pipeline.java import mark_jvm_thread  # importing pipeline.java also installs the detach hook for every thread
+from pipeline.runtime.java import detach_threads_from_jvm_on_exit, mark_jvm_thread
 
 T = TypeVar("T")
 
@@ -23,6 +23,7 @@ class Workers:
     """A thread pool for blocking work; ``await workers.run(fn, *args)``."""
 
     def __init__(self, threads: int, name: str = "search"):
+        detach_threads_from_jvm_on_exit()  # every thread the server starts from now on detaches as it ends
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=name, initializer=mark_jvm_thread)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:

@@ -30,7 +30,7 @@ def tiny_dataset() -> Path:
 def tiny_index_root(tmp_path_factory) -> Path:
     """A real Lucene index of the tiny corpus, published like production ones."""
     from indexer.build import ensure_indexes
-    from pipeline.config import parse_config
+    from pipeline.registry import parse_config
 
     root = tmp_path_factory.mktemp("indexes")
     ensure_indexes(TINY, "tiny", parse_config(TINY_CONFIG), ["lucene"], root)
@@ -44,7 +44,7 @@ def tiny_index(tiny_index_root) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_index_root):
-    from pipeline.config import parse_config
+    from pipeline.registry import parse_config
     from service.engine import Engine
 
     return Engine(parse_config(TINY_CONFIG), tiny_index_root, REPO / "models", ["tiny"])

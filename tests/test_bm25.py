@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.core.testing import StageContract
+from pipeline.core.types import Query
 from pipeline.stages.bm25 import BM25
-from pipeline.testing import StageContract
-from pipeline.types import Query
 
 
 class TestBM25Contract(StageContract):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_config, parse_config
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
+from pipeline.registry import load_config, parse_config
 
 REPO = Path(__file__).resolve().parent.parent
 

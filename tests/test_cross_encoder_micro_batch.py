@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from pipeline.micro_batch import MicroBatcher
+from pipeline.runtime.micro_batch import MicroBatcher
 
 
 def run_threads(n, target):

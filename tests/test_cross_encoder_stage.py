@@ -7,20 +7,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.docstore import FILENAME as DOCSTORE
-from pipeline.docstore import DocStore
-from pipeline.errors import ModelNotFoundError
-from pipeline.stage import Pipeline
+from pipeline.core.errors import ModelNotFoundError, RerankTimeoutError
+from pipeline.core.stage import Pipeline
+from pipeline.core.testing import RerankContract, StageContract
+from pipeline.core.types import Document, Query
+from pipeline.scorers.cross_encoder import CrossEncoderScorer
+from pipeline.scorers.passages import Passages
+from pipeline.scorers.served import ServedScorer
+from pipeline.scorers.tokenization import length_batches, pair_token_ids
 from pipeline.stages.bm25 import BM25
-from pipeline.stages.cross_encoder import (
-    CrossEncoderReranker,
-    CrossEncoderScorer,
-    RerankTimeoutError,
-    length_batches,
-    pair_token_ids,
-)
-from pipeline.testing import StageContract
-from pipeline.types import Document, Query
+from pipeline.stages.rerank import RerankStage
+from pipeline.storage.docstore import FILENAME as DOCSTORE
+from pipeline.storage.docstore import DocStore
 from tests.conftest import REPO, TINY_CONFIG
 
 TRAINED = REPO / "models" / "ce-minilm"
@@ -52,14 +50,20 @@ def docs(tiny_index):
     return DocStore(Path(tiny_index) / DOCSTORE)
 
 
+def ce_stage(scorer, docs, top_n=100, interpolate=None, batcher=None, time_budget_ms=None) -> RerankStage:
+    """The ``cross_encoder`` stage as its builder makes it, around a given engine."""
+    return RerankStage(ServedScorer(scorer, batcher, time_budget_ms), Passages(docs), top_n=top_n,
+                       interpolate=interpolate, name="ce")
+
+
 def bm25_candidates(tiny_index, queries):
     return BM25.from_index(tiny_index, k=10)(queries)
 
 
-class TestCrossEncoderContract(StageContract):
+class TestCrossEncoderContract(RerankContract):
     @pytest.fixture
     def stage(self, scorer, docs):
-        return CrossEncoderReranker(scorer, docs, top_n=5)
+        return ce_stage(scorer, docs, top_n=5)
 
     @pytest.fixture
     def candidates(self, tiny_index):
@@ -106,7 +110,7 @@ def test_length_batches_sort_and_bound_tokens():
 def test_keeps_first_stage_scores_and_cuts_to_top_n(scorer, docs, tiny_index):
     queries = [Query("q", "volcano lava magma eruption")]
     cands = bm25_candidates(tiny_index, queries)
-    out = CrossEncoderReranker(scorer, docs, top_n=3)(queries, cands)["q"]
+    out = ce_stage(scorer, docs, top_n=3)(queries, cands)["q"]
     assert len(out) == min(3, len(cands["q"]))
     top3 = {h.doc_id: h.score for h in cands["q"][:3]}
     for hit in out:
@@ -116,23 +120,23 @@ def test_keeps_first_stage_scores_and_cuts_to_top_n(scorer, docs, tiny_index):
 
 
 def test_interpolate_blends_with_the_first_stage_and_keeps_the_raw_logit(scorer, docs, tiny_index):
-    from pipeline.stages.fusion import interpolate_scores
+    from pipeline.core.score_fusion import interpolate_scores
 
     queries = [Query("q", "volcano lava magma eruption")]
     cands = bm25_candidates(tiny_index, queries)
-    raw = {h.doc_id: h.score for h in CrossEncoderReranker(scorer, docs, top_n=5)(queries, cands)["q"]}
+    raw = {h.doc_id: h.score for h in ce_stage(scorer, docs, top_n=5)(queries, cands)["q"]}
     first = cands["q"][:5]
     want = dict(zip([h.doc_id for h in first],
                     interpolate_scores([raw[h.doc_id] for h in first], [h.score for h in first], 0.3), strict=True))
-    out = CrossEncoderReranker(scorer, docs, top_n=5, interpolate=0.3)(queries, cands)["q"]
+    out = ce_stage(scorer, docs, top_n=5, interpolate=0.3)(queries, cands)["q"]
     assert [h.doc_id for h in out] == sorted(want, key=lambda d: -want[d])
     for hit in out:
         assert hit.score == pytest.approx(want[hit.doc_id]) == hit.stage_scores["ce_interpolated"]
         assert hit.stage_scores["ce"] == pytest.approx(raw[hit.doc_id])
-    only_first = CrossEncoderReranker(scorer, docs, top_n=5, interpolate=0.0)(queries, cands)["q"]
+    only_first = ce_stage(scorer, docs, top_n=5, interpolate=0.0)(queries, cands)["q"]
     assert [h.doc_id for h in only_first] == [h.doc_id for h in first]  # alpha 0 keeps the first-stage order
     with pytest.raises(ValueError, match="interpolate"):
-        CrossEncoderReranker(scorer, docs, interpolate=1.5)
+        ce_stage(scorer, docs, interpolate=1.5)
 
 
 def test_scores_do_not_depend_on_batching(tiny_model, docs, tiny_index):
@@ -140,8 +144,8 @@ def test_scores_do_not_depend_on_batching(tiny_model, docs, tiny_index):
     cands = bm25_candidates(tiny_index, queries)
     small = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64, batch_size=1)
     big = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64, batch_size=64)
-    a = CrossEncoderReranker(small, docs, top_n=10)(queries, cands)
-    b = CrossEncoderReranker(big, docs, top_n=10)(queries, cands)
+    a = ce_stage(small, docs, top_n=10)(queries, cands)
+    b = ce_stage(big, docs, top_n=10)(queries, cands)
     for q in queries:
         assert [h.score for h in a[q.query_id]] == pytest.approx([h.score for h in b[q.query_id]], abs=1e-5)
 
@@ -164,17 +168,17 @@ def test_pipelined_scoring_matches_one_pass(tiny_model):
     assert set(grown[0][0]) >= {f"query {i}" for i in range(5)}
     ready = [len(m) for _, m in grown]  # a pair is ready with its passage (its query is in the first slice)
     assert ready[0] == sum(1 for _, p in pairs if p in grown[0][0])
-    assert piped.score(pairs) == pytest.approx(one_pass.score(pairs), abs=1e-5)  # slices tokenized in a child process
+    assert piped.score_pairs(pairs) == pytest.approx(one_pass.score_pairs(pairs), abs=1e-5)  # slices tokenized in a child process
     assert piped._worker is not None and not piped._worker_failed
     threaded = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64, batch_size=8, chunk_pairs=4, tokenize_process=False)
     threaded.pipelined = True
-    assert threaded.score(pairs) == pytest.approx(one_pass.score(pairs), abs=1e-5)
+    assert threaded.score_pairs(pairs) == pytest.approx(one_pass.score_pairs(pairs), abs=1e-5)
     assert threaded._worker is None
     for ahead in (0, 3):  # every slice handed to the tokenizer at once / three in flight
         eager = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64, batch_size=8, chunk_pairs=4,
                                    slices_ahead=ahead)
         eager.pipelined = True
-        assert eager.score(pairs) == pytest.approx(one_pass.score(pairs), abs=1e-5)
+        assert eager.score_pairs(pairs) == pytest.approx(one_pass.score_pairs(pairs), abs=1e-5)
 
 
 def test_dead_tokenizer_process_falls_back_to_this_process(tiny_model):
@@ -190,13 +194,13 @@ def test_dead_tokenizer_process_falls_back_to_this_process(tiny_model):
     pairs = [(f"query {i % 3}", f"passage {i} " + "sand " * i) for i in range(12)]
     piped = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64, batch_size=4, chunk_pairs=4)
     piped.pipelined, piped._worker = True, DeadWorker()
-    expected = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64, batch_size=4).score(pairs)
-    assert piped.score(pairs) == pytest.approx(expected, abs=1e-5)
+    expected = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64, batch_size=4).score_pairs(pairs)
+    assert piped.score_pairs(pairs) == pytest.approx(expected, abs=1e-5)
     assert piped._worker_failed  # later calls tokenize here without trying the child again
 
 
 def test_flat_tokenization_matches_the_backend(scorer):
-    from pipeline.tokenize_worker import split_flat, tokenize_flat
+    from pipeline.runtime.tokenize_worker import split_flat, tokenize_flat
 
     texts = ["alpha beta", "", "the quick brown fox " * 50]
     table = split_flat(texts, *tokenize_flat(texts, scorer._backend))
@@ -205,15 +209,15 @@ def test_flat_tokenization_matches_the_backend(scorer):
 
 
 def test_micro_batched_stage_matches_direct(scorer, docs, tiny_index):
-    from pipeline.micro_batch import MicroBatcher
+    from pipeline.runtime.micro_batch import MicroBatcher
 
     queries = StageContract.queries
     cands = bm25_candidates(tiny_index, queries)
     batcher = MicroBatcher(scorer.score_encoded, max_wait_ms=1)
-    direct = CrossEncoderReranker(scorer, docs, top_n=10)(queries, cands)
-    shared = CrossEncoderReranker(scorer, docs, top_n=10, batcher=batcher)(queries, cands)
+    direct = ce_stage(scorer, docs, top_n=10)(queries, cands)
+    shared = ce_stage(scorer, docs, top_n=10, batcher=batcher)(queries, cands)
     assert {q: [h.doc_id for h in hs] for q, hs in direct.items()} == {q: [h.doc_id for h in hs] for q, hs in shared.items()}
-    run = Pipeline([CrossEncoderReranker(scorer, docs, top_n=10, batcher=batcher)]).run(queries, cands)
+    run = Pipeline([ce_stage(scorer, docs, top_n=10, batcher=batcher)]).run(queries, cands)
     assert {"ce.docs", "ce.tokenize", "ce.batched_forward"} <= set(run.timings_ms)  # explain's per-phase timings
     batcher.close()
 
@@ -222,7 +226,7 @@ def test_concurrent_requests_tokenize_in_their_own_threads_and_share_forward_pas
     """The batcher's shared call gets token ids, not texts: tokenization ran in each request's thread."""
     import threading
 
-    from pipeline.micro_batch import MicroBatcher
+    from pipeline.runtime.micro_batch import MicroBatcher
 
     seen: list = []
     encode_threads: set = set()
@@ -237,12 +241,12 @@ def test_concurrent_requests_tokenize_in_their_own_threads_and_share_forward_pas
         return scorer.score_encoded(items)
 
     batcher = MicroBatcher(forward, max_wait_ms=200)
-    ce = CrossEncoderReranker(scorer, docs, top_n=10, batcher=batcher)
+    ce = ce_stage(scorer, docs, top_n=10, batcher=batcher)
     given = [Document("x", "Volcano", "lava and ash"), Document("y", "", "ocean tides")]
     scorer.encode = encode
     try:
         out: dict = {}
-        threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, ce.score_texts(Query("q", f"volcano {i}"), given)))
+        threads = [threading.Thread(target=lambda i=i: out.__setitem__(i, ce.scorer.score(Query("q", f"volcano {i}"), ce.passages.texts_of(given))))
                    for i in range(4)]
         for t in threads:
             t.start()
@@ -254,13 +258,13 @@ def test_concurrent_requests_tokenize_in_their_own_threads_and_share_forward_pas
     assert len(encode_threads) == 4 and batcher.stats.batches < 4
     assert all(isinstance(q, np.ndarray) and isinstance(p, np.ndarray) for items in seen for q, p in items)
     for i in range(4):
-        assert out[i] == pytest.approx(scorer.score([(f"volcano {i}", "Volcano lava and ash"), (f"volcano {i}", "ocean tides")]), abs=1e-5)
+        assert out[i] == pytest.approx(scorer.score_pairs([(f"volcano {i}", "Volcano lava and ash"), (f"volcano {i}", "ocean tides")]), abs=1e-5)
 
 
 def test_time_budget_raises_and_pipeline_fails_open(scorer, docs, tiny_index):
     queries = [Query("q", "ocean tides moon")]
     bm25 = BM25.from_index(tiny_index, k=10)
-    ce = CrossEncoderReranker(scorer, docs, top_n=10, time_budget_ms=1e-6)
+    ce = ce_stage(scorer, docs, top_n=10, time_budget_ms=1e-6)
     with pytest.raises(RerankTimeoutError):
         ce(queries, bm25(queries))
     ce.fail_open = True
@@ -269,11 +273,11 @@ def test_time_budget_raises_and_pipeline_fails_open(scorer, docs, tiny_index):
     assert [h.doc_id for h in run.results["q"]] == [h.doc_id for h in bm25(queries)["q"]]
 
 
-def test_score_texts_scores_given_documents(scorer, docs):
-    ce = CrossEncoderReranker(scorer, docs)
+def test_scorer_scores_given_documents(scorer, docs):
+    ce = ce_stage(scorer, docs)
     given = [Document("x", "Volcano", "lava and ash"), Document("y", "", "ocean tides")]
-    scores = ce.score_texts(Query("q", "volcano"), given)
-    assert len(scores) == 2 and scores == pytest.approx(scorer.score([("volcano", "Volcano lava and ash"), ("volcano", "ocean tides")]))
+    scores = ce.scorer.score(Query("q", "volcano"), ce.passages.texts_of(given))
+    assert len(scores) == 2 and scores == pytest.approx(scorer.score_pairs([("volcano", "Volcano lava and ash"), ("volcano", "ocean tides")]))
 
 
 def test_int8_needs_the_cpu_and_missing_model_is_typed(tiny_model, tmp_path):
@@ -285,8 +289,8 @@ def test_int8_needs_the_cpu_and_missing_model_is_typed(tiny_model, tmp_path):
 
 def test_int8_falls_back_to_fp32_where_int8_products_are_slow(tiny_model, monkeypatch):
     """On a CPU without fast int8 kernels (AVX2 only: ``_int_mm`` ran 0.03x fp32) ``int8`` means fp32, said so."""
-    import pipeline.stages.cross_encoder as ce
-    from pipeline.int8_linear import Int8Linear
+    import pipeline.scorers.cross_encoder as ce
+    from pipeline.scorers.int8_linear import Int8Linear
 
     pairs = [("volcano", "lava and ash"), ("volcano", "ocean tides")]
     monkeypatch.setattr(ce, "cpu_int8_speedup", lambda: 0.03)
@@ -294,7 +298,7 @@ def test_int8_falls_back_to_fp32_where_int8_products_are_slow(tiny_model, monkey
     assert slow.precision == "fp32" and "0.03x" in slow.precision_note
     assert not any(isinstance(m, Int8Linear) for m in slow.model.modules())
     fp32 = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32")
-    assert slow.score(pairs) == fp32.score(pairs) and fp32.precision_note == ""
+    assert slow.score_pairs(pairs) == fp32.score_pairs(pairs) and fp32.precision_note == ""
     monkeypatch.setattr(ce, "cpu_int8_speedup", lambda: 3.0)
     fast = CrossEncoderScorer(tiny_model, device="cpu", precision="int8")
     assert fast.precision == "int8" and fast.precision_note == ""
@@ -302,7 +306,7 @@ def test_int8_falls_back_to_fp32_where_int8_products_are_slow(tiny_model, monkey
 
 
 def test_int8_speedup_is_measured_once_and_positive():
-    import pipeline.stages.cross_encoder as ce
+    import pipeline.scorers.cpu_precision as ce
 
     first = ce.cpu_int8_speedup()
     assert first > 0 and ce.cpu_int8_speedup() == first  # cached: the product is timed once per process
@@ -324,19 +328,18 @@ def ce_config(model: str = "tiny-ce", **extra):
 
 
 def test_pipelines_from_config_share_one_model(tiny_index_root, tiny_model):
-    from pipeline.config import parse_config
-    from pipeline.registry import BuildContext, build_pipeline
+    from pipeline.registry import BuildContext, build_pipeline, parse_config
 
     ctx = BuildContext(index_root=tiny_index_root, collection="tiny", config=parse_config(ce_config()), models_dir=tiny_model.parent)
     a, b = build_pipeline("bm25>>ce", ctx), build_pipeline("bm25>>ce2", ctx)
-    assert a.stages[1].scorer is b.stages[1].scorer and a.stages[1].batcher is b.stages[1].batcher
+    assert a.stages[1].scorer.engine is b.stages[1].scorer.engine and a.stages[1].scorer.batcher is b.stages[1].scorer.batcher
     res = a([Query("q", "volcano lava")])["q"]
     assert len(res) <= 5 and all("ce" in h.stage_scores for h in res)
 
 
 def test_bad_config_names_the_field():
-    from pipeline.config import parse_config
-    from pipeline.errors import ConfigError
+    from pipeline.core.errors import ConfigError
+    from pipeline.registry import parse_config
 
     with pytest.raises(ConfigError, match=r"stages\[1\]\.top_n"):
         parse_config(ce_config(top_n=0))
@@ -348,16 +351,15 @@ def test_bad_config_names_the_field():
 
 def test_compiled_stage_is_warmed_up_when_built(tiny_index_root, tiny_model, monkeypatch):
     """``compile: true`` compiles at load, not inside the first request's time budget."""
-    import pipeline.stages.cross_encoder as ce
-    from pipeline.config import parse_config
-    from pipeline.registry import BuildContext, build_pipeline
+    import pipeline.scorers.cross_encoder as ce
+    from pipeline.registry import BuildContext, build_pipeline, parse_config
 
     warmed: list = []
     monkeypatch.setattr(ce.CrossEncoderScorer, "warm_up", lambda self: warmed.append(self) or 0.0)
     for compile_ in (False, True):
         ctx = BuildContext(index_root=tiny_index_root, collection="tiny", models_dir=tiny_model.parent,
                            config=parse_config(ce_config(compile=compile_)))
-        scorer = build_pipeline("bm25>>ce", ctx).stages[1].scorer
+        scorer = build_pipeline("bm25>>ce", ctx).stages[1].scorer.engine
     assert warmed == [scorer]  # only the compiled one
 
 
@@ -382,13 +384,13 @@ def test_failed_compilation_falls_back_to_the_eager_model(scorer):
         assert scorer.warm_up() > 0
         assert scorer.model is eager
         assert "compile failed (RuntimeError: InvalidCxxCompiler" in scorer.precision_note
-        assert len(scorer.score([("volcano", "lava and ash")])) == 1
+        assert len(scorer.score_pairs([("volcano", "lava and ash")])) == 1
     finally:
         scorer.model, scorer.precision_note = eager, note
 
 
 def test_service_starts_without_weights_and_says_which_pipelines_are_off(tiny_index_root, tmp_path):
-    from pipeline.config import parse_config
+    from pipeline.registry import parse_config
     from service.engine import Engine
 
     engine = Engine(parse_config(ce_config()), tiny_index_root, tmp_path, ["tiny"])
@@ -401,8 +403,8 @@ def test_service_starts_without_weights_and_says_which_pipelines_are_off(tiny_in
 def test_pipelines_endpoint_says_when_int8_runs_as_fp32(tiny_index_root, tiny_model, monkeypatch):
     from fastapi.testclient import TestClient
 
-    import pipeline.stages.cross_encoder as ce
-    from pipeline.config import parse_config
+    import pipeline.scorers.cross_encoder as ce
+    from pipeline.registry import parse_config
     from service.app import create_app
     from service.engine import Engine
     from service.settings import Settings
@@ -419,7 +421,7 @@ def test_pipelines_endpoint_says_when_int8_runs_as_fp32(tiny_index_root, tiny_mo
 
 
 def test_repository_config_declares_the_rerank_pipelines():
-    from pipeline.config import load_config
+    from pipeline.registry import load_config
 
     config = load_config(REPO / "configs" / "pipelines.yaml")
     for name in ("bm25>>ce", "hybrid>>ce"):
@@ -436,7 +438,7 @@ def test_trained_reranker_golden_ranking_and_int8_agrees(docs, monkeypatch):
     """The committed model ranks the obvious document first; int8 (per-token W8A8) keeps fp32's
     order and nearly its scores (torch's per-tensor dynamic quantization measured corr. 0.85).
     int8 is forced even where its products are slow (short texts: seconds)."""
-    import pipeline.stages.cross_encoder as ce
+    import pipeline.scorers.cross_encoder as ce
 
     monkeypatch.setattr(ce, "cpu_int8_speedup", lambda: 3.0)
     fp32 = CrossEncoderScorer(TRAINED, device="cpu", precision="fp32")
@@ -446,7 +448,7 @@ def test_trained_reranker_golden_ranking_and_int8_agrees(docs, monkeypatch):
     ids = sorted(texts)
     for query, expected in [("why does lava come out of a volcano", "d2"), ("how do plants make glucose from sunlight", "d1")]:
         pairs = [(query, f"{texts[d].title} {texts[d].text}") for d in ids]
-        a, b = fp32.score(pairs), int8.score(pairs)
+        a, b = fp32.score_pairs(pairs), int8.score_pairs(pairs)
         assert ids[max(range(len(ids)), key=a.__getitem__)] == expected
         assert ids[max(range(len(ids)), key=b.__getitem__)] == expected
         assert np.corrcoef(a, b)[0, 1] > 0.99 and np.abs(np.subtract(a, b)).max() < 0.5
@@ -454,7 +456,7 @@ def test_trained_reranker_golden_ranking_and_int8_agrees(docs, monkeypatch):
 
 def test_auto_precision_is_never_lossy_int8(monkeypatch):
     """``auto`` is bf16 on a GPU or a CPU with native bf16, else fp32; int8 only when asked for."""
-    import pipeline.stages.cross_encoder as ce
+    import pipeline.scorers.cpu_precision as ce
 
     assert ce.default_precision("cuda") == "bf16"
     monkeypatch.setattr(ce, "cpu_has_fast_bf16", lambda: False)
@@ -467,7 +469,7 @@ def test_bf16_needs_a_measured_speedup_not_just_the_flags(monkeypatch):
     """A CPU that reports AVX512-BF16 but runs bf16 products slowly stays on fp32."""
     import torch
 
-    import pipeline.stages.cross_encoder as ce
+    import pipeline.scorers.cpu_precision as ce
 
     measure = ce.cpu_bf16_speedup
     monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True, raising=False)
@@ -481,7 +483,7 @@ def test_bf16_needs_a_measured_speedup_not_just_the_flags(monkeypatch):
 
 
 def test_fast_forward_matches_the_transformers_module(tiny_model):
-    """pipeline/fast_bert.py (fused QKV, no host sync) gives the transformers module's scores,
+    """pipeline/scorers/fast_bert.py (fused QKV, no host sync) gives the transformers module's scores,
     padding included (pairs of very different lengths share batches)."""
     import numpy as np
 
@@ -489,13 +491,13 @@ def test_fast_forward_matches_the_transformers_module(tiny_model):
     fast = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64, batch_size=3)
     slow = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64, batch_size=3, fast=False)
     assert type(fast.model).__name__ == "FastBertScorer" and type(slow.model).__name__ == "MeanPoolScorer"
-    np.testing.assert_allclose(fast.score(pairs), slow.score(pairs), atol=1e-5)
-    assert np.ptp(fast.score(pairs)) > 1e-4  # the pairs score differently, so the check has teeth
+    np.testing.assert_allclose(fast.score_pairs(pairs), slow.score_pairs(pairs), atol=1e-5)
+    assert np.ptp(fast.score_pairs(pairs)) > 1e-4  # the pairs score differently, so the check has teeth
 
 
 def test_fast_forward_refuses_other_architectures():
     transformers = pytest.importorskip("transformers")
-    from pipeline.fast_bert import fast_bert_scorer, supports
+    from pipeline.scorers.fast_bert import fast_bert_scorer, supports
 
     cfg = transformers.BertConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                                   hidden_act="relu")
@@ -506,7 +508,8 @@ def test_fast_forward_refuses_other_architectures():
 
 def test_batch_size_defaults_follow_the_device():
     """``batch_size: null`` is 8 on a CPU (small length-sorted batches measured faster there) and 512 on a GPU."""
-    from pipeline.stages.cross_encoder import CrossEncoderConfig, default_batch_size
+    from pipeline.scorers.cpu_precision import default_batch_size
+    from pipeline.stages.cross_encoder import CrossEncoderConfig
 
     assert default_batch_size("cpu") == 8 and default_batch_size("cuda") == 512 and default_batch_size("cuda:1") == 512
     cfg = CrossEncoderConfig()
@@ -514,3 +517,37 @@ def test_batch_size_defaults_follow_the_device():
     assert CrossEncoderConfig(batch_size=32, batch_tokens=4096).batch_size == 32
     with pytest.raises(ValueError):
         CrossEncoderConfig(batch_size=0)
+
+
+def test_cpu_scorer_after_service_start_keeps_the_tamed_allocator(tiny_model, monkeypatch):
+    """Service start (tame_allocator) then a CPU cross-encoder load: the 64 KiB setting stays in force."""
+    from pipeline.runtime import memory
+
+    monkeypatch.setattr(memory, "_policy", None)
+    if not memory.tame_allocator():
+        pytest.skip("not glibc")
+    CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64)
+    assert memory.allocator_policy() == memory.TAMED
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not (TRAINED / "2_Dense" / "model.safetensors").is_file(), reason="models/ce-minilm not built")
+def test_scorer_on_cuda_ranks_the_top_10_as_on_cpu(docs):
+    """The served GPU path (bf16, pipelined tokenization in a child process) ranks like the CPU in fp32.
+
+    Run on the GPU machine: ``python -m pytest -m gpu tests/test_cross_encoder_stage.py``.
+    """
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    passages = [Passages(docs).text(d) for d in docs.get_many([f"d{i}" for i in range(100)]).values()]
+    passages = [f"{passages[i % len(passages)]} (part {i})" for i in range(300)]  # distinct; over first_slice: pipelined
+    queries = ["volcano lava", "ocean tides and the moon", "how do plants make glucose"]
+    cpu = CrossEncoderScorer(TRAINED, device="cpu", precision="fp32")
+    gpu = CrossEncoderScorer(TRAINED, device="cuda", precision="auto")  # bf16
+    assert gpu.precision == "bf16" and gpu.pipelined
+    for q in queries:
+        a, b = cpu.score(q, passages), gpu.score(q, passages)
+        top = sorted(range(len(a)), key=lambda i: -a[i])[:10]
+        assert np.corrcoef(a, b)[0, 1] > 0.99
+        assert len(set(sorted(range(len(b)), key=lambda i: -b[i])[:10]) & set(top)) >= 9  # bf16 may swap a near-tie

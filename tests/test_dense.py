@@ -11,14 +11,14 @@ import pytest
 
 from indexer.build import ensure_index
 from indexer.dense import build_faiss, encode_corpus
-from pipeline.config import FaissIndexConfig, parse_config
-from pipeline.encoders import Encoder, load_encoder
-from pipeline.errors import CollectionError, ConfigError, IndexCorruptError, IndexMismatchError
-from pipeline.index_store import Manifest, publishing, resolve
-from pipeline.registry import BuildContext, build_pipeline
+from pipeline.core.config import FaissIndexConfig
+from pipeline.core.errors import CollectionError, ConfigError, IndexCorruptError, IndexMismatchError
+from pipeline.core.testing import StageContract
+from pipeline.core.types import Query
+from pipeline.encoders.bi_encoders import Encoder, load_encoder
+from pipeline.registry import BuildContext, build_pipeline, parse_config
 from pipeline.stages.dense import DenseRetriever
-from pipeline.testing import StageContract
-from pipeline.types import Query
+from pipeline.storage.index_store import Manifest, publishing, resolve
 from tests.conftest import REPO, TINY
 
 CONFIG = {
@@ -290,8 +290,8 @@ class _Random(Encoder):
 def test_scifact_test_ndcg_regression(pipeline, low, high):
     """configs/pipelines.yaml on SciFact test: dense = MTEB's 0.6451 +/- 0.005, hybrid >= 0.715."""
     from eval.runner import run_eval
-    from pipeline.config import load_config
-    from pipeline.settings_paths import default_index_root
+    from pipeline.core.settings_paths import default_index_root
+    from pipeline.registry import load_config
     from tests.conftest import needs_data
 
     res = run_eval(needs_data("scifact"), "test", pipeline, load_config(REPO / "configs" / "pipelines.yaml"),

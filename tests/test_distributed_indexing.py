@@ -13,16 +13,16 @@ import pytest
 from indexer.distributed import RayOptions, build_lucene_shard, publish_distributed
 from indexer.lucene_merge import merge_docstores, merge_lucene
 from indexer.shards import check_unique, parse_corpus_lines, shard_dir, shard_of
-from pipeline.collection import iter_corpus
-from pipeline.config import LuceneIndexConfig
-from pipeline.docstore import FILENAME as DOCSTORE
-from pipeline.docstore import DocStore
-from pipeline.errors import CollectionError, IndexMismatchError
-from pipeline.index_store import Manifest, resolve
-from pipeline.stages.bm25 import BM25, LUCENE_DIR
+from pipeline.core.config import LuceneIndexConfig
+from pipeline.core.errors import CollectionError, IndexMismatchError
+from pipeline.core.testing import StageContract
+from pipeline.core.types import Query
+from pipeline.stages.bm25 import BM25
 from pipeline.stages.sharded import ShardedBM25
-from pipeline.testing import StageContract
-from pipeline.types import Query
+from pipeline.storage.collection import iter_corpus
+from pipeline.storage.docstore import FILENAME as DOCSTORE
+from pipeline.storage.docstore import DocStore
+from pipeline.storage.index_store import LUCENE_DIR, Manifest, resolve
 from tests.conftest import TINY, needs_data
 
 ray = pytest.importorskip("ray", reason="distributed indexing needs the 'dist' extra (ray[data])")
@@ -86,8 +86,8 @@ def test_merged_shards_score_exactly_like_one_index(tmp_path, tiny_index):
 
 
 def test_merge_docstores_refuses_an_id_in_two_shards(tmp_path):
-    from pipeline.docstore import write_docstore
-    from pipeline.types import Document
+    from pipeline.core.types import Document
+    from pipeline.storage.docstore import write_docstore
 
     write_docstore(tmp_path / "a.sqlite", [Document("x", "", "1")])
     write_docstore(tmp_path / "b.sqlite", [Document("x", "", "2")])
@@ -108,7 +108,7 @@ def test_options_are_validated():
 @pytest.fixture(scope="module")
 def local_ray():
     from indexer.distributed import ensure_ray, shutdown_ray
-    from pipeline.java import native_handlers, start_jvm
+    from pipeline.runtime.java import native_handlers, start_jvm
 
     start_jvm()  # as in a driver that searches or merges indexes: the JVM is up before Ray
     before = native_handlers()
@@ -126,7 +126,7 @@ def handler_addresses(actions):
 def test_ray_leaves_the_jvm_its_crash_signal_handlers(local_ray):
     """HotSpot faults on purpose (implicit null checks) and handles those signals itself; Ray's crash
     handler in their place turned such a fault into a process crash."""
-    from pipeline.java import native_handlers
+    from pipeline.runtime.java import native_handlers
 
     assert local_ray is not None, "sigaction could not be read on this platform"
     assert handler_addresses(native_handlers()) == handler_addresses(local_ray)
@@ -173,8 +173,8 @@ def test_ray_build_with_duplicate_ids_fails_typed_and_publishes_nothing(local_ra
 def test_ray_dense_index_equals_single_process(local_ray, tmp_path):
     """Encoder actors + merge in corpus order: the same Flat index as ``python -m indexer build``."""
     from indexer.build import ensure_index
-    from pipeline.config import FaissIndexConfig
-    from pipeline.encoders import load_encoder
+    from pipeline.core.config import FaissIndexConfig
+    from pipeline.encoders.bi_encoders import load_encoder
     from pipeline.stages.dense import DenseRetriever
 
     cfg = FaissIndexConfig(model="minilm", factory="Flat")
@@ -234,8 +234,8 @@ def test_scifact_dense_ray_index_gives_the_same_top10(local_ray, tmp_path):
     ``DENSE_EQUALITY_DOCS=0`` runs the whole corpus)."""
     from eval.runner import judged_queries
     from indexer.build import ensure_index
-    from pipeline.config import FaissIndexConfig
-    from pipeline.encoders import load_encoder
+    from pipeline.core.config import FaissIndexConfig
+    from pipeline.encoders.bi_encoders import load_encoder
     from pipeline.stages.dense import DenseRetriever
 
     dataset = needs_data("scifact")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.docstore import DocStore, write_docstore
-from pipeline.errors import IndexCorruptError
-from pipeline.types import Document
+from pipeline.core.errors import IndexCorruptError
+from pipeline.core.types import Document
+from pipeline.storage.docstore import DocStore, write_docstore
 
 DOCS = [Document(f"d{i}", f"title {i}", f"text {i}") for i in range(1200)]
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from pipeline import encoders
-from pipeline.encoders import Encoder, load_encoder, minilm_path, weights_checksum
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
+from pipeline.encoders.bi_encoders import Encoder, load_encoder, minilm_path, weights_checksum
 
 DOCS = [
     "A volcano erupts when magma rises through the crust and escapes as lava.",

@@ -1,4 +1,4 @@
-"""The MoE and Mamba encoders: routing, save/load through pipeline.encoders, padding, scan paths (tiny random models)."""
+"""The MoE and Mamba encoders: routing, save/load through pipeline.encoders.bi_encoders, padding, scan paths (tiny random models)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ TEXTS = ["lava is molten rock", "ocean tides follow the moon and the sun", "x"]
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from pipeline.encoders import minilm_path
+    from pipeline.encoders.bi_encoders import minilm_path
 
     return AutoTokenizer.from_pretrained(str(minilm_path()))
 
@@ -34,13 +34,13 @@ def tiny_bert(tokenizer):
 
 @pytest.fixture
 def moe(tiny_bert, tokenizer):
-    from pipeline.encoders_moe import build_moe_module
+    from pipeline.encoders.moe import build_moe_module
 
     return build_moe_module(copy.deepcopy(tiny_bert), tokenizer, ["scifact", "cranfield", "xquad"]).eval()
 
 
 def _base_embedding(bert, tokenizer, texts):
-    from pipeline.encoders_moe import mean_pool
+    from pipeline.encoders.moe import mean_pool
 
     f = tokenizer(texts, padding=True, return_tensors="pt")
     with torch.no_grad():
@@ -79,18 +79,18 @@ def test_only_the_routed_expert_gets_gradients(moe):
 
 
 def test_moe_unknown_domain_is_a_config_error(moe):
-    from pipeline.errors import ConfigError
+    from pipeline.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="unknown MoE domain"):
         moe.tokenize(TEXTS, 64, "medline")
     with pytest.raises(ConfigError, match="distinct domain names"):
-        from pipeline.encoders_moe import build_moe_module
+        from pipeline.encoders.moe import build_moe_module
 
         build_moe_module(copy.deepcopy(moe.bert), moe.tokenizer, ["a", "a"])
 
 
 def test_moe_saved_model_loads_per_domain_through_load_encoder(moe, tmp_path):
-    from pipeline.encoders import load_encoder
+    from pipeline.encoders.bi_encoders import load_encoder
 
     with torch.no_grad():
         moe.bert.encoder.layer[0].output.experts[2].dense.weight.add_(torch.randn(32, 64))
@@ -111,8 +111,8 @@ def test_moe_saved_model_loads_per_domain_through_load_encoder(moe, tmp_path):
 
 
 def test_moe_bad_folders_are_config_errors(moe, tmp_path):
-    from pipeline.encoders_moe import load
-    from pipeline.errors import ConfigError
+    from pipeline.core.errors import ConfigError
+    from pipeline.encoders.moe import load
 
     moe.save(tmp_path / "m")
     view = tmp_path / "m" / "domains" / "other"
@@ -132,8 +132,8 @@ def test_moe_bad_folders_are_config_errors(moe, tmp_path):
 
 @pytest.fixture(scope="module")
 def mamba(tokenizer):
-    from pipeline.encoders import minilm_path
-    from pipeline.encoders_mamba import new_mamba_module
+    from pipeline.encoders.bi_encoders import minilm_path
+    from pipeline.encoders.mamba import new_mamba_module
 
     torch.manual_seed(0)
     return new_mamba_module(minilm_path(), hidden_size=32, num_layers=2, state_size=8).eval()
@@ -147,7 +147,7 @@ def test_mamba_embedding_ignores_padding(mamba):
 
 
 def test_mamba_parallel_scan_equals_sequential_loop(mamba):
-    from pipeline.encoders_mamba import parallel_scan_available
+    from pipeline.encoders.mamba import parallel_scan_available
 
     if not parallel_scan_available():
         pytest.skip("mambapy not installed")
@@ -161,9 +161,9 @@ def test_mamba_parallel_scan_equals_sequential_loop(mamba):
 
 
 def test_mamba_starts_from_given_embeddings_and_refuses_wrong_shapes(tokenizer):
-    from pipeline.encoders import minilm_path
-    from pipeline.encoders_mamba import new_mamba_module
-    from pipeline.errors import ConfigError
+    from pipeline.core.errors import ConfigError
+    from pipeline.encoders.bi_encoders import minilm_path
+    from pipeline.encoders.mamba import new_mamba_module
 
     emb = torch.randn(len(tokenizer), 16)
     module = new_mamba_module(minilm_path(), hidden_size=16, num_layers=1, embeddings_from=emb)
@@ -173,8 +173,8 @@ def test_mamba_starts_from_given_embeddings_and_refuses_wrong_shapes(tokenizer):
 
 
 def test_mamba_roundtrip_through_load_encoder(mamba, tmp_path):
-    from pipeline.encoders import load_encoder
-    from pipeline.errors import ConfigError
+    from pipeline.core.errors import ConfigError
+    from pipeline.encoders.bi_encoders import load_encoder
 
     mamba.save(tmp_path / "mamba", {"query_max_length": 16, "doc_max_length": 64})
     enc = load_encoder(tmp_path / "mamba", device="cpu")
@@ -192,9 +192,8 @@ def test_mamba_roundtrip_through_load_encoder(mamba, tmp_path):
 def test_trained_folders_serve_through_the_dense_indexer_and_stage(kind, moe, mamba, tmp_path, tiny_dataset):
     """A model folder named in a faiss index config is indexed and searched like MiniLM."""
     from indexer.build import ensure_indexes
-    from pipeline.config import parse_config
-    from pipeline.registry import BuildContext, build_pipeline
-    from pipeline.types import Query
+    from pipeline.core.types import Query
+    from pipeline.registry import BuildContext, build_pipeline, parse_config
 
     models = tmp_path / "models"
     if kind == "moe":

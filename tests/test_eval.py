@@ -10,8 +10,8 @@ from eval.__main__ import main as eval_main
 from eval.metrics import evaluate
 from eval.runner import remove_self_hits, run_eval
 from eval.trec import read_run, write_run
-from pipeline.config import parse_config
-from pipeline.types import Hit
+from pipeline.core.types import Hit
+from pipeline.registry import parse_config
 from tests.conftest import REPO, TINY_CONFIG
 
 

@@ -10,8 +10,8 @@ import yaml
 from eval.__main__ import main as eval_main
 from eval.formats import write_trec_qrels
 from eval.trec import read_run, write_run
-from pipeline.collection import load_qrels
-from pipeline.types import Hit
+from pipeline.core.types import Hit
+from pipeline.storage.collection import load_qrels
 from tests.conftest import TINY_CONFIG
 
 
@@ -67,7 +67,7 @@ def test_score_bad_run_file_is_a_clear_error(tiny_dataset, tmp_path, capsys):
 
 
 def test_convert_then_evaluate(tiny_dataset, tmp_path, cfg, capsys):
-    from pipeline.collection import iter_corpus, load_queries
+    from pipeline.storage.collection import iter_corpus, load_queries
 
     (tmp_path / "collection.tsv").write_text("".join(f"{d.doc_id}\t{d.title}\t{d.text}\n" for d in iter_corpus(tiny_dataset)))
     topics = "".join(f"<top>\n<num> Number: {q.query_id}\n<title> {q.text}\n</top>\n" for q in load_queries(tiny_dataset).values())

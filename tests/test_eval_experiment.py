@@ -7,11 +7,11 @@ import math
 import pytest
 
 from eval.experiment import Experiment, outcome_from_runs, stage_key
-from pipeline.config import StageConfig, parse_config
-from pipeline.errors import ModelNotFoundError
-from pipeline.registry import register_stage
-from pipeline.stage import Stage
-from pipeline.types import Hit, sort_hits
+from pipeline.core.config import StageConfig
+from pipeline.core.errors import ModelNotFoundError
+from pipeline.core.stage import Stage
+from pipeline.core.types import Hit, sort_hits
+from pipeline.registry import parse_config, register_stage
 from tests.conftest import REPO
 
 

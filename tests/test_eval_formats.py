@@ -16,9 +16,9 @@ from eval.formats import (
     write_trec_qrels,
 )
 from eval.trec import read_run, write_run
-from pipeline.collection import load_qrels, load_queries
-from pipeline.errors import PipelineError
-from pipeline.types import Hit
+from pipeline.core.errors import PipelineError
+from pipeline.core.types import Hit
+from pipeline.storage.collection import load_qrels, load_queries
 
 TREC_TOPICS = """<top>
 <num> Number: 301

@@ -8,9 +8,9 @@ import signal
 import pytest
 
 from eval.isolation import first_stage_groups, run_isolated
-from pipeline.config import StageConfig, parse_config
-from pipeline.registry import register_stage
-from pipeline.stage import Stage
+from pipeline.core.config import StageConfig
+from pipeline.core.stage import Stage
+from pipeline.registry import parse_config, register_stage
 from tests.conftest import REPO
 
 PRELOAD = "tests.test_eval_isolation:register_test_stages"

@@ -16,9 +16,9 @@ from eval.regression import (
     load_matrix,
     matrix_files,
 )
-from pipeline.config import load_config, parse_config
-from pipeline.errors import ConfigError
-from pipeline.settings_paths import default_config_path, default_index_root, default_models_dir
+from pipeline.core.errors import ConfigError
+from pipeline.core.settings_paths import default_config_path, default_index_root, default_models_dir
+from pipeline.registry import load_config, parse_config
 from tests.conftest import TINY_CONFIG
 
 

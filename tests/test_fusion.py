@@ -6,16 +6,16 @@ from typing import Sequence
 
 import pytest
 
-from pipeline.config import parse_config
-from pipeline.encoders import load_encoder
-from pipeline.errors import ConfigError, PipelineError
-from pipeline.registry import BuildContext, build_pipeline
-from pipeline.stage import Stage
+from pipeline.core.errors import ConfigError, PipelineError
+from pipeline.core.score_fusion import linear_fusion, normalize_scores
+from pipeline.core.stage import Stage
+from pipeline.core.testing import StageContract
+from pipeline.core.types import Hit, Query, Results
+from pipeline.encoders.bi_encoders import load_encoder
+from pipeline.registry import BuildContext, build_pipeline, parse_config
 from pipeline.stages.bm25 import BM25
 from pipeline.stages.dense import DenseRetriever
-from pipeline.stages.fusion import Fusion, linear_fusion, normalize_scores
-from pipeline.testing import StageContract
-from pipeline.types import Hit, Query, Results
+from pipeline.stages.fusion import Fusion
 from tests.conftest import REPO
 
 Q = [Query("q", "anything")]
@@ -197,9 +197,8 @@ def test_configured_hybrid_is_best_on_scifact_train_dev():
     from eval.metrics import evaluate
     from eval.runner import judged_queries
     from indexer.build import ensure_indexes
-    from pipeline.config import load_config
-    from pipeline.registry import build_stage, required_indexes
-    from pipeline.settings_paths import default_index_root
+    from pipeline.core.settings_paths import default_index_root
+    from pipeline.registry import build_stage, load_config, required_indexes
     from tests.conftest import needs_data
 
     dataset = needs_data("scifact")

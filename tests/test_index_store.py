@@ -8,9 +8,9 @@ import shutil
 import pytest
 
 from indexer.build import ensure_index
-from pipeline.config import LuceneIndexConfig
-from pipeline.errors import CollectionError, IndexCorruptError, IndexNotFoundError
-from pipeline.index_store import Manifest, check_name, publishing, resolve, write_manifest
+from pipeline.core.config import LuceneIndexConfig
+from pipeline.core.errors import CollectionError, IndexCorruptError, IndexNotFoundError
+from pipeline.storage.index_store import Manifest, check_name, publishing, resolve, write_manifest
 
 
 def _manifest():

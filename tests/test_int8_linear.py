@@ -1,9 +1,9 @@
-"""W8A8 per-token linear layers (pipeline/int8_linear.py) against fp32 nn.Linear."""
+"""W8A8 per-token linear layers (pipeline/scorers/int8_linear.py) against fp32 nn.Linear."""
 
 import pytest
 import torch
 
-from pipeline.int8_linear import QMAX, Int8Linear, quantize_linears
+from pipeline.scorers.int8_linear import QMAX, Int8Linear, quantize_linears
 
 
 def _relative_error(got, want):
@@ -54,14 +54,3 @@ def test_quantize_linears_swaps_all_but_the_kept_ones():
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 1))
     names = quantize_linears(model, keep=lambda name: name == "2")
     assert names == ["0"] and isinstance(model[0], Int8Linear) and isinstance(model[2], torch.nn.Linear)
-
-
-def test_keep_freed_memory_is_idempotent_and_reports_glibc():
-    import platform
-
-    from pipeline.cpu_memory import keep_freed_memory
-
-    first = keep_freed_memory()
-    assert keep_freed_memory() is first
-    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-        assert first is True

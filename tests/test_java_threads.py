@@ -1,4 +1,4 @@
-"""Threads that call into the JVM detach from it as they end (pipeline/java.py), with jnius faked."""
+"""Threads that call into the JVM detach from it as they end (pipeline/runtime/java.py), with jnius faked."""
 
 import sys
 import threading
@@ -6,7 +6,7 @@ import types
 
 import pytest
 
-from pipeline.java import detach_threads_from_jvm_on_exit, mark_jvm_thread
+from pipeline.runtime.java import detach_threads_from_jvm_on_exit, mark_jvm_thread
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_hook_covers_threads_that_override_run(detached):
 def test_native_signal_handlers_are_put_back_after_the_block():
     import signal
 
-    from pipeline.java import keep_native_signal_handlers, native_handlers, start_jvm
+    from pipeline.runtime.java import keep_native_signal_handlers, native_handlers, start_jvm
 
     start_jvm()
     before = native_handlers(["SIGBUS"])
@@ -66,3 +66,12 @@ def test_native_signal_handlers_are_put_back_after_the_block():
     finally:
         if previous is not None and native_handlers(["SIGBUS"])[signal.SIGBUS].handler != before[signal.SIGBUS].handler:
             signal.signal(signal.SIGBUS, previous)
+
+
+def test_importing_the_module_patches_nothing():
+    """The hook is installed by start_jvm or a server, never as a side effect of an import."""
+    import subprocess
+
+    code = ("import threading; original = threading.Thread._bootstrap_inner; import pipeline.runtime.java; "
+            "assert threading.Thread._bootstrap_inner is original")
+    subprocess.run([sys.executable, "-c", code], check=True)

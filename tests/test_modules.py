@@ -11,8 +11,8 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from pipeline.errors import ModelNotFoundError  # noqa: E402
-from pipeline.language_modules import (  # noqa: E402
+from pipeline.core.errors import ModelNotFoundError  # noqa: E402
+from pipeline.scorers.language_modules import (  # noqa: E402
     LowRank,
     Module,
     ModuleMismatchError,

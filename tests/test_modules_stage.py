@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.testing import StageContract
-from pipeline.types import Hit, Query
+from pipeline.core.testing import RerankContract
+from pipeline.core.types import Hit, Query
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("langdetect")
@@ -26,7 +26,7 @@ TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "spec
 
 
 def _perturbed_sftm(model, seed: int, folder: Path) -> None:
-    from pipeline.language_modules import save_sftm, sparse_difference
+    from pipeline.scorers.language_modules import save_sftm, sparse_difference
 
     tuned = copy.deepcopy(model)
     g = torch.Generator().manual_seed(seed)
@@ -57,31 +57,35 @@ def models_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def stage(models_dir):
-    from pipeline.language import LanguageDetector
-    from pipeline.stages.modular_reranker import ModularCrossEncoder, load_registry
+    from pipeline.core.language import LanguageDetector
+    from pipeline.core.types import Document
+    from pipeline.scorers.modular import ModularScorer, load_registry
+    from pipeline.scorers.passages import InMemoryDocuments, Passages
+    from pipeline.stages.rerank import RerankStage
 
     registry, tokenizer = load_registry("tiny-ce", models_dir, "lang-modules", "sftm", ["ranking", "en", "de"])
-    return ModularCrossEncoder(registry, tokenizer, lambda ids: {i: DOCS[i] for i in ids},
-                               {"en": ["ranking", "en"], "de": ["ranking", "de"]}, fallback=["ranking"], kind="sftm",
-                               detector=LanguageDetector(), batch_size=3)
+    scorer = ModularScorer(registry, tokenizer, {"en": ["ranking", "en"], "de": ["ranking", "de"]}, fallback=["ranking"],
+                           kind="sftm", detector=LanguageDetector(), batch_size=3)
+    passages = Passages(InMemoryDocuments([Document(i, "", text) for i, text in DOCS.items()]), titles=False)
+    return RerankStage(scorer, passages, top_n=None, name="modular_ce")
 
 
 def _candidates(queries):
     return {q.query_id: [Hit(q.query_id, d, 1.0 / (i + 1), {"bm25": 1.0}) for i, d in enumerate(DOCS)] for q in queries}
 
 
-class TestModularContract(StageContract):
+class TestModularContract(RerankContract):
     @pytest.fixture
     def candidates(self):
         return _candidates(self.queries)
 
 
 def test_choice_per_language(stage):
-    de = stage.choose(Query("q", "irgendwas", lang="DE"))
+    de = stage.scorer.choose(Query("q", "irgendwas", lang="DE"))
     assert (de.lang, de.detected, de.module, de.modules, de.supported) == ("de", False, "sftm:de", ("ranking", "de"), True)
-    detected = stage.choose(Query("q", "Warum entstehen die Gezeiten an der Küste?"))
+    detected = stage.scorer.choose(Query("q", "Warum entstehen die Gezeiten an der Küste?"))
     assert detected.lang == "de" and detected.detected and detected.module == "sftm:de"
-    unseen = stage.choose(Query("q", "Mji mkuu wa Tanzania ni nini?", lang="sw"))
+    unseen = stage.scorer.choose(Query("q", "Mji mkuu wa Tanzania ni nini?", lang="sw"))
     assert (unseen.module, unseen.modules, unseen.supported) == ("none (unsupported)", ("ranking",), False)
 
 
@@ -94,20 +98,19 @@ def test_each_language_scores_with_its_own_module(stage):
     alone = stage([queries[0]], _candidates(queries[:1]))  # a mixed batch equals each query alone
     assert [h.doc_id for h in alone["a"]] == [h.doc_id for h in results["a"]]
     assert [h.score for h in alone["a"]] == pytest.approx([h.score for h in results["a"]], abs=1e-5)
-    base = stage.score(["wo ist der Mond"] * 4, list(DOCS.values()), ["ranking"])
+    base = stage.scorer.score_with_modules(["wo ist der Mond"] * 4, list(DOCS.values()), ["ranking"])
     assert scores["c"] == pytest.approx([base[i] for i in range(4)], abs=1e-5)  # fallback = base + ranking
 
 
 def test_interpolation_mixes_min_max_reranker_and_first_stage_scores(stage):
-    from pipeline.stages.fusion import interpolate_scores
-    from pipeline.stages.modular_reranker import ModularCrossEncoder
+    from pipeline.core.score_fusion import interpolate_scores
+    from pipeline.stages.rerank import RerankStage
 
     q = [Query("a", "wo ist der Mond", lang="de")]
     cands = _candidates(q)  # incoming scores 1, 1/2, 1/3, 1/4
     mixed = {}
     for alpha in (0.0, 0.3, 1.0):
-        s = ModularCrossEncoder(stage.registry, stage.tokenizer, stage.doc_texts, stage.language_modules,
-                                fallback=stage.fallback, kind=stage.kind, detector=None, batch_size=3, interpolate=alpha)
+        s = RerankStage(stage.scorer, stage.passages, top_n=None, interpolate=alpha, name="modular_ce")
         mixed[alpha] = s(q, cands)["a"]
     raw = {h.doc_id: h.stage_scores[stage.name] for h in stage(q, cands)["a"]}
     assert [h.doc_id for h in mixed[0.0]] == [h.doc_id for h in cands["a"]]  # alpha 0: first-stage order
@@ -120,12 +123,12 @@ def test_interpolation_mixes_min_max_reranker_and_first_stage_scores(stage):
         assert h.stage_scores[stage.name] == pytest.approx(raw[h.doc_id], abs=1e-5) and h.stage_scores["bm25"] == 1.0
     assert interpolate_scores([2.0, 0.0], [5.0, 5.0], 0.5) == [1.0, 0.5]  # equal scores normalise to 1
     with pytest.raises(ValueError):
-        ModularCrossEncoder(stage.registry, stage.tokenizer, stage.doc_texts, {}, interpolate=1.5)
+        RerankStage(stage.scorer, stage.passages, interpolate=1.5)
 
 
 def test_module_trained_on_another_base_is_refused(models_dir, tmp_path):
-    from pipeline.language_modules import ModuleMismatchError
-    from pipeline.stages.modular_reranker import load_registry
+    from pipeline.scorers.language_modules import ModuleMismatchError
+    from pipeline.scorers.modular import load_registry
 
     shutil.copytree(models_dir / "lang-modules", tmp_path / "lang-modules")
     shutil.copytree(models_dir / "tiny-ce", tmp_path / "tiny-ce")
@@ -135,8 +138,8 @@ def test_module_trained_on_another_base_is_refused(models_dir, tmp_path):
 
 
 def test_missing_base_names_the_command(tmp_path):
-    from pipeline.errors import ModelNotFoundError
-    from pipeline.stages.modular_reranker import load_registry
+    from pipeline.core.errors import ModelNotFoundError
+    from pipeline.scorers.modular import load_registry
 
     with pytest.raises(ModelNotFoundError, match="python -m training"):
         load_registry("nope", tmp_path, "lang-modules", "sftm", [])
@@ -146,7 +149,7 @@ def test_missing_base_names_the_command(tmp_path):
 def ml_client(models_dir, tiny_index_root):
     from fastapi.testclient import TestClient
 
-    from pipeline.config import parse_config
+    from pipeline.registry import parse_config
     from service.app import create_app
     from service.engine import Engine
     from service.settings import Settings

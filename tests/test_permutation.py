@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from pipeline.permutation import MAX_WINDOW, format_permutation, is_clean, labels, parse_permutation
+from pipeline.scorers.permutation import MAX_WINDOW, format_permutation, is_clean, labels, parse_permutation
 
 
 def is_permutation(order: list[int], size: int) -> bool:

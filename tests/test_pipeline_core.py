@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.errors import StageContractError, StageError
-from pipeline.stage import Pipeline, Stage
-from pipeline.testing import StageContract
-from pipeline.types import Hit, Query, sort_hits
+from pipeline.core.errors import StageContractError, StageError
+from pipeline.core.stage import Pipeline, Stage
+from pipeline.core.testing import StageContract
+from pipeline.core.types import Hit, Query, sort_hits
 
 
 class FixedRetriever(Stage):
@@ -128,12 +128,12 @@ def test_run_with_k_caps_final_list_and_retriever_depth():
 
 
 class PhasedReranker(ReverseReranker):
-    """Times two parts of its work with :func:`pipeline.stage.phase`, one of them twice."""
+    """Times two parts of its work with :func:`pipeline.core.stage.phase`, one of them twice."""
 
     name = "phased"
 
     def transform(self, queries, candidates=None):
-        from pipeline.stage import phase
+        from pipeline.core.stage import phase
 
         with phase("prepare"):
             pass
@@ -155,7 +155,7 @@ def test_phases_of_a_failed_open_stage_do_not_leak_into_the_next_run():
         fail_open = True
 
         def transform(self, queries, candidates=None):
-            from pipeline.stage import phase
+            from pipeline.core.stage import phase
 
             with phase("score"):
                 raise RuntimeError("model crashed")
@@ -166,7 +166,7 @@ def test_phases_of_a_failed_open_stage_do_not_leak_into_the_next_run():
 
 
 def test_phase_outside_a_pipeline_only_runs_the_block():
-    from pipeline.stage import phase
+    from pipeline.core.stage import phase
 
     ran = []
     with phase("alone"):

@@ -65,9 +65,13 @@ def test_lru_expires_and_evicts_least_recent():
     assert lru.get("a") == b"1"  # a is now the most recent
     lru.set("c", b"3", ttl_s=0)
     assert lru.get("b") is None and lru.get("a") == b"1" and len(lru) == 2
-    lru.set("t", b"x", ttl_s=1)
-    lru._data["t"] = (time.monotonic() - 1, b"x")  # expired
-    assert lru.get("t") is None
+    now = [0.0]
+    timed = LRUBackend(max_entries=2, timer=lambda: now[0])
+    timed.set("t", b"x", ttl_s=1)
+    timed.set("forever", b"y", ttl_s=0)
+    assert timed.get("t") == b"x"
+    now[0] = 1.5  # past t's time to live
+    assert timed.get("t") is None and timed.get("forever") == b"y" and len(timed) == 1
 
 
 def test_cache_counts_hits_and_misses():

@@ -1,7 +1,7 @@
 """Batch search, /rerank (Cohere/Jina shape), explain, metrics, request ids and JSON logs.
 
-The reranking stages here are small test doubles registered under test-only types: one reads
-texts from a ``docs`` store (like the cross-encoder), one implements ``score_texts``.
+The reranking stages here are :class:`RerankStage` around a small test scorer (query-term overlap),
+registered under test-only types, so ``/search`` and ``/rerank`` run the production stage code.
 """
 
 from __future__ import annotations
@@ -16,11 +16,13 @@ from typing import Sequence
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline.config import StageConfig, parse_config
-from pipeline.docstore import DocStore
-from pipeline.registry import register_stage
-from pipeline.stage import Stage
-from pipeline.types import Query, Results, sort_hits
+from pipeline.core.config import StageConfig
+from pipeline.core.types import Query
+from pipeline.registry import parse_config, register_stage
+from pipeline.scorers.base import PairScorer
+from pipeline.scorers.passages import Passages
+from pipeline.stages.rerank import RerankStage
+from pipeline.storage.docstore import DocStore
 from service.app import create_app
 from service.engine import Engine
 from service.logging_config import JsonFormatter, RequestIdFilter, request_id_var
@@ -37,48 +39,31 @@ class OverlapConfig(StageConfig):
     explode: bool = False
 
 
-class OverlapReranker(Stage):
-    """Scores each candidate by query-term overlap with its text, read from ``self.docs``."""
+class OverlapScorer(PairScorer):
+    """Scores each passage by query-term overlap (plus ``bonus``); ``explode`` makes it fail."""
 
-    name = "overlap"
-    needs_candidates = True
+    def __init__(self, explode: bool = False, bonus: float = 0.0):
+        self.explode, self.bonus = explode, bonus
 
-    def __init__(self, docs, explode: bool = False):
-        self.docs, self.explode = docs, explode
-
-    def transform(self, queries: Sequence[Query], candidates: Results | None = None) -> Results:
+    def score_batch(self, queries: Sequence[Query], passages: Sequence[Sequence[str]]) -> list[list[float]]:
         if self.explode:
             raise RuntimeError("reranker exploded")
-        out = {}
-        for q in queries:
-            hits = (candidates or {}).get(q.query_id, [])
-            texts = self.docs.get_many([h.doc_id for h in hits])
-            out[q.query_id] = sort_hits([h.rescored(self.name, overlap(q.text, f"{texts[h.doc_id].title} {texts[h.doc_id].text}"))
-                                         for h in hits if h.doc_id in texts])
-        return out
+        return [[overlap(q.text, p) + self.bonus for p in ps] for q, ps in zip(queries, passages, strict=True)]
 
 
-class TextScorer(OverlapReranker):
-    """The other integration path: ``score_texts(query, documents)``."""
-
-    name = "text_scorer"
-
-    def score_texts(self, query, documents):
-        return [overlap(query.text, d.text) + 0.5 for d in documents]
-
-
-def _build(cls):
-    def build(cfg: OverlapConfig, ctx) -> Stage:
-        from pipeline.index_store import resolve
+def _build(name: str, bonus: float = 0.0):
+    def build(cfg: OverlapConfig, ctx) -> RerankStage:
+        from pipeline.storage.index_store import resolve
 
         folder, _ = resolve(ctx.index_root, ctx.collection, "lucene")
-        return cls(DocStore(folder / "docstore.sqlite"), explode=cfg.explode)
+        return RerankStage(OverlapScorer(cfg.explode, bonus), Passages(DocStore(folder / "docstore.sqlite")), top_n=None,
+                           name=name)
 
     return build
 
 
-register_stage("test_overlap", OverlapConfig, _build(OverlapReranker))
-register_stage("test_text_scorer", OverlapConfig, _build(TextScorer))
+register_stage("test_overlap", OverlapConfig, _build("overlap"))
+register_stage("test_text_scorer", OverlapConfig, _build("text_scorer", bonus=0.5))
 
 BM25 = {"type": "bm25", "index": "lucene", "cutoff": 5}
 CONFIG = {
@@ -167,7 +152,7 @@ def test_reranking_pipeline_explains_both_stages(rc):
     body = rc.post("/search", json={"query": "volcano magma lava", "pipeline": "bm25>>overlap", "k": 3, "explain": True}).json()
     top = body["hits"][0]
     assert top["doc_id"] == "d2" and set(top["stage_scores"]) == {"bm25", "overlap"}
-    assert set(body["timings_ms"]) == {"bm25", "overlap"} and body["degraded"] == []
+    assert set(body["timings_ms"]) == {"bm25", "overlap", "overlap.docs"} and body["degraded"] == []
 
 
 def test_failing_reranker_fails_open_and_is_not_cached(rc):

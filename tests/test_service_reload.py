@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from pipeline.config import parse_config
-from pipeline.index_store import publishing
+from pipeline.registry import parse_config
+from pipeline.storage.index_store import publishing
 from service.app import create_app
 from service.engine import Engine
 from service.settings import Settings, hash_key
@@ -167,7 +167,7 @@ def test_searches_during_reloads_never_fail(root):
 
 
 def _q():
-    from pipeline.types import Query
+    from pipeline.core.types import Query
 
     return Query("q", "volcano lava magma")
 

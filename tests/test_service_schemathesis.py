@@ -22,10 +22,11 @@ from schemathesis.checks import (
 )
 from schemathesis.generation import GenerationMode
 
-from pipeline.config import StageConfig, parse_config
-from pipeline.registry import register_stage
-from pipeline.stage import Stage
-from pipeline.types import sort_hits
+from pipeline.core.config import StageConfig
+from pipeline.registry import parse_config, register_stage
+from pipeline.scorers.base import PairScorer
+from pipeline.scorers.passages import Passages
+from pipeline.stages.rerank import RerankStage
 from service.app import create_app
 from service.engine import Engine
 from service.settings import Settings, hash_key
@@ -36,30 +37,19 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance]
 
 
-class LengthReranker(Stage):
-    """A test reranker (longer text first) reading texts from ``self.docs``, so ``/rerank`` has a model."""
+class LengthScorer(PairScorer):
+    """A test scorer (longer text first), so ``/rerank`` has a model."""
 
-    name = "length"
-    needs_candidates = True
-
-    def __init__(self, docs):
-        self.docs = docs
-
-    def transform(self, queries, candidates=None):
-        out = {}
-        for q in queries:
-            hits = (candidates or {}).get(q.query_id, [])
-            texts = self.docs.get_many([h.doc_id for h in hits])
-            out[q.query_id] = sort_hits([h.rescored(self.name, float(len(texts[h.doc_id].text))) for h in hits if h.doc_id in texts])
-        return out
+    def score_batch(self, queries, passages):
+        return [[float(len(p)) for p in ps] for ps in passages]
 
 
 def _build_length(cfg, ctx):
-    from pipeline.docstore import DocStore
-    from pipeline.index_store import resolve
+    from pipeline.storage.docstore import DocStore
+    from pipeline.storage.index_store import resolve
 
     folder, _ = resolve(ctx.index_root, ctx.collection, "lucene")
-    return LengthReranker(DocStore(folder / "docstore.sqlite"))
+    return RerankStage(LengthScorer(), Passages(DocStore(folder / "docstore.sqlite"), titles=False), top_n=None, name="length")
 
 
 register_stage("schema_test_length", StageConfig, _build_length)

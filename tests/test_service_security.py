@@ -7,8 +7,8 @@ import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from pipeline.config import parse_config
-from pipeline.errors import ConfigError
+from pipeline.core.errors import ConfigError
+from pipeline.registry import parse_config
 from service.app import create_app
 from service.rate_limit import RateLimiter
 from service.settings import Settings, hash_key

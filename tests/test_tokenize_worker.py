@@ -1,4 +1,4 @@
-"""The tokenizer child process (pipeline/tokenize_worker.py): results, and a child that fails to start."""
+"""The tokenizer child process (pipeline/runtime/tokenize_worker.py): results, and a child that fails to start."""
 
 import subprocess
 import sys
@@ -11,7 +11,7 @@ SCRIPT = textwrap.dedent("""
     import sys
     sys.path.insert(0, {repo!r})
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from pipeline.tokenize_worker import TokenizerProcess
+    from pipeline.runtime.tokenize_worker import TokenizerProcess
 
 
     def main():

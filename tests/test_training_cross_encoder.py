@@ -244,7 +244,7 @@ def test_training_reduces_loss_on_train_groups(tiny_base):
 def test_saved_model_loads_in_stage_scorer_and_sentence_transformers(trained, tmp_path):
     import torch
 
-    from pipeline.stages.cross_encoder import CrossEncoderScorer
+    from pipeline.scorers.cross_encoder import CrossEncoderScorer
     from training.cross_encoder.model import save_model
     from training.cross_encoder.trainer import score_pairs
 
@@ -254,7 +254,7 @@ def test_saved_model_loads_in_stage_scorer_and_sentence_transformers(trained, tm
     pairs = [(bundle.queries[0].text, bundle.docs[d]) for d in ("d1", "d2", "d3")]
     expected = score_pairs(result.module, result.cache, pairs, cfg, "cpu")
     scorer = CrossEncoderScorer(folder, device="cpu", precision="fp32", max_length=64)
-    assert scorer.score(pairs) == pytest.approx(expected, abs=1e-4)
+    assert scorer.score_pairs(pairs) == pytest.approx(expected, abs=1e-4)
     st = pytest.importorskip("sentence_transformers")
     ce = st.CrossEncoder(str(folder), device="cpu", max_length=64)
     assert list(ce.predict(pairs, convert_to_numpy=True)) == pytest.approx(expected, abs=1e-4)

@@ -14,15 +14,13 @@ from typing import Sequence
 
 from pydantic import Field
 
-from pipeline.config import StageConfig
-from pipeline.errors import IndexCorruptError, IndexMismatchError
-from pipeline.index_store import Manifest, resolve
-from pipeline.java import mark_jvm_thread, start_jvm
-from pipeline.registry import BuildContext, register_stage
-from pipeline.stage import Stage
-from pipeline.types import Hit, Query, Results
-
-LUCENE_DIR = "lucene"
+from pipeline.core.build_context import BuildContext, register_stage
+from pipeline.core.config import StageConfig
+from pipeline.core.errors import IndexCorruptError, IndexMismatchError
+from pipeline.core.stage import Stage
+from pipeline.core.types import Hit, Query, Results
+from pipeline.runtime.java import mark_jvm_thread, start_jvm
+from pipeline.storage.index_store import LUCENE_DIR, Manifest, resolve
 
 
 class BM25Config(StageConfig):

@@ -18,13 +18,13 @@ from typing import Any, Sequence
 import numpy as np
 from pydantic import Field
 
-from pipeline.config import FaissIndexConfig, StageConfig
-from pipeline.encoders import Encoder, load_encoder
-from pipeline.errors import ConfigError, IndexCorruptError, IndexMismatchError
-from pipeline.index_store import Manifest, resolve
-from pipeline.registry import BuildContext, register_stage
-from pipeline.stage import Stage
-from pipeline.types import Hit, Query, Results
+from pipeline.core.build_context import BuildContext, register_stage
+from pipeline.core.config import FaissIndexConfig, StageConfig
+from pipeline.core.errors import ConfigError, IndexCorruptError, IndexMismatchError
+from pipeline.core.stage import Stage
+from pipeline.core.types import Hit, Query, Results
+from pipeline.encoders.bi_encoders import Encoder, load_encoder
+from pipeline.storage.index_store import Manifest, resolve
 
 logger = logging.getLogger(__name__)
 

@@ -30,14 +30,19 @@ from typing import Any, Literal, Sequence
 
 from pydantic import Field, model_validator
 
-from pipeline.config import StageConfig, parse_stage
-from pipeline.errors import ConfigError, PipelineError
-from pipeline.registry import BuildContext, build_stage, register_stage
-from pipeline.stage import Stage
-from pipeline.types import Hit, Query, Results, sort_hits
+from pipeline.core.build_context import BuildContext, build_stage, parse_stage, register_stage
+from pipeline.core.config import StageConfig
+from pipeline.core.errors import ConfigError, PipelineError
+from pipeline.core.score_fusion import (
+    Normalization,
+    linear_fusion,
+    normalize_scores,
+)
+from pipeline.core.stage import Stage
+from pipeline.core.types import Hit, Query, Results, sort_hits
 
 Method = Literal["rrf", "linear"]
-Normalization = Literal["minmax", "zscore"]
+
 
 
 class FusionConfig(StageConfig):
@@ -163,52 +168,6 @@ class Fusion(Stage):
     def _linear(self, lists: Sequence[list[Hit]], doc_ids) -> dict[str, float]:
         return linear_fusion([[(h.doc_id, h.score) for h in hits] for hits in lists], self.weights,
                              self.normalization, doc_ids)
-
-
-def linear_fusion(lists: Sequence[Sequence[tuple[str, float]]], weights: Sequence[float],
-                  normalization: Normalization = "zscore", doc_ids=None) -> dict[str, float]:
-    """Weighted sum of normalised scores of ``(doc_id, score)`` lists; a missing document counts at
-    that list's lowest score. ``doc_ids`` (default: every listed document) are the ones fused."""
-    if doc_ids is None:
-        doc_ids = dict.fromkeys(d for hits in lists for d, _ in hits)
-    fused = {doc_id: 0.0 for doc_id in doc_ids}
-    for hits, weight in zip(lists, weights, strict=True):
-        if not hits:
-            continue
-        norm = dict(zip((d for d, _ in hits), normalize_scores([s for _, s in hits], normalization), strict=True))
-        floor = min(norm.values())
-        for doc_id in fused:
-            fused[doc_id] += weight * norm.get(doc_id, floor)
-    return fused
-
-
-def normalize_scores(scores: Sequence[float], method: Normalization = "minmax") -> list[float]:
-    """Min-max to [0, 1] (all equal -> 1) or z-scores (all equal -> 0)."""
-    if not scores:
-        return []
-    if method == "minmax":
-        lo, hi = min(scores), max(scores)
-        return [1.0] * len(scores) if hi == lo else [(s - lo) / (hi - lo) for s in scores]
-    mean = sum(scores) / len(scores)
-    std = (sum((s - mean) ** 2 for s in scores) / len(scores)) ** 0.5
-    return [0.0] * len(scores) if std == 0 else [(s - mean) / std for s in scores]
-
-
-def interpolate_scores(rerank: Sequence[float], first: Sequence[float], alpha: float) -> list[float]:
-    """``alpha * minmax(rerank) + (1 - alpha) * minmax(first)`` over one query's candidates (all equal -> 1).
-
-    How a reranker's score is blended with the first stage's (``interpolate: alpha`` of the
-    ``cross_encoder``, ``modular_ce`` and ``listwise`` stages); alpha 1 is the reranker alone.
-    """
-    return [alpha * r + (1.0 - alpha) * f
-            for r, f in zip(normalize_scores(list(rerank)), normalize_scores(list(first)), strict=True)]
-
-
-def interpolate_hits(reranked: Sequence[Hit], incoming: Sequence[Hit], alpha: float, key: str) -> list[Hit]:
-    """``reranked`` (in ``incoming``'s order) rescored by :func:`interpolate_scores`, the blend recorded
-    under ``key``; each hit keeps its raw reranker score in its stage scores."""
-    mixed = interpolate_scores([h.score for h in reranked], [h.score for h in incoming], alpha)
-    return [h.rescored(key, m) for h, m in zip(reranked, mixed, strict=True)]
 
 
 def _build(cfg: FusionConfig, ctx: BuildContext) -> Fusion:

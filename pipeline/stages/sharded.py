@@ -22,15 +22,13 @@ from typing import Sequence
 
 from pydantic import Field
 
-from pipeline.config import StageConfig
-from pipeline.errors import IndexCorruptError, IndexMismatchError
-from pipeline.index_store import Manifest, check_name, resolve
-from pipeline.registry import BuildContext, register_stage
-from pipeline.stage import Stage
+from pipeline.core.build_context import BuildContext, register_stage
+from pipeline.core.config import StageConfig
+from pipeline.core.errors import IndexCorruptError, IndexMismatchError
+from pipeline.core.stage import Stage
+from pipeline.core.types import Hit, Query, Results, sort_hits
 from pipeline.stages.bm25 import BM25
-from pipeline.types import Hit, Query, Results, sort_hits
-
-SHARDED_KIND = "lucene-shards"
+from pipeline.storage.index_store import SHARDED_KIND, Manifest, check_name, resolve
 
 
 class ShardedBM25Config(StageConfig):

@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _mine(args) -> int:
-    from pipeline.settings_paths import default_index_root
+    from pipeline.core.settings_paths import default_index_root
     from training.cross_encoder.data.mining import mine
 
     paths = mine(args.dataset, args.out, args.index_root or default_index_root(), args.train_split,
@@ -175,7 +175,7 @@ def _mine(args) -> int:
 
 
 def _mine_xquad(args) -> int:
-    from pipeline.settings_paths import default_index_root
+    from pipeline.core.settings_paths import default_index_root
     from training.cross_encoder.data.mining import mine_xquad
 
     print(mine_xquad(args.data, args.lang, args.out, args.index_root or default_index_root(), args.dev_queries,

@@ -41,7 +41,7 @@ HYBRID_WEIGHTS = (0.6, 0.4)
 
 def first_stages(q: BundleQuery, depth: int = 100) -> dict[str, list[tuple[str, float]]]:
     """``{"bm25": [...], "hybrid": [...]}`` (hybrid only with dense lists), best first, top ``depth``."""
-    from pipeline.stages.fusion import linear_fusion
+    from pipeline.core.score_fusion import linear_fusion
 
     out = {"bm25": q.bm25[:depth]}
     if q.dense:
@@ -52,7 +52,7 @@ def first_stages(q: BundleQuery, depth: int = 100) -> dict[str, list[tuple[str, 
 
 def mixed_run(queries: Sequence[BundleQuery], lists: dict[str, list[tuple[str, float]]],
               ce: dict[tuple[str, str], float], alpha: float) -> dict[str, dict[str, float]]:
-    from pipeline.stages.fusion import interpolate_scores
+    from pipeline.core.score_fusion import interpolate_scores
 
     run = {}
     for q in queries:
@@ -88,7 +88,7 @@ def tune(scorer, sets, depth: int = 100) -> dict:
         pairs = sorted({(q.qid, d) for q in queries for stage in lists[q.qid].values() for d, _ in stage})
         text = {q.qid: q.text for q in queries}
         start = time.perf_counter()
-        scores = scorer.score([(text[qid], docs.get(d, "")) for qid, d in pairs])
+        scores = scorer.score_pairs([(text[qid], docs.get(d, "")) for qid, d in pairs])
         seconds += time.perf_counter() - start
         ce = dict(zip(pairs, scores, strict=True))
         qrels = {q.qid: q.qrels for q in queries}
@@ -147,7 +147,7 @@ def table(report: dict) -> str:
 
 
 def run(args) -> int:
-    from pipeline.stages.cross_encoder import CrossEncoderScorer
+    from pipeline.scorers.cross_encoder import CrossEncoderScorer
 
     sets = load_sets(args.bundle, args.extra_eval, args.split)
     if not any(role == "dev" for _, role, _, _ in sets):

@@ -36,7 +36,7 @@ def new_model(base: Path | None = None, seed: int = 13):
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    from pipeline.stages.cross_encoder import mean_pool_scorer
+    from pipeline.scorers.cross_encoder import mean_pool_scorer
 
     base = Path(base) if base else packaged_minilm()
     torch.manual_seed(seed)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from pipeline.stages.cross_encoder import length_batches, pad_pairs, pair_token_ids
+from pipeline.scorers.tokenization import length_batches, pad_pairs, pair_token_ids
 from training.cross_encoder.curriculum import Heuristic, group_weight, pair_weights
 from training.cross_encoder.data.bundle import Bundle, BundleQuery
 from training.cross_encoder.data.groups import Group, make_groups

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from pipeline.settings_paths import REPO
+from pipeline.core.settings_paths import REPO
 
 CARD_JSON = "card.json"
 CARD_MD = "MODEL_CARD.md"

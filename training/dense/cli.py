@@ -24,8 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.collection import iter_corpus, load_qrels
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
+from pipeline.storage.collection import iter_corpus, load_qrels
 from training.dense import options
 from training.dense.card import canonical_argv, remember_parser, write_card
 from training.dense.contrastive import TrainConfig, seed_everything, train_contrastive

@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "pack":
         if args.model == "minilm":
-            from pipeline.encoders import minilm_path
+            from pipeline.encoders.bi_encoders import minilm_path
 
             args.model = minilm_path()
         path = pack(Path(args.model), args.out, args.keep_tokens_of, args.max_length)

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.collection import iter_corpus
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
+from pipeline.storage.collection import iter_corpus
 from training.dense import cli as dense_cli
 from training.dense import options
 from training.dense.card import canonical_argv, remember_parser, write_card
@@ -68,7 +68,7 @@ def distillation_texts(args: argparse.Namespace) -> list[str]:
 
 
 def run_distill(args: argparse.Namespace, argv: list[str]) -> dict:
-    from pipeline.encoders_mamba import new_mamba_module, parallel_scan_available
+    from pipeline.encoders.mamba import new_mamba_module, parallel_scan_available
 
     if not args.corpus:
         raise PipelineError("--stage distill needs at least one --corpus")

@@ -27,8 +27,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.collection import iter_corpus, load_qrels
-from pipeline.errors import PipelineError
+from pipeline.core.errors import PipelineError
+from pipeline.storage.collection import iter_corpus, load_qrels
 from training.dense import options
 from training.dense.card import canonical_argv, remember_parser, write_card
 from training.dense.contrastive import TrainConfig, seed_everything, train_contrastive
@@ -98,8 +98,8 @@ def _evaluate(args, module, cfg, device, domain: str, tag: str) -> dict:
 
 
 def run_moe(args, cfg, device, per_domain: dict[str, list[Example]], argv: list[str]) -> dict:
-    from pipeline.encoders import minilm_path
-    from pipeline.encoders_moe import moe_from_base
+    from pipeline.encoders.bi_encoders import minilm_path
+    from pipeline.encoders.moe import moe_from_base
 
     base_dir = minilm_path() if args.init == "minilm" else Path(args.init)
     module = moe_from_base(base_dir, args.domains, args.moe_layers)

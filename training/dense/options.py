@@ -8,9 +8,9 @@ import logging
 from pathlib import Path
 from typing import Any, Callable
 
-from pipeline.encoders import ENCODER_JSON
-from pipeline.errors import ConfigError
-from pipeline.settings_paths import default_data_dir
+from pipeline.core.errors import ConfigError
+from pipeline.core.settings_paths import default_data_dir
+from pipeline.encoders.bi_encoders import ENCODER_JSON
 from training.dense.contrastive import LossName, TrainConfig
 from training.dense.retrieval_eval import EvalSet, load_eval_set
 from training.dense.supervised import carve_dev, split_by_article
@@ -71,7 +71,7 @@ def collection_dir(root: Path, name: str) -> Path:
 
 def eval_sets(root: Path, specs: list[str], split_seed: int) -> list[EvalSet]:
     """Eval sets from ``COLLECTION:SPLIT`` specs; ``dev`` is carved from train, ``heldout`` = XQuAD-R held-out articles."""
-    from pipeline.collection import load_qrels
+    from pipeline.storage.collection import load_qrels
 
     out = []
     for spec in specs:
@@ -103,7 +103,7 @@ def encoder_kind(path: Path) -> str:
 def load_trainable(init: str) -> tuple[Any, str, Callable[[Path], None]]:
     """``(module, kind, save)`` for ``minilm``, a sentence-transformers folder or a Mamba folder (fp32, on CPU)."""
     if init == "minilm":
-        from pipeline.encoders import minilm_path
+        from pipeline.encoders.bi_encoders import minilm_path
 
         path = minilm_path()
     else:
@@ -112,7 +112,7 @@ def load_trainable(init: str) -> tuple[Any, str, Callable[[Path], None]]:
             raise ConfigError(f"--init {init!r}: not 'minilm' nor a model folder")
     kind = encoder_kind(path)
     if kind == "mamba":
-        from pipeline.encoders_mamba import load_mamba_module
+        from pipeline.encoders.mamba import load_mamba_module
 
         module = load_mamba_module(path)
         return module, kind, lambda out: module.save(out)
@@ -127,6 +127,6 @@ def load_trainable(init: str) -> tuple[Any, str, Callable[[Path], None]]:
 
 
 def save_weights_checksum(folder: Path) -> str:
-    from pipeline.encoders import weights_checksum
+    from pipeline.encoders.bi_encoders import weights_checksum
 
     return weights_checksum(folder)

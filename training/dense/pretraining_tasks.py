@@ -20,7 +20,8 @@ import random
 import re
 from typing import Iterable, Sequence
 
-from pipeline.types import Document
+from pipeline.core.types import Document
+from pipeline.scorers.passages import passage_text
 from training.dense.examples import Example
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Za-z0-9])")
@@ -57,7 +58,7 @@ def passages(sentences: Sequence[str], per_passage: int) -> list[list[str]]:
 
 
 def with_title(title: str, body: str) -> str:
-    return f"{title} {body}".strip() if title else body
+    return passage_text(Document("", title, body))
 
 
 def ict_examples(docs: Iterable[Document], rng: random.Random, per_doc: int = 1, keep_prob: float = 0.1,

@@ -8,15 +8,17 @@ As in ``eval.runner``, a document whose id equals the query id is dropped (BEIR 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+from ir_measures import nDCG
 
-from pipeline.collection import iter_corpus, load_qrels, load_queries
-from pipeline.types import Document
+from eval.metrics import per_query
+from pipeline.core.types import Document
+from pipeline.scorers.passages import passage_text
+from pipeline.storage.collection import iter_corpus, load_qrels, load_queries
 
 Run = dict[str, dict[str, float]]
 Qrels = Mapping[str, Mapping[str, int]]
@@ -35,8 +37,8 @@ class EvalSet:
 
 
 def doc_text(doc: Document) -> str:
-    """Title and text, as the dense indexer embeds a document."""
-    return f"{doc.title} {doc.text}".strip() if doc.title else doc.text
+    """Title and text, as the dense indexer embeds a document (:func:`~pipeline.scorers.passages.passage_text`)."""
+    return passage_text(doc)
 
 
 def load_eval_set(dataset: Path, split: str, name: str | None = None, only_queries: set[str] | None = None) -> EvalSet:
@@ -87,14 +89,11 @@ def _ranked(docs: Mapping[str, float]) -> list[str]:
 
 
 def ndcg_at(qrels: Qrels, run: Run, k: int = 10) -> float:
-    total = 0.0
-    for qid, rels in qrels.items():
-        ranked = _ranked(run.get(qid, {}))[:k]
-        dcg = sum(rels.get(d, 0) / math.log2(i + 2) for i, d in enumerate(ranked) if rels.get(d, 0) > 0)
-        ideal = sorted((r for r in rels.values() if r > 0), reverse=True)[:k]
-        idcg = sum(r / math.log2(i + 2) for i, r in enumerate(ideal))
-        total += dcg / idcg if idcg > 0 else 0.0
-    return total / max(len(qrels), 1)
+    """Mean nDCG@k over every query of ``qrels`` (by ir-measures; an unretrieved query scores 0)."""
+    if not qrels:
+        return 0.0
+    values = per_query(qrels, {q: dict(run.get(q, {})) for q in qrels}, [nDCG @ k])[f"nDCG@{k}"]
+    return sum(values.values()) / len(qrels)
 
 
 def recall_at(qrels: Qrels, run: Run, k: int = 100) -> float:

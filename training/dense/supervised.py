@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from pipeline.collection import iter_corpus, load_qrels, load_queries
+from pipeline.storage.collection import iter_corpus, load_qrels, load_queries
 from training.dense.examples import Example
 from training.dense.retrieval_eval import EncodeFn, doc_text, search
 

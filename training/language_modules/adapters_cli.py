@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.language_modules import load_module
+    from pipeline.scorers.language_modules import load_module
     from training.language_modules.trainer import train_lora
 
     model, tokenizer, identity = load_base_for_training(args)

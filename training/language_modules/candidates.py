@@ -36,12 +36,14 @@ def rrf(lists: list[list[str]], k: int = RRF_K) -> list[tuple[str, float]]:
 
 def bm25_runs(dataset: Path, lang: str, questions: dict[str, str], index_root: Path, k: int) -> dict[str, list[tuple[str, float]]]:
     from indexer.build import ensure_index
-    from pipeline.config import LuceneIndexConfig
-    from pipeline.stages.bm25 import BM25
-    from pipeline.types import Query
+    from pipeline.core.config import LuceneIndexConfig
+    from pipeline.core.types import Query
+    from pipeline.registry import standalone_stage
 
-    folder, _, _ = ensure_index(dataset, f"xquad-r-{lang}", f"lucene-{lang}", LuceneIndexConfig(language=lang), index_root)
-    stage = BM25.from_index(folder, k=k)
+    index = LuceneIndexConfig(language=lang)
+    ensure_index(dataset, f"xquad-r-{lang}", f"lucene-{lang}", index, index_root)
+    stage = standalone_stage({"type": "bm25", "index": f"lucene-{lang}", "k": k}, index_root, f"xquad-r-{lang}",
+                             {f"lucene-{lang}": index.model_dump()})
     results = stage([Query(q, t, lang) for q, t in questions.items()])
     return {q: [(h.doc_id, h.score) for h in hits] for q, hits in results.items()}
 
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from eval.metrics import evaluate
-    from pipeline.settings_paths import default_index_root
+    from pipeline.core.settings_paths import default_index_root
 
     index_root = args.index_root or default_index_root()
     args.out.parent.mkdir(parents=True, exist_ok=True)

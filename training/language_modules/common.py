@@ -35,7 +35,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def load_base_for_training(args):
     import torch
 
-    from pipeline.stages.modular_reranker import load_base
+    from pipeline.scorers.modular import load_base
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer, identity = load_base(args.base, Path("models"), device, folder=args.base_folder)

@@ -3,7 +3,7 @@
 ``python -m training.language_modules.evaluate --data ../shared/data/xquad-r --candidates runs/xquad/candidates.json
 --modules models/lang-modules --out runs/xquad/rerank.json``
 
-Scoring goes through :class:`~pipeline.stages.modular_reranker.ModularCrossEncoder` itself: for
+Scoring goes through :class:`~pipeline.scorers.modular.ModularScorer` itself (the served scorer): for
 each module family (``lora``, ``sftm``) the *base reranker* is base + that family's ranking module
 (what a query of an unsupported language gets), and *+ module* adds the query language's module.
 With ``--score`` (or when ir-measures is importable) nDCG@10 etc. are computed per language.
@@ -27,9 +27,9 @@ KINDS = ("lora", "sftm")
 def rerank(args) -> dict:
     import torch
 
-    from pipeline.language_modules import ModuleRegistry, load_module
-    from pipeline.stages.modular_reranker import ModularCrossEncoder, load_base
-    from pipeline.types import Hit, Query
+    from pipeline.core.types import Hit, Query
+    from pipeline.scorers.language_modules import ModuleRegistry, load_module
+    from pipeline.scorers.modular import ModularScorer, load_base
 
     bundle = json.loads(args.candidates.read_text())
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -60,20 +60,21 @@ def rerank(args) -> dict:
                 for key, fallback, with_lang in systems:
                     if with_lang and not modules:
                         continue
-                    stage = ModularCrossEncoder(registry, tokenizer, _texts(data.sentences), modules, fallback=fallback,
-                                                kind=kind, detector=None, max_length=args.max_length,
-                                                batch_size=args.batch_size)
+                    scorer = ModularScorer(registry, tokenizer, modules, fallback=fallback, kind=kind, detector=None,
+                                           max_length=args.max_length, batch_size=args.batch_size)
                     queries = [Query(q, t, lang if with_lang else None) for q, t in entry["questions"].items()]
                     queries = queries[: args.limit] if args.limit else queries
                     start = time.perf_counter()
-                    results = stage(queries, hits)
-                    runs[lang].setdefault(first, {})[key] = {q: {h.doc_id: h.score for h in hs} for q, hs in results.items()}
+                    runs[lang].setdefault(first, {})[key] = rerank_texts(scorer, queries, hits, data.sentences)
                     logger.info("%s %s %s: %d queries in %.1fs", lang, first, key, len(queries), time.perf_counter() - start)
     return {"base": args.base, "base_sha256": identity, "device": device, "depth": args.depth, "runs": runs}
 
 
-def _texts(sentences: dict[str, str]):
-    return lambda ids: {i: sentences[i] for i in ids}
+def rerank_texts(scorer, queries: list, hits: dict, sentences: dict[str, str]) -> dict[str, dict[str, float]]:
+    """``query -> {doc: score}`` of each query's candidates, scored by ``scorer`` over their sentences."""
+    rows = scorer.score_batch(queries, [[sentences.get(h.doc_id, "") for h in hits.get(q.query_id, [])] for q in queries])
+    return {q.query_id: {h.doc_id: s for h, s in zip(hits.get(q.query_id, []), row, strict=True)}
+            for q, row in zip(queries, rows, strict=True)}
 
 
 def score(bundle: dict, reranked: dict) -> dict:

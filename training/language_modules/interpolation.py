@@ -38,11 +38,12 @@ def dev_questions(data, n: int, heldout_share: float, seed: int) -> list[str]:
 def build_dev(args) -> dict:
     import torch
 
-    from pipeline.language_modules import ModuleRegistry, load_module
-    from pipeline.settings_paths import default_index_root
-    from pipeline.stages.modular_reranker import ModularCrossEncoder, load_base
-    from pipeline.types import Hit, Query
+    from pipeline.core.settings_paths import default_index_root
+    from pipeline.core.types import Hit, Query
+    from pipeline.scorers.language_modules import ModuleRegistry, load_module
+    from pipeline.scorers.modular import ModularScorer, load_base
     from training.language_modules.candidates import bm25_runs, dense_runs, rrf
+    from training.language_modules.evaluate import rerank_texts
 
     torch.set_num_threads(args.threads)
     index_root = args.index_root or default_index_root()
@@ -69,10 +70,9 @@ def build_dev(args) -> dict:
         for system in systems:
             kind = system.split(":")[0] if system != "base" else "lora"
             modules = {lang: [f"{kind}/ranking", f"{kind}/{lang}"]} if system != "base" else {}
-            stage = ModularCrossEncoder(registry, tokenizer, lambda ids, s=data.sentences: {i: s[i] for i in ids},
-                                        modules, kind=kind, detector=None, max_length=256, batch_size=64)
-            results = stage([Query(q, questions[q], lang) for q in qids], hits)
-            entry["rerank"][system] = {q: {h.doc_id: h.score for h in hs} for q, hs in results.items()}
+            scorer = ModularScorer(registry, tokenizer, modules, kind=kind, detector=None, max_length=256, batch_size=64)
+            queries = [Query(q, questions[q], lang) for q in qids]
+            entry["rerank"][system] = rerank_texts(scorer, queries, hits, data.sentences)
             logger.info("%s %s: %d dev questions reranked", lang, system, len(qids))
         out["languages"][lang] = entry
     return out
@@ -80,7 +80,7 @@ def build_dev(args) -> dict:
 
 def mix(rerank: dict, first: dict, alpha: float) -> dict:
     """Per query: ``alpha * minmax(rerank) + (1 - alpha) * minmax(first)`` over the reranked documents."""
-    from pipeline.stages.fusion import interpolate_scores
+    from pipeline.core.score_fusion import interpolate_scores
 
     run = {}
     for q, docs in rerank.items():

@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.language_modules import load_module, save_sftm
+    from pipeline.scorers.language_modules import load_module, save_sftm
     from training.language_modules.trainer import train_sftm
 
     model, tokenizer, identity = load_base_for_training(args)

@@ -25,8 +25,8 @@ from typing import Callable, Sequence
 
 import torch
 
-from pipeline.language_modules import Module, Sparse, _apply, sparse_difference
-from pipeline.stages.modular_reranker import pair_logits
+from pipeline.scorers.language_modules import Module, Sparse, _apply, sparse_difference
+from pipeline.scorers.modular import pair_logits
 
 logger = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pipeline.settings_paths import default_config_path, default_index_root, default_models_dir
+from pipeline.core.settings_paths import default_config_path, default_index_root, default_models_dir
 
 logger = logging.getLogger(__name__)
 
@@ -122,14 +122,14 @@ def _teacher(args: argparse.Namespace) -> int:
     """Teacher orderings: every query's candidates sorted by the cross-encoder's scores."""
     import time
 
-    from pipeline.stages.cross_encoder import CrossEncoderScorer
+    from pipeline.scorers.cross_encoder import CrossEncoderScorer
     from training.listwise.data import Ranked, read_passages, read_rankings, write_ranking_set
 
     ranked, passages = read_rankings(args.candidates), read_passages(args.candidates)
     scorer = CrossEncoderScorer(args.cross_encoder, device=args.device)
     pairs = [(r.query, passages.get(d, "")) for r in ranked for d, _ in r.hits]
     start = time.perf_counter()
-    scores = iter(scorer.score(pairs))
+    scores = iter(scorer.score_pairs(pairs))
     out = []
     for r in ranked:
         hits = [(d, float(next(scores))) for d, _ in r.hits]
@@ -143,10 +143,9 @@ def _teacher(args: argparse.Namespace) -> int:
 def _rankings(args: argparse.Namespace) -> int:
     from eval.runner import judged_queries, remove_self_hits
     from indexer.build import ensure_indexes
-    from pipeline.collection import dataset_name, iter_corpus, load_qrels
-    from pipeline.config import load_config
-    from pipeline.registry import BuildContext, build_pipeline, required_indexes
-    from pipeline.stages.listwise import passage_text
+    from pipeline.registry import BuildContext, build_pipeline, load_config, required_indexes
+    from pipeline.scorers.passages import listwise_passage
+    from pipeline.storage.collection import dataset_name, iter_corpus, load_qrels
     from training.listwise.data import Ranked, promote_relevant, write_ranking_set
 
     config = load_config(args.config)
@@ -167,7 +166,7 @@ def _rankings(args: argparse.Namespace) -> int:
             ranked.append(r)
         logger.info("%d/%d queries", min(i + 32, len(queries)), len(queries))
     needed = {d for r in ranked for d, _ in r.hits}
-    passages = {doc.doc_id: passage_text(doc.title, doc.text)[: args.max_chars]
+    passages = {doc.doc_id: listwise_passage(doc)[: args.max_chars]
                 for doc in iter_corpus(args.dataset) if doc.doc_id in needed}
     n = write_ranking_set(args.out, ranked, passages)
     print(f"wrote {n} queries, {len(passages)} passages to {args.out}")
@@ -177,7 +176,7 @@ def _rankings(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
-    from pipeline.llm_loading import load_causal_lm
+    from pipeline.scorers.llm_loading import load_causal_lm
     from training.listwise.data import is_dev, read_passages, read_rankings, sample_windows, served_windows
     from training.listwise.trainer import TrainSettings, save_adapter, train
 

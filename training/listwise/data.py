@@ -136,7 +136,7 @@ def served_windows(first_stage: list[Ranked], teacher: dict[str, dict[str, float
     passages shown, so the model learns on served-style windows (hard candidates in first-stage
     order, often without a relevant passage) rather than on windows with a planted winner.
     """
-    from pipeline.stages.listwise import window_spans
+    from pipeline.scorers.listwise import window_spans
 
     for r in first_stage:
         scores = teacher.get(r.qid, {})

@@ -74,12 +74,12 @@ def fidelity(tuned: Any, extracted: Any, tokenizer: Any, windows: list, settings
     """How close the extracted model's first-token identifier scores are to the tuned model's."""
     import torch
 
-    from pipeline.stages.listwise import ListwiseReranker
+    from pipeline.scorers.listwise import FirstListwiseScorer
 
     pairs = [(w.query, w.passages) for w in windows]
     m = max((len(p) for _, p in pairs), default=2)
-    scores = [ListwiseReranker(model, tokenizer, docstore=None, window=m, stride=m - 1,
-                               passage_tokens=settings.passage_tokens, query_tokens=settings.query_tokens)
+    scores = [FirstListwiseScorer(model, tokenizer, window=m, stride=m - 1,
+                                  passage_tokens=settings.passage_tokens, query_tokens=settings.query_tokens)
               .first_token_scores(pairs) for model in (tuned, extracted)]
     same_top = corr = 0.0
     for a, b in zip(*scores, strict=True):
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from safetensors.torch import load_file, save_file
 
-    from pipeline.llm_loading import load_causal_lm
+    from pipeline.scorers.llm_loading import load_causal_lm
 
     if not (args.tuned / "config.json").is_file():
         print(f"error: {args.tuned} is not a model folder (config.json missing)", file=sys.stderr)

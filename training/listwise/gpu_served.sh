@@ -30,7 +30,7 @@ setup)
   ls "$STASH"/piece-* | sort -t- -k2 -n | xargs cat | python3 -c \
     "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.stdin.buffer), sys.stdout.buffer)" > "$GGUF" || exit 4
   echo "$GGUF_SHA  $GGUF" | sha256sum -c - || exit 5
-  python3 -c 'from pipeline.llm_loading import load_causal_lm; load_causal_lm("smollm2-135m", device="cuda")' || exit 6
+  python3 -c 'from pipeline.scorers.llm_loading import load_causal_lm; load_causal_lm("smollm2-135m", device="cuda")' || exit 6
   python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' ;;
 train)
   cp -r models/ce-minilm "$STASH/ce-minilm"

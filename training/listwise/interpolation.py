@@ -22,7 +22,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import NoReturn
 
-from pipeline.types import Hit, Results
+from pipeline.core.types import Hit, Results
 from training.cross_encoder.interpolation import GRID, choose
 
 DEFAULT_DEPTH = 100
@@ -43,7 +43,7 @@ def read_bench(folder: Path) -> tuple[Results, Results]:
     missing = [name for name in ("input.trec", "first.trec") if not (Path(folder) / name).is_file()]
     if missing:
         raise ValueError(f"{folder} lacks {' and '.join(missing)}: write them with "
-                         f"`python benchmarks/listwise_latency.py --out {folder} ...`")
+                         f"`python -m benchmarks.listwise_latency --out {folder} ...`")
     return read_run(Path(folder) / "input.trec"), read_run(Path(folder) / "first.trec")
 
 
@@ -68,7 +68,7 @@ def stage_inputs(incoming: Results, first: Results, depth: int) -> dict[str, Sta
 
 def blended_run(queries: dict[str, StageInput], alpha: float) -> dict[str, dict[str, float]]:
     """The ``listwise`` stage's output run at ``interpolate: alpha``."""
-    from pipeline.stages.listwise import rescore_listwise
+    from pipeline.core.score_fusion import rescore_listwise
 
     return {qid: {h.doc_id: h.score for h in rescore_listwise(hits, order, alpha)} for qid, (hits, order) in queries.items()}
 

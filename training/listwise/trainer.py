@@ -18,8 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from pipeline.permutation import format_permutation
-from pipeline.stages.listwise import ListwisePrompt, identifier_token_ids, left_pad
+from pipeline.scorers.listwise import ListwisePrompt, identifier_token_ids, left_pad
+from pipeline.scorers.permutation import format_permutation
 from training.listwise.data import TrainWindow
 from training.listwise.loss import listnet, lm_loss, weighted_ranknet
 

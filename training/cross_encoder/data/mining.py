@@ -25,8 +25,9 @@ import random
 from pathlib import Path
 from typing import Sequence
 
-from pipeline.collection import corpus_path, dataset_name, file_checksum, iter_corpus, load_qrels, load_queries
-from pipeline.types import Query
+from pipeline.core.types import Query
+from pipeline.scorers.passages import passage_text
+from pipeline.storage.collection import corpus_path, dataset_name, file_checksum, iter_corpus, load_qrels, load_queries
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +44,12 @@ def bm25_candidates(dataset: Path, collection: str, queries: list[Query], depth:
                     threads: int = 2) -> dict[str, list[tuple[str, float]]]:
     """BM25 (k1=0.9, b=0.4, title+text) top-``depth`` per query, from the published Lucene index."""
     from indexer.build import ensure_index
-    from pipeline.config import LuceneIndexConfig
-    from pipeline.stages.bm25 import BM25
+    from pipeline.core.config import LuceneIndexConfig
+    from pipeline.registry import standalone_stage
 
-    folder, manifest, _ = ensure_index(dataset, collection, "lucene", LuceneIndexConfig(), index_root)
-    searcher = BM25(folder, manifest, k=depth + 1, threads=threads)
+    ensure_index(dataset, collection, "lucene", LuceneIndexConfig(), index_root)
+    searcher = standalone_stage({"type": "bm25", "index": "lucene", "k": depth + 1, "threads": threads}, index_root,
+                                collection, {"lucene": LuceneIndexConfig().model_dump()})
     out = {}
     for i in range(0, len(queries), 256):
         for qid, hits in searcher(queries[i : i + 256]).items():
@@ -88,7 +90,7 @@ def mine(dataset: Path, out: Path, index_root: Path, train_split: str = "train",
     dataset, out = Path(dataset), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     collection = dataset_name(dataset)
-    all_docs = {d.doc_id: f"{d.title} {d.text}".strip() for d in iter_corpus(dataset)}
+    all_docs = {d.doc_id: passage_text(d) for d in iter_corpus(dataset)}
     all_queries = load_queries(dataset)
     meta = {"dataset": collection, "corpus_sha256": file_checksum(corpus_path(dataset)), "depth": depth,
             "bm25": {"k1": 0.9, "b": 0.4, "fields": "title+text"}, "dense": None}

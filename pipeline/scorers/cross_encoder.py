@@ -1,0 +1,377 @@
+"""The cross-encoder scoring engine: ``(query, passage)`` texts in, one relevance score each out.
+
+The model is a sentence-transformers ``CrossEncoder`` folder (BERT encoder, mean pooling,
+a linear head; ``CrossEncoder(folder).predict`` gives the same scores) trained by
+``python -m training cross-encoder``. Inference here skips sentence-transformers:
+
+* **truncation policy**: :func:`pipeline.scorers.tokenization.pair_token_ids` (the query keeps at
+  most ``query_max_tokens`` word pieces, the passage fills the rest up to ``max_length``); training
+  uses the same function.
+* **batching**: pairs are sorted by length and cut into batches of at most ``batch_size``
+  pairs and ``batch_tokens`` padded tokens, so short pairs do not pay for long ones (defaults:
+  8 pairs on a CPU, where small batches ran 1.2-1.3x faster than 32-64; 512 on a GPU).
+* **forward pass**: :mod:`pipeline.scorers.fast_bert` (fused QKV, no host sync per batch, same scores);
+  ``fast=False`` or a non-BERT encoder runs the ``transformers`` module.
+* **precision**: ``auto`` runs bf16 on a GPU and on a CPU with native bf16 (AVX512-BF16/AMX,
+  measured once: :mod:`pipeline.scorers.cpu_precision`), else fp32; ``fp32``, ``bf16`` or ``int8`` force
+  one. ``int8`` is the CPU path: every encoder ``nn.Linear`` in W8A8 (:mod:`pipeline.scorers.int8_linear`),
+  the head in fp32. Not chosen by ``auto`` (see :func:`~pipeline.scorers.cpu_precision.default_precision`).
+* **service**: :class:`~pipeline.scorers.served.ServedScorer` adds a time budget and micro-batching
+  of concurrent requests on top of this engine.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import threading
+import time
+import weakref
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal, Sequence
+
+import numpy as np
+
+from pipeline.core.errors import ModelNotFoundError, RerankTimeoutError
+from pipeline.core.types import Query
+from pipeline.runtime.memory import keep_freed_memory
+from pipeline.runtime.tokenize_worker import TokenizerProcess, split_flat, tokenize_flat
+from pipeline.scorers.base import PairScorer
+from pipeline.scorers.cpu_precision import INT8_MIN_SPEEDUP, cpu_int8_speedup, default_batch_size, default_precision
+from pipeline.scorers.fast_bert import fast_bert_scorer, masked_mean
+from pipeline.scorers.fast_bert import supports as supports_fast
+from pipeline.scorers.tokenization import batch_arrays, length_batches
+
+logger = logging.getLogger(__name__)
+
+BUILD_COMMAND = "python -m training cross-encoder train --help  (see models/ce-minilm/MODEL_CARD.md)"
+
+
+@dataclass(frozen=True)
+class CrossEncoderOptions:
+    """How the engine runs a model folder (the ``cross_encoder`` stage config sets most of these)."""
+
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
+    max_length: int = 384
+    query_max_tokens: int = 64
+    batch_size: int | None = None
+    """Pairs per forward pass; None: 8 on a CPU, 512 on a GPU."""
+    batch_tokens: int | None = None
+    """Padded tokens per forward pass at most; None: ``batch_size`` x 512."""
+    threads: int | None = None
+    compile: bool = False
+    chunk_pairs: int = 1024
+    attn_implementation: str | None = None
+    pad_multiple: int = 8
+    first_slice: int = 128
+    fast: bool = True
+    tokenize_process: bool = True
+    slices_ahead: int = 1
+    run_ahead: int = 0
+
+
+class CrossEncoderScorer(PairScorer):
+    """Loads a trained cross-encoder folder and scores ``(query, passage)`` pairs.
+
+    Example::
+
+        scorer = CrossEncoderScorer(Path("models/ce-minilm"), device="cpu", precision="int8")
+        scorer.score("what is bm25", ["BM25 is a ranking function ..."])   # -> [2.31]
+        scorer.score_pairs([("what is bm25", "BM25 is a ranking function ...")])  # the same, any pairs
+    """
+
+    def __init__(self, folder: Path, options: CrossEncoderOptions | None = None, **overrides):
+        o = replace(options or CrossEncoderOptions(), **overrides)
+        self.options = o
+        device, precision, max_length, query_max_tokens = o.device, o.precision, o.max_length, o.query_max_tokens
+        batch_size, batch_tokens, threads, chunk_pairs = o.batch_size, o.batch_tokens, o.threads, o.chunk_pairs
+        attn_implementation, pad_multiple, first_slice, fast = o.attn_implementation, o.pad_multiple, o.first_slice, o.fast
+        tokenize_process, slices_ahead, run_ahead = o.tokenize_process, o.slices_ahead, o.run_ahead
+        folder = Path(folder)
+        if not (folder / "config.json").is_file() or not (folder / "2_Dense" / "model.safetensors").is_file():
+            raise ModelNotFoundError(f"no trained cross-encoder at {folder}: build it with {BUILD_COMMAND}")
+        try:
+            import torch
+            from safetensors.torch import load_file
+            from transformers import AutoModel, AutoTokenizer
+        except ImportError as exc:  # pragma: no cover - core dependencies
+            raise ImportError(f"the cross-encoder stage needs torch and transformers: pip install -e . ({exc})") from exc
+        pooling = json.loads((folder / "1_Pooling" / "config.json").read_text()).get("pooling_mode", "mean")
+        if pooling != "mean":
+            raise ModelNotFoundError(f"{folder}: pooling {pooling!r} is not supported (expected mean)")
+        self.torch = torch
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        if precision == "auto":
+            precision = default_precision(self.device)
+        if precision == "int8" and not self.device.startswith("cpu"):
+            raise ValueError("the int8 path runs on the CPU; use bf16 or fp32 on a GPU")
+        self.precision_note = ""
+        if precision == "int8" and (speedup := cpu_int8_speedup()) < INT8_MIN_SPEEDUP:
+            self.precision_note = (f"int8 asked for, fp32 used: int8 products ran {speedup:.2f}x fp32 on this CPU "
+                                   f"({torch.backends.cpu.get_cpu_capability()})")
+            logger.warning("cross-encoder %s: %s", folder, self.precision_note)
+            precision = "fp32"  # the scores int8 approximates, and here the faster path
+        if self.device == "cpu":
+            keep_freed_memory()  # no page faults per batch, unless the service tamed the allocator (pipeline/runtime/memory.py)
+            if threads:
+                torch.set_num_threads(threads)
+        self.precision, self.max_length, self.query_max_tokens = precision, max_length, query_max_tokens
+        batch_size = batch_size or default_batch_size(self.device)  # 8 on a CPU, 512 on a GPU
+        self.batch_size, self.batch_tokens, self.chunk_pairs = batch_size, batch_tokens or batch_size * 512, chunk_pairs
+        self.first_slice = max(1, min(first_slice, chunk_pairs))  # tokenization slices grow from this to chunk_pairs
+        self.pad_multiple = pad_multiple  # padded widths are multiples of this (fewer shapes to compile)
+        # GPU pipelining knobs (benchmarks/ce_e2e_variants.py): tokenization slices handed to the tokenizer
+        # before the first is needed (0: all of them), and forward passes queued on the GPU before the
+        # launching thread waits on an event, which releases the GIL (0: no limit)
+        self.slices_ahead, self.run_ahead = slices_ahead, run_ahead
+        self.pipelined = self.device != "cpu"  # tokenization overlapped with forward passes (see score)
+        self.tokenize_process = tokenize_process  # pipelined slices tokenized in a child process (tokenize_worker.py)
+        self._worker: TokenizerProcess | None = None
+        self._worker_failed = False
+        self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        self._backend = self._truncating_backend(self.tokenizer, max_length)
+        if self.pipelined and tokenize_process and self._backend is not None:
+            self._start_worker()  # now, so that the first request does not wait for the child to start
+        extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
+        encoder = AutoModel.from_pretrained(str(folder), dtype=torch.float32, **extra)
+        head = torch.nn.Linear(encoder.config.hidden_size, 1)
+        head.load_state_dict({k.removeprefix("linear."): v.float() for k, v in load_file(str(folder / "2_Dense" / "model.safetensors")).items()})
+        if fast and attn_implementation in (None, "sdpa") and supports_fast(encoder.config):
+            model = fast_bert_scorer(encoder, head).eval()  # same scores, no host sync per batch (pipeline/scorers/fast_bert.py)
+        else:
+            model = mean_pool_scorer(encoder, head).eval()
+        if precision == "int8":
+            from pipeline.scorers.int8_linear import quantize_linears
+
+            quantize_linears(model, keep=lambda name: name == "head")  # per-token W8A8 (pipeline/scorers/int8_linear.py)
+        elif precision == "bf16":
+            model = model.to(torch.bfloat16)
+        self.model = model.to(self.device)
+        if o.compile:
+            self.model = torch.compile(self.model, dynamic=True)
+        self.folder = folder
+        self._lock = threading.Lock()  # one forward at a time per model (CPU threads are shared anyway)
+
+    def encode(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """``(query ids, passage ids)`` per pair, already cut by the truncation policy (see
+        :func:`pair_token_ids`); each distinct text is tokenized once, in one parallel batch call."""
+        texts = list(dict.fromkeys([q for q, _ in pairs] + [p for _, p in pairs]))
+        return self._pairs_from(pairs, self._tokenize(texts))
+
+    @staticmethod
+    def _truncating_backend(tokenizer, max_length: int):
+        """A private copy of the fast tokenizer's Rust backend that truncates to ``max_length`` and never
+        pads, or None for a slow tokenizer. Its ``encode_batch`` gives the same ids as ``tokenizer(...)``
+        without building a ``BatchEncoding`` (masks, type ids, offsets) in Python, so tokenization holds
+        the GIL for less time; the GPU path also hands it to a child process as JSON."""
+        backend = getattr(tokenizer, "_tokenizer", None)
+        if backend is None or not getattr(tokenizer, "is_fast", False):
+            return None
+        from tokenizers import Tokenizer
+
+        copy = Tokenizer.from_str(backend.to_str())
+        copy.no_padding()
+        copy.enable_truncation(max_length)
+        return copy
+
+    def _tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        if self._backend is not None:  # the same routine as the child process (pipeline/runtime/tokenize_worker.py)
+            return split_flat(texts, *tokenize_flat(texts, self._backend))
+        ids = self.tokenizer(list(texts), add_special_tokens=False, truncation=True, max_length=self.max_length)["input_ids"]
+        return {t: np.asarray(i, dtype=np.int64) for t, i in zip(texts, ids, strict=True)}
+
+    def _pairs_from(self, pairs: Sequence[tuple[str, str]], table: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        out = []
+        for q, p in pairs:
+            q_ids = table[q][: self.query_max_tokens]
+            out.append((q_ids, table[p][: max(self.max_length - len(q_ids) - 3, 0)]))
+        return out
+
+    def _batch_arrays(self, rows: Sequence[tuple[np.ndarray, np.ndarray]], multiple: int = 8):
+        tok = self.tokenizer
+        return batch_arrays(rows, tok.cls_token_id, tok.sep_token_id, tok.pad_token_id, multiple)
+
+    def warm_up(self) -> float:
+        """Run one small batch (two pairs of different lengths: no size-1 specialization) so that
+        ``torch.compile`` compiles now rather than on the first request; returns the seconds it took.
+
+        If compilation fails (on a CPU it needs a C++ compiler), the scorer goes on with the eager
+        model, records why in ``precision_note`` and logs a warning."""
+        start = time.perf_counter()
+        pairs = [("warm up", "a short passage"), ("a longer warm up query", "a passage of a few more words " * 8)]
+        try:
+            self.score_pairs(pairs)
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back to the eager module
+            eager = getattr(self.model, "_orig_mod", None)
+            if eager is None:
+                raise
+            self.model = eager
+            note = f"compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}), eager used"
+            self.precision_note = "; ".join(filter(None, [self.precision_note, note]))
+            logger.warning("cross-encoder %s: %s", self.folder, note)
+            self.score_pairs(pairs)
+        return time.perf_counter() - start
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]], deadline: float | None = None) -> list[float]:
+        """One score per pair (higher is more relevant). ``deadline``: a ``time.monotonic()`` value.
+
+        On a GPU, inputs of more than ``first_slice`` pairs are pipelined: the distinct texts (in
+        order of first use) are tokenized slice by slice in the background, and the pairs whose
+        texts are all tokenized run on the GPU while the next slice is tokenized; no host sync
+        until the end. Slices start small (``first_slice`` texts, so the GPU starts early) and
+        double up to ``chunk_pairs``. Each distinct text is tokenized once (a passage shared by
+        many queries, too), in a child process unless ``tokenize_process=False`` (a helper thread
+        holding the GIL would stall the thread that queues GPU work; see pipeline/runtime/tokenize_worker.py).
+        """
+        if not pairs:
+            return []
+        pairs = list(pairs)
+        if not self.pipelined or len(pairs) <= self.first_slice:
+            return self.score_encoded(self.encode(pairs), deadline)
+        chunks = self._ready_chunks(pairs)
+        pending = []
+        ahead = self.slices_ahead if self.slices_ahead > 0 else len(chunks)
+        with ThreadPoolExecutor(1) as pool, self._lock:
+            table: dict[str, np.ndarray] = {}
+            futures = [self._submit(pool, texts) for texts, _ in chunks[:ahead]]
+            for i, (texts, members) in enumerate(chunks):
+                table.update(self._result(futures[i], texts))
+                if i + ahead < len(chunks):
+                    futures.append(self._submit(pool, chunks[i + ahead][0]))
+                if members:
+                    encoded = self._pairs_from([pairs[j] for j in members], table)
+                    pending.append((members, self._launch(encoded, deadline)))
+            out = [0.0] * len(pairs)
+            for members, launched in pending:
+                for j, score in zip(members, self._collect(len(members), launched), strict=True):
+                    out[j] = score
+        return out
+
+    def _submit(self, pool: ThreadPoolExecutor, texts: list[str]) -> Future:
+        """Tokenize a slice in the child process (started on first use), else in ``pool``'s thread."""
+        if self.tokenize_process and self._backend is not None and not self._worker_failed:
+            return (self._worker or self._start_worker()).submit(texts)
+        return pool.submit(self._tokenize, texts)
+
+    def _start_worker(self) -> TokenizerProcess:
+        self._worker = TokenizerProcess(self._backend.to_str())
+        weakref.finalize(self, self._worker.close)
+        return self._worker
+
+    def _result(self, future: Future, texts: list[str]) -> dict[str, np.ndarray]:
+        try:
+            return future.result()
+        except (BrokenProcessPool, OSError) as exc:  # the child died: tokenize here from now on
+            logger.warning("tokenizer process failed (%s); tokenizing in this process", exc)
+            self._worker_failed = True
+            return self._tokenize(texts)
+
+    def _ready_chunks(self, pairs: list[tuple[str, str]]) -> list[tuple[list[str], list[int]]]:
+        """``(texts to tokenize, pairs ready once they are)`` per slice of distinct texts: every query in
+        the first slice (few and short), with the first ``first_slice`` passages; then the passages in order
+        of first use, twice as many each slice, at most ``chunk_pairs``. Every pair lands in the slice of
+        its passage, so pairs become ready as evenly as the passages are tokenized. (With the queries in
+        order of first use too, the pairs of late queries waited for the last slices: 70% of the SciFact
+        test pairs became ready in the last two of eight, and the GPU idled until then.)"""
+        queries = list(dict.fromkeys(q for q, _ in pairs))
+        slice_of: dict[str, int] = dict.fromkeys(queries, 0)
+        slices: list[list[str]] = [list(queries)]
+        size, in_slice = self.first_slice, 0
+        for _, p in pairs:
+            if p not in slice_of:
+                if in_slice >= size:
+                    slices.append([])
+                    size, in_slice = min(2 * size, self.chunk_pairs), 0
+                slice_of[p] = len(slices) - 1
+                slices[-1].append(p)
+                in_slice += 1
+        members: list[list[int]] = [[] for _ in slices]
+        for j, (q, p) in enumerate(pairs):
+            members[max(slice_of[q], slice_of[p])].append(j)
+        return list(zip(slices, members, strict=True))
+
+    def score_encoded(self, encoded: Sequence[tuple[np.ndarray, np.ndarray]], deadline: float | None = None) -> list[float]:
+        with self._lock:
+            return self._collect(len(encoded), self._launch(encoded, deadline))
+
+    def _launch(self, encoded, deadline: float | None):
+        """Run the forward passes (length-sorted batches); outputs stay on the device."""
+        torch = self.torch
+        batches = length_batches([len(q) + len(p) + 3 for q, p in encoded], self.batch_size, self.batch_tokens,
+                                 self.pad_multiple)
+        outputs, queued = [], []
+        with torch.inference_mode():
+            for batch in batches:
+                if self.run_ahead and self.device != "cpu" and len(queued) >= self.run_ahead:
+                    queued.pop(0).synchronize()  # waits without the GIL: the tokenizer's feeder threads run
+                if deadline is not None and time.monotonic() > deadline:
+                    raise RerankTimeoutError(f"reranking ran past its time budget after {len(outputs)}/{len(batches)} batches")
+                tensors = [torch.from_numpy(a) for a in self._batch_arrays([encoded[i] for i in batch], self.pad_multiple)]
+                if self.device != "cpu":
+                    tensors = [t.pin_memory().to(self.device, non_blocking=True) for t in tensors]
+                out = self.model(*tensors)
+                # on a CPU nothing is gained by deferring: keep Python floats, not one small tensor per batch,
+                # which left glibc's heap fragmented (1.56 vs 0.83 GiB after 2,000 int8 pairs in one call)
+                outputs.append((batch, out.float().tolist() if self.device == "cpu" else out))
+                if self.run_ahead and self.device != "cpu":
+                    queued.append(torch.cuda.Event())
+                    queued[-1].record(torch.cuda.current_stream(self.device))
+        return outputs
+
+    def _collect(self, n: int, outputs) -> list[float]:
+        scores = [0.0] * n
+        if not outputs:
+            return scores
+        if isinstance(outputs[0][1], list):  # CPU: already floats
+            flat = [s for _, out in outputs for s in out]
+        else:
+            flat = self.torch.cat([out.float() for _, out in outputs]).cpu().tolist()  # one host sync
+        order = [i for batch, _ in outputs for i in batch]
+        for i, s in zip(order, flat, strict=True):
+            scores[i] = s
+        return scores
+
+    def score_batch(self, queries: Sequence[Query], passages: Sequence[Sequence[str]]) -> list[list[float]]:
+        pairs = [(q.text, p) for q, ps in zip(queries, passages, strict=True) for p in ps]
+        return split_scores(self.score_pairs(pairs), passages)
+
+    def notes(self) -> list[str]:
+        return [self.precision_note] if self.precision_note else []
+
+
+def split_scores(flat: Sequence[float], passages: Sequence[Sequence[str]]) -> list[list[float]]:
+    """Flat per-pair scores cut back into one list per query."""
+    out, start = [], 0
+    for ps in passages:
+        out.append([float(s) for s in flat[start : start + len(ps)]])
+        start += len(ps)
+    return out
+
+
+@functools.cache
+def _mean_pool_scorer_class():
+    import torch
+
+    class MeanPoolScorer(torch.nn.Module):
+        """BERT encoder, masked mean pooling, linear head: one logit per pair."""
+
+        def __init__(self, encoder, head):
+            super().__init__()
+            self.encoder, self.head = encoder, head
+
+        def forward(self, input_ids, token_type_ids, attention_mask):
+            hidden = self.encoder(input_ids=input_ids, token_type_ids=token_type_ids,
+                                  attention_mask=attention_mask).last_hidden_state
+            return self.head(masked_mean(hidden, attention_mask)).squeeze(-1)
+
+    return MeanPoolScorer
+
+
+def mean_pool_scorer(encoder, head):
+    """The scoring module (a ``torch.nn.Module``) shared by inference and training."""
+    return _mean_pool_scorer_class()(encoder, head)

@@ -56,7 +56,7 @@ def test_strip_title_removes_a_leading_copy_only():
 
 
 def test_title_dataset_is_a_beir_folder_without_titles(tmp_path):
-    from pipeline.collection import iter_corpus, load_qrels, load_queries
+    from pipeline.storage.collection import iter_corpus, load_qrels, load_queries
     from training.cross_encoder.data.pseudo_queries import write_title_dataset
 
     src = tmp_path / "src"
@@ -89,7 +89,7 @@ def test_repeat_train_copies_train_queries_only():
 
 
 def test_zscore_hybrid_matches_the_serving_fusion():
-    from pipeline.stages.fusion import linear_fusion
+    from pipeline.core.score_fusion import linear_fusion
     from training.cross_encoder.data.bundle import zscore_hybrid
 
     q = tiny_bundle().queries[0]

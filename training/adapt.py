@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
 def _collection(args) -> str:
     if args.dataset is None:
         raise ValueError("--dataset is needed to name the work folder (or give --work)")
-    from pipeline.collection import dataset_name
+    from pipeline.storage.collection import dataset_name
 
     return dataset_name(args.dataset)
 

@@ -53,7 +53,7 @@ def load_trainable(folder: Path):
     from safetensors.torch import load_file
     from transformers import AutoModel, AutoTokenizer
 
-    from pipeline.stages.cross_encoder import mean_pool_scorer
+    from pipeline.scorers.cross_encoder import mean_pool_scorer
 
     folder = Path(folder)
     head_file = folder / "2_Dense" / "model.safetensors"

@@ -164,7 +164,7 @@ def _batch_tensors(groups: Sequence[Group], queries: dict[str, BundleQuery], doc
 
 def hybrid_teacher(queries: Sequence[BundleQuery]) -> dict[str, tuple[dict[str, float], float]]:
     """Per query: the zero-shot hybrid's fused score of every listed document, and the floor for the others."""
-    from pipeline.stages.fusion import linear_fusion
+    from pipeline.core.score_fusion import linear_fusion
 
     out = {}
     for q in queries:

@@ -97,7 +97,7 @@ def fused(q: BundleQuery, depth: int = 100, k: int = 60) -> list[tuple[str, floa
 def zscore_hybrid(q: BundleQuery, depth: int = 100, bm25_weight: float = 0.6) -> list[tuple[str, float]]:
     """The shipped ``hybrid`` first stage from a bundle's lists: BM25 and dense top-``depth`` each, z-score
     linear fusion ``bm25_weight`` / ``1 - bm25_weight`` (the serving stage's own function), best ``depth``."""
-    from pipeline.stages.fusion import linear_fusion
+    from pipeline.core.score_fusion import linear_fusion
 
     fusedscores = linear_fusion([q.bm25[:depth], q.dense[:depth]], [bm25_weight, 1.0 - bm25_weight], "zscore")
     return sorted(fusedscores.items(), key=lambda kv: (-kv[1], kv[0]))[:depth]

@@ -23,7 +23,7 @@ import random
 import re
 from pathlib import Path
 
-from pipeline.collection import iter_corpus
+from pipeline.storage.collection import iter_corpus
 
 logger = logging.getLogger(__name__)
 

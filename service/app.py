@@ -55,16 +55,18 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.state.searcher = Searcher(loaded, cache, metrics, settings)
         app.state.reloader = Reloader(loaded, metrics, workers)
         app.state.engine = loaded
-        watcher = asyncio.create_task(app.state.reloader.watch(settings.reload_poll_s)) if settings.reload_poll_s else None
+        # always watched: a served version damaged on disk falls back by itself; new versions only with reload_poll_s
+        watcher = asyncio.create_task(app.state.reloader.watch(settings.reload_poll_s or settings.health_poll_s,
+                                                                follow_published=bool(settings.reload_poll_s)))
         logger.info("serving %s (cache: %s, keys: %s, rate limit: %s/min)", sorted(loaded.collections),
                     cache.backend.name, "on" if settings.api_key_hashes else "off", settings.rate_limit_per_minute or "off")
         try:
             yield
         finally:
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            loaded.guard.drop_leases(loaded.served_versions())
             workers.shutdown()
 
     app = FastAPI(

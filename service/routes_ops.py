@@ -25,10 +25,13 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "Not ready"}})
 async def readyz(request: Request):
-    """Readiness: pipelines are loaded and at least one can serve."""
+    """Readiness: pipelines are loaded, at least one can serve, and no served index version is damaged."""
     engine = getattr(request.app.state, "engine", None)
     if engine is None or not engine.ready():
         return JSONResponse({"status": "not ready"}, status_code=503)
+    damaged = await request.app.state.workers.run(engine.damaged)
+    if damaged:
+        return JSONResponse({"status": "not ready: served index damaged", "damaged": sorted(damaged)}, status_code=503)
     return {"status": "ready", "collections": {n: sorted(s.pipelines) for n, s in engine.collections.items()}}
 
 

@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     # index lifecycle
     reload_poll_s: float = Field(default=0.0, ge=0)
     """Check the published ``current`` versions every N seconds and swap on change (0: only the admin endpoint)."""
+    health_poll_s: float = Field(default=2.0, gt=0, le=60)
+    """Without ``reload_poll_s``: how often served index files are checked for in-place damage (and leases refreshed)."""
 
     # rerank endpoint
     rerank_pipelines: list[str] | None = None

@@ -5,10 +5,18 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from service.deps import AdminDep, EngineDep
+from service.deps import AdminDep, ClientDep, EngineDep
+from service.errors import public_detail
 from service.schemas import ErrorResponse, PipelineStatus, ReloadResponse
 
 router = APIRouter()
+
+CLIENT_ERRORS = {
+    401: {"model": ErrorResponse, "description": "Missing API key"},
+    403: {"model": ErrorResponse, "description": "Invalid API key"},
+    429: {"model": ErrorResponse, "description": "Rate limit exceeded (see Retry-After)"},
+    503: {"model": ErrorResponse, "description": "The service is still loading"},
+}
 
 ADMIN_ERRORS = {
     401: {"model": ErrorResponse, "description": "Missing admin key"},
@@ -35,9 +43,9 @@ async def readyz(request: Request):
     return {"status": "ready", "collections": {n: sorted(s.pipelines) for n, s in engine.collections.items()}}
 
 
-@router.get("/pipelines", response_model=list[PipelineStatus], responses={503: {"model": ErrorResponse}})
-async def pipelines(engine: EngineDep) -> list[PipelineStatus]:
-    """Every configured pipeline per collection: loaded, or off with the reason."""
+@router.get("/pipelines", response_model=list[PipelineStatus], responses=CLIENT_ERRORS)
+async def pipelines(request: Request, engine: EngineDep, client: ClientDep) -> list[PipelineStatus]:
+    """Every configured pipeline per collection: loaded, or off with the reason (needs a key when keys are set)."""
     out = []
     for name, state in engine.collections.items():
         for p in engine.config.pipelines:
@@ -46,13 +54,14 @@ async def pipelines(engine: EngineDep) -> list[PipelineStatus]:
                 out.append(PipelineStatus(name=p, collection=name, loaded=True, description=desc,
                                           notes=state.pipelines[p].notes()))
             elif p in state.off:
-                out.append(PipelineStatus(name=p, collection=name, loaded=False, reason=state.off[p], description=desc))
+                out.append(PipelineStatus(name=p, collection=name, loaded=False, reason=public_detail(request, state.off[p]),
+                                          description=desc))
     return out
 
 
-@router.get("/indexes", responses={503: {"model": ErrorResponse}})
-async def indexes(engine: EngineDep) -> dict[str, dict[str, str]]:
-    """The index versions being served, per collection."""
+@router.get("/indexes", responses=CLIENT_ERRORS)
+async def indexes(engine: EngineDep, client: ClientDep) -> dict[str, dict[str, str]]:
+    """The index versions being served, per collection (needs a key when keys are set)."""
     return engine.served_versions()
 
 

@@ -74,7 +74,8 @@ class IndexGuard:
             raise IndexNotFoundError(f"no published index {index!r} for collection {collection!r}: "
                                      f"run `python -m indexer build --dataset <dir> --index {index}`")
         first = current.resolve()
-        others = newest_first(p for p in (base / "versions").iterdir() if p.is_dir() and p != first)
+        versions = base / "versions"
+        others = newest_first(p for p in versions.iterdir() if p.is_dir() and p != first) if versions.is_dir() else []
         refused: list[str] = []
         for folder in [first, *others]:
             try:

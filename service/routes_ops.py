@@ -75,5 +75,5 @@ async def metrics(request: Request) -> Response:
 async def reload(request: Request, engine: EngineDep, admin: AdminDep) -> ReloadResponse:
     """Load newly published index versions and swap them in; corrupt ones are refused (see ``refused``)."""
     report = await request.app.state.workers.run(request.app.state.reloader.reload)
-    return ReloadResponse(swapped=report.swapped, unchanged=report.unchanged, refused=report.refused,
+    return ReloadResponse(swapped=report.swapped, unchanged=report.unchanged, refused=report.refused, fallback=report.fallback,
                           versions=engine.served_versions())

@@ -163,6 +163,7 @@ class ReloadResponse(BaseModel):
     swapped: list[str]
     unchanged: list[str]
     refused: dict[str, str]
+    fallback: list[str] = Field(default_factory=list, description="Now serving an older good version: current failed its checks.")
     versions: dict[str, dict[str, str]]
 
 

@@ -78,6 +78,12 @@ class Manifest(BaseModel):
     created_at: float = Field(default_factory=time.time)
     version: StrictStr = ""
 
+    def __init__(self, *args: Any, **data: Any):
+        """Positional arguments in the order of the former dataclass (kind, collection, doc_count, source_checksum, ...)."""
+        data.update(zip(("kind", "collection", "doc_count", "source_checksum", "params", "files", "versions", "created_at",
+                         "version"), args, strict=False))
+        super().__init__(**data)
+
     def to_json(self) -> str:
         return json.dumps(self.model_dump(), indent=2, sort_keys=True)
 

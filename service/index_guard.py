@@ -96,12 +96,12 @@ class IndexGuard:
             if folder in self._bad:
                 raise IndexCorruptError(self._bad[folder])
             known = self._manifests.get(folder)
+        if known is not None and self._ok.get(folder) == snapshot(folder, known):
+            return known  # verified before and unchanged on disk
         try:
-            manifest = known or Manifest.read(folder)
-            manifest.verify(folder)
+            manifest = Manifest.read(folder)
+            manifest.verify_content(folder)
             now = snapshot(folder, manifest)
-            if self._ok.get(folder) != now:
-                manifest.verify_content(folder)
         except IndexCorruptError as exc:
             self._refuse(folder, str(exc))
             raise
@@ -126,9 +126,10 @@ class IndexGuard:
                     seen = self._ok.get(folder)
                 if reason is None and manifest is not None and seen != snapshot(folder, manifest):
                     try:
+                        manifest = Manifest.read(folder)  # the manifest itself may have been rewritten
                         manifest.verify_content(folder)
                         with self._lock:
-                            self._ok[folder] = snapshot(folder, manifest)
+                            self._ok[folder], self._manifests[folder] = snapshot(folder, manifest), manifest
                     except (IndexCorruptError, OSError) as exc:
                         reason = f"served version {version} was damaged in place: {exc}"
                         self._refuse(folder, reason)

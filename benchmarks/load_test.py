@@ -233,7 +233,7 @@ HEADER = ("| run | clients | s | requests | errors | QPS | p50 ms | p99 ms | cac
 
 def pipeline_status(service: Service) -> dict[str, str]:
     out = {}
-    for p in httpx.get(f"{service.url}/pipelines", timeout=10).json():
+    for p in httpx.get(f"{service.url}/pipelines", headers=service.headers, timeout=10).json():  # needs a key
         out[p["name"]] = "loaded" if p["loaded"] else f"off: {p['reason'][:120]}"
     return out
 

@@ -14,14 +14,17 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 
 from service import errors
+from service.admission import RerankAdmission
 from service.cache import QUERY_EMBEDDING_CACHE, QueryEmbeddingCache, build_cache
+from service.deps import ClientDep
 from service.engine import Engine
 from service.metrics import Metrics
 from service.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from service.page import mount_page
-from service.rate_limit import RateLimiter
+from service.rate_limit import build_limiter
 from service.reload import Reloader
 from service.routes_ops import router as ops_router
 from service.routes_search import router as search_router
@@ -55,27 +58,36 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
         app.state.searcher = Searcher(loaded, cache, metrics, settings)
         app.state.reloader = Reloader(loaded, metrics, workers)
         app.state.engine = loaded
-        watcher = asyncio.create_task(app.state.reloader.watch(settings.reload_poll_s)) if settings.reload_poll_s else None
+        # always watched: a served version damaged on disk falls back by itself; new versions only with reload_poll_s
+        watcher = asyncio.create_task(app.state.reloader.watch(settings.reload_poll_s or settings.health_poll_s,
+                                                                follow_published=bool(settings.reload_poll_s)))
         logger.info("serving %s (cache: %s, keys: %s, rate limit: %s/min)", sorted(loaded.collections),
                     cache.backend.name, "on" if settings.api_key_hashes else "off", settings.rate_limit_per_minute or "off")
         try:
             yield
         finally:
-            if watcher is not None:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            loaded.guard.drop_leases(loaded.served_versions())
             workers.shutdown()
 
+    production = settings.env == "production"
+    docs = {"docs_url": None, "redoc_url": None, "openapi_url": None} if production else {}
     app = FastAPI(
         title="Neural search service",
         description="BM25, dense and hybrid retrieval with neural reranking, behind one endpoint.",
         version="0.2.0",
         lifespan=lifespan,
+        **docs,
     )
     app.state.settings, app.state.metrics, app.state.cache = settings, metrics, cache
-    app.state.limiter = RateLimiter(settings.rate_limit_per_minute, settings.burst)
+    app.state.limiter = build_limiter(settings)
+    app.state.admission = RerankAdmission(settings.rerank_max_request_cost, settings.rerank_max_inflight_cost,
+                                          settings.rerank_client_share)
     errors.install(app)
+    if production:
+        _keyed_docs(app)
     app.include_router(search_router)
     app.include_router(ops_router)
     mount_page(app)
@@ -86,3 +98,19 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes, metrics=metrics)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app
+
+
+def _keyed_docs(app: FastAPI) -> None:
+    """Production: the API description and its pages exist, but only for callers with an API key."""
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(client: ClientDep) -> dict:
+        return app.openapi()
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs(client: ClientDep):
+        return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(client: ClientDep):
+        return get_redoc_html(openapi_url="/openapi.json", title=app.title)

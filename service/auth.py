@@ -2,7 +2,8 @@
 
 A key comes in ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``. Missing -> 401 with
 ``WWW-Authenticate``; present but unknown -> 403. With no keys configured (development) every
-request passes and is identified by its client address for rate limiting.
+request passes and is identified by its client address for rate limiting. In production a key
+that matches but is too weak (:func:`service.keys.key_weakness`) is refused with 403 as well.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 from fastapi import HTTPException, Request
 
+from service.keys import key_weakness
 from service.settings import hash_key
 
 
@@ -41,10 +43,20 @@ def match_digest(key: str, digests: list[str]) -> str | None:
     return found
 
 
-def authenticate(request: Request, digests: list[str]) -> Principal:
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def _refuse_weak(key: str, production: bool, what: str) -> None:
+    weakness = key_weakness(key) if production else None
+    if weakness:
+        raise HTTPException(403, detail=f"this {what} is too weak for production (it {weakness}): "
+                                         "issue a new one with `python -m service --new-key`")
+
+
+def authenticate(request: Request, digests: list[str], production: bool = False) -> Principal:
     if not digests:
-        client = request.client.host if request.client else "unknown"
-        return Principal(f"addr:{client}", authenticated=False)
+        return Principal(f"addr:{client_address(request)}", authenticated=False)
     key = presented_key(request)
     if key is None:
         raise HTTPException(401, detail="missing API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
@@ -52,6 +64,7 @@ def authenticate(request: Request, digests: list[str]) -> Principal:
     digest = match_digest(key, digests)
     if digest is None:
         raise HTTPException(403, detail="invalid API key")
+    _refuse_weak(key, production, "API key")
     return Principal(f"key:{digest[:12]}", authenticated=True)
 
 
@@ -66,3 +79,4 @@ def authorize_admin(request: Request, digests: list[str], production: bool) -> N
         raise HTTPException(401, detail="missing admin key: send 'X-Admin-Key: <key>'", headers={"WWW-Authenticate": "Bearer"})
     if match_digest(key, digests) is None:
         raise HTTPException(403, detail="invalid admin key")
+    _refuse_weak(key, production, "admin key")

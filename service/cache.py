@@ -1,6 +1,7 @@
 """Result and query-embedding caches: Redis when configured, else an in-process LRU.
 
-Keys hash the normalised query with everything that changes an answer: the pipeline's
+Keys hash the query exactly as the pipeline sees it (whitespace collapsed, nothing else:
+:meth:`Searcher.run` gives the pipeline the same text) with everything that changes an answer: the pipeline's
 config hash, the versions of the indexes it reads, ``k``, collection and language. A new
 index version therefore never serves an old result, and no explicit purge is needed.
 
@@ -23,7 +24,6 @@ import logging
 import math
 import threading
 import time
-import unicodedata
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import numpy as np
@@ -177,7 +177,7 @@ class QueryEmbeddingCache:
         self.cache, self.namespace, self.ttl_s = cache, namespace, ttl_s
 
     def _key(self, model: str, text: str) -> str:
-        digest = hashlib.sha256(f"{model}\x00{normalise_query(text)}".encode()).hexdigest()
+        digest = hashlib.sha256(f"{model}\x00{text}".encode()).hexdigest()  # exactly what the encoder sees
         return f"{self.namespace}:emb:{digest}"
 
     def get_many(self, model: str, texts: Sequence[str]) -> dict[str, np.ndarray]:
@@ -209,8 +209,13 @@ QUERY_EMBEDDING_CACHE = "query_embedding_cache"
 
 
 def normalise_query(text: str) -> str:
-    """NFKC and collapsed whitespace. Case is kept: a cased reranker may score it differently."""
-    return " ".join(unicodedata.normalize("NFKC", text).split())
+    """Collapsed whitespace, nothing else: the text the pipeline runs on and the cache key hashes.
+
+    No NFKC or case folding: BM25's analyser does not fold full-width letters or ligatures, so a
+    key folded more than the pipeline's input would let ``ｖｏｌｃａｎｏ`` (0 hits) fill the entry
+    of ``volcano`` for every client (issue 21, finding 3).
+    """
+    return " ".join(text.split())
 
 
 def result_key(

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
 
-from service.auth import Principal, authenticate, authorize_admin
+from service.auth import Principal, authenticate, authorize_admin, client_address
 from service.engine import Engine
 from service.search import Searcher
 
@@ -23,14 +23,34 @@ def get_searcher(request: Request) -> Searcher:
     return request.app.state.searcher
 
 
-def require_client(request: Request) -> Principal:
-    """Authenticate (401/403), then charge the client's rate limit (429 with Retry-After)."""
+def charge(request: Request, client: str, cost: float = 1.0, already: float = 0.0) -> None:
+    """Take ``cost`` tokens from ``client``'s bucket, else 429 with Retry-After; at most what a full bucket
+    holds less ``already`` (tokens this request has taken), so that a costly request can pass once per refill."""
     settings = request.app.state.settings
-    principal = authenticate(request, settings.api_key_hashes)
-    allowed, retry_after = request.app.state.limiter.take(principal.id)
+    limiter = request.app.state.limiter
+    if cost <= 0 or not limiter.enabled or already >= limiter.burst:
+        return
+    allowed, retry_after = limiter.take(client, max(min(cost, limiter.burst - already), 0.0))
     if not allowed:
-        raise HTTPException(429, detail=f"rate limit of {settings.rate_limit_per_minute} requests per minute exceeded",
+        raise HTTPException(429, detail=f"rate limit of {settings.rate_limit_per_minute} tokens per minute exceeded "
+                                        f"(a search costs one token per query per {settings.rate_limit_k_unit} hits asked for)",
                             headers={"Retry-After": str(retry_after)})
+
+
+def search_cost(request: Request, queries: int, k: int) -> int:
+    """Tokens a search costs: queries x ceil(k / rate_limit_k_unit)."""
+    return queries * -(-k // request.app.state.settings.rate_limit_k_unit)
+
+
+def require_client(request: Request) -> Principal:
+    """Authenticate (401/403, charged to the client address), then charge the client's rate limit (429)."""
+    settings = request.app.state.settings
+    try:
+        principal = authenticate(request, settings.api_key_hashes, production=settings.env == "production")
+    except HTTPException:
+        charge(request, f"addr:{client_address(request)}")  # guessing keys is rate limited too
+        raise
+    charge(request, principal.id)
     request.state.principal = principal.id
     return principal
 

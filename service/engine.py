@@ -6,7 +6,9 @@ model not trained) is recorded as off, with the reason, instead of stopping the 
 :meth:`Engine.reload` rebuilds the pipelines whose indexes have a new published version
 into a new :class:`CollectionState` and swaps the reference in one assignment; requests
 take a state once and use it to the end, so a swap never mixes versions within a request.
-A corrupt or incomplete new version is refused and the old pipelines keep serving.
+A corrupt or incomplete new version is refused and the old pipelines keep serving; which
+version may be served (``current``, else the newest one that verifies) is decided by
+:class:`~service.index_guard.IndexGuard`, which also notices a served version damaged in place.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from pipeline.core.types import Document, Query, Results
 from pipeline.registry import BuildContext, build_pipeline, load_config, required_indexes
 from pipeline.storage.docstore import FILENAME as DOCSTORE
 from pipeline.storage.docstore import DocStore
-from pipeline.storage.index_store import check_name, index_dir, resolve
+from pipeline.storage.index_store import check_name, index_dir, pinned
+from service.index_guard import IndexGuard
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +96,8 @@ class ReloadReport:
     unchanged: list[str] = field(default_factory=list)
     refused: dict[str, str] = field(default_factory=dict)
     """``collection/pipeline`` -> why the new version was refused (the old one keeps serving)."""
+    fallback: list[str] = field(default_factory=list)
+    """``collection/pipeline`` entries now serving an older good version because ``current`` failed its checks."""
 
 
 class Engine:
@@ -116,6 +121,7 @@ class Engine:
         self.warmup_query = warmup_query
         self.on_rerank_batch: BatchObserver | None = None
         self._reload_lock = threading.Lock()
+        self.guard = IndexGuard(self.index_root)
         states = {}
         for collection in collections:
             check_name(collection, "collection")
@@ -146,18 +152,22 @@ class Engine:
         state = CollectionState(collection, ctx)
         for name in self.pipeline_names:
             where = f"{collection}/{name}"
+            refused: list[str] = []
             try:
-                versions = self._versions(collection, name)
+                versions = self._versions(collection, name, refused)
             except BUILD_ERRORS as exc:
                 self._keep_or_off(state, old, name, exc, report, where)
                 continue
+            if refused and (old is None or old.off.get(name) != refused[0]):
+                report.refused[where] = refused[0]
             if old is not None and name in old.pipelines and old.versions.get(name) == versions:
                 state.pipelines[name], state.versions[name] = old.pipelines[name], versions
                 state.config_hashes[name] = old.config_hashes[name]
                 report.unchanged.append(where)
                 continue
             try:
-                pipe = self._observed(build_pipeline(name, ctx))
+                with pinned(self.index_root, collection, versions):  # stages open exactly the verified versions
+                    pipe = self._observed(build_pipeline(name, ctx))
                 if self._versions(collection, name) != versions:
                     raise PipelineError("a new version was published while loading; try again")
                 if old is not None and self.warmup_query:
@@ -168,7 +178,7 @@ class Engine:
             state.pipelines[name], state.versions[name] = pipe, versions
             state.config_hashes[name] = self._config_hash(name)
             if old is not None:
-                report.swapped.append(where)
+                (report.fallback if refused else report.swapped).append(where)
             logger.info("pipeline %s loaded (indexes %s)", where, versions)
         state.docstore, state.docstore_index = self._docstore(collection, state, old)
         return state
@@ -186,14 +196,19 @@ class Engine:
                 report.refused[where] = str(exc)
             logger.warning("pipeline %s is off: %s", where, exc)
 
-    def _versions(self, collection: str, pipeline: str) -> dict[str, str]:
-        """Verified versions of every index the pipeline reads (raises on a corrupt one)."""
+    def _versions(self, collection: str, pipeline: str, refused: list[str] | None = None) -> dict[str, str]:
+        """Verified versions of every index the pipeline reads (``current``, else the newest good one).
+
+        Why ``current`` was passed over goes into ``refused``; raises when no version verifies.
+        """
         if pipeline not in self.config.pipelines:
             raise UnknownPipelineError(f"unknown pipeline {pipeline!r} (configured: {sorted(self.config.pipelines)})")
         out = {}
         for index in required_indexes(self.config, pipeline):
-            folder, manifest = resolve(self.index_root, collection, index)
-            out[index] = manifest.version or folder.name
+            choice = self.guard.choose(collection, index)
+            if refused is not None:
+                refused.extend(choice.refused)
+            out[index] = choice.folder.name
         return out
 
     def _config_hash(self, pipeline: str) -> str:
@@ -258,6 +273,14 @@ class Engine:
 
     def ready(self) -> bool:
         return any(state.pipelines for state in self._collections.values())
+
+    def damaged(self) -> dict[str, str]:
+        """``collection/index -> reason`` for served versions changed on disk that no longer verify (cheap when intact)."""
+        return self.guard.damaged(self.served_versions())
+
+    def refresh_leases(self) -> None:
+        """Tell the indexer's retention which versions this process serves (see :mod:`pipeline.storage.index_retention`)."""
+        self.guard.refresh_leases(self.served_versions())
 
     def collection(self, name: str | None) -> CollectionState:
         collections = self._collections

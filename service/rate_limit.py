@@ -1,6 +1,7 @@
-"""Per-client token buckets: ``rate`` requests per minute with a burst; over it -> 429 + Retry-After.
+"""Per-client token buckets: ``rate`` tokens per minute with a burst; over it -> 429 + Retry-After.
 
-In-process: with several worker processes each enforces the limit on its own share.
+:class:`RateLimiter` is in-process; :class:`RedisRateLimiter` keeps the buckets in Redis so that
+N worker processes allow the limit once, not N times (``build_limiter`` picks one from the settings).
 """
 
 from __future__ import annotations
@@ -65,3 +66,59 @@ class RateLimiter:
         if len(self._buckets) >= self.max_clients:
             for client in sorted(self._buckets, key=lambda c: self._buckets[c].updated)[: self.max_clients // 2]:
                 del self._buckets[client]
+
+
+_TAKE = """
+local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local b = redis.call('HMGET', KEYS[1], 't', 'u')
+local tokens = tonumber(b[1]) or burst
+local updated = tonumber(b[2]) or now
+tokens = math.min(burst, tokens + math.max(0, now - updated) * rate)
+local ok = 0
+if tokens >= cost then tokens = tokens - cost; ok = 1 end
+redis.call('HSET', KEYS[1], 't', tostring(tokens), 'u', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
+return {ok, tostring(tokens)}
+"""
+
+
+class RedisRateLimiter(RateLimiter):
+    """The same token buckets kept in Redis (one Lua call per request, Redis's clock), so that every
+    worker process and replica shares one limit. Redis unreachable: the in-process buckets take over
+    (each process then enforces the limit on its own) until ``retry_s`` has passed.
+    """
+
+    def __init__(self, per_minute: int, burst: int, url: str, namespace: str, timeout_s: float = 0.05,
+                 retry_s: float = 2.0):
+        import redis
+
+        super().__init__(per_minute, burst)
+        self._errors = (redis.RedisError, OSError)
+        self.client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self._script = self.client.register_script(_TAKE)
+        self.prefix, self.retry_s, self._down_until = f"{namespace}:rl:", retry_s, 0.0
+
+    def take(self, client: str, cost: float = 1.0) -> tuple[bool, int]:
+        if not self.enabled:
+            return True, 0
+        if time.monotonic() < self._down_until:
+            return super().take(client, cost)
+        cost = min(cost, float(self.burst))
+        try:
+            ok, left = self._script(keys=[self.prefix + client], args=[self.rate, self.burst, cost])
+        except self._errors:
+            self._down_until = time.monotonic() + self.retry_s
+            return super().take(client, cost)
+        if int(ok):
+            return True, 0
+        return False, max(1, math.ceil((cost - float(left)) / self.rate))
+
+
+def build_limiter(settings) -> RateLimiter:
+    """Redis-backed when ``settings.redis_url`` is set (shared by all workers), else in-process."""
+    if settings.redis_url and settings.rate_limit_per_minute:
+        return RedisRateLimiter(settings.rate_limit_per_minute, settings.burst, settings.redis_url, settings.cache_namespace,
+                                settings.redis_timeout_s, settings.redis_retry_s)
+    return RateLimiter(settings.rate_limit_per_minute, settings.burst)

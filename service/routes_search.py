@@ -8,7 +8,8 @@ from fastapi import APIRouter, HTTPException, Request, Response
 
 from pipeline.core.language import language_info
 from pipeline.core.types import Document, Query
-from service.deps import ClientDep, EngineDep, SearcherDep
+from service.admission import rerank_cost
+from service.deps import ClientDep, EngineDep, SearcherDep, charge, search_cost
 from service.schemas import (
     BatchResult,
     BatchSearchRequest,
@@ -58,6 +59,7 @@ def _json(model) -> Response:
 async def search(body: SearchRequest, request: Request, searcher: SearcherDep, client: ClientDep) -> Response:
     """Rank the collection for one query; ``explain`` adds per-stage scores and timings."""
     _check_limits(request, body.query, body.k)
+    charge(request, client.id, search_cost(request, 1, body.k) - 1, already=1)  # one taken on arrival
     state = searcher.engine.collection(body.collection)
     query = Query("q", body.query, body.lang)
     language = language_info(state.pipeline(body.pipeline), query)  # unknown pipeline: 404, bad lang: 400
@@ -83,6 +85,7 @@ async def search_batch(body: BatchSearchRequest, request: Request, searcher: Sea
         raise HTTPException(422, detail=f"a batch of {len(body.queries)} queries is over the limit of {settings.max_batch}")
     for q in body.queries:
         _check_limits(request, q.query, body.k)
+    charge(request, client.id, search_cost(request, len(body.queries), body.k) - 1, already=1)
     ids = [q.id if q.id is not None else str(i) for i, q in enumerate(body.queries)]
     state = searcher.engine.collection(body.collection)
     state.pipeline(body.pipeline)
@@ -117,7 +120,8 @@ async def rerank(body: RerankRequest, request: Request, engine: EngineDep, clien
     ]
     start = time.perf_counter()
     metrics.rerank_batch.labels(model, "rerank_endpoint").observe(len(docs))
-    scores = await request.app.state.workers.run(rerank_documents, stage, Query("q", body.query), docs)
+    with request.app.state.admission.admit(client.id, rerank_cost(body.query, [d.text for d in docs])):  # 413/429/503
+        scores = await request.app.state.workers.run(rerank_documents, stage, Query("q", body.query), docs)
     metrics.request_seconds.labels("rerank", model).observe(time.perf_counter() - start)
     order = sorted(range(len(docs)), key=lambda i: (-scores[i], i))[: body.top_n or len(docs)]
     results = []

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, field_validator
 
 MAX_QUERY_CHARS = 2048
 """Documented query length limit (characters); the service enforces ``Settings.max_query_chars``."""
+
+
+def _unicode_text(value: str) -> str:
+    """Refuse lone surrogates (``"\\ud800"`` in JSON): not Unicode text, so not encodable as UTF-8 (422, not a 400/503 later)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"text contains a lone surrogate at position {exc.start}: send valid Unicode") from None
+    return value
+
+
+Text = Annotated[StrictStr, AfterValidator(_unicode_text)]
+"""A request string: strict (no coercion) and valid Unicode."""
 
 
 def _query_text(value: str) -> str:
@@ -21,11 +34,11 @@ def _query_text(value: str) -> str:
 class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    query: StrictStr = Field(description="Query text; not empty, at most 2048 characters.")
+    query: Text = Field(description="Query text; not empty, at most 2048 characters.")
     k: StrictInt = Field(default=10, ge=1, le=1000, description="Number of hits to return (1..1000).")
-    pipeline: StrictStr = Field(default="bm25", max_length=100, description="Configured pipeline name, e.g. bm25.")
-    collection: StrictStr | None = Field(default=None, max_length=100, description="Collection; default: the first served.")
-    lang: StrictStr | None = Field(default=None, max_length=16, description="ISO 639-1 language of the query.")
+    pipeline: Text = Field(default="bm25", max_length=100, description="Configured pipeline name, e.g. bm25.")
+    collection: Text | None = Field(default=None, max_length=100, description="Collection; default: the first served.")
+    lang: Text | None = Field(default=None, max_length=16, description="ISO 639-1 language of the query.")
     explain: StrictBool = Field(default=False, description="Include per-stage scores and timings.")
 
     @field_validator("query")
@@ -68,9 +81,9 @@ class SearchResponse(BaseModel):
 class BatchQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    id: StrictStr | None = Field(default=None, max_length=200, description="Your id for this query; default: its position.")
-    query: StrictStr = Field(description="Query text; not empty, at most 2048 characters.")
-    lang: StrictStr | None = Field(default=None, max_length=16)
+    id: Text | None = Field(default=None, max_length=200, description="Your id for this query; default: its position.")
+    query: Text = Field(description="Query text; not empty, at most 2048 characters.")
+    lang: Text | None = Field(default=None, max_length=16)
 
     @field_validator("query")
     @classmethod
@@ -83,8 +96,8 @@ class BatchSearchRequest(BaseModel):
 
     queries: list[BatchQuery] = Field(min_length=1, max_length=1000, description="At most Settings.max_batch queries (default 64).")
     k: StrictInt = Field(default=10, ge=1, le=1000)
-    pipeline: StrictStr = Field(default="bm25", max_length=100)
-    collection: StrictStr | None = Field(default=None, max_length=100)
+    pipeline: Text = Field(default="bm25", max_length=100)
+    collection: Text | None = Field(default=None, max_length=100)
     explain: StrictBool = False
 
 
@@ -107,8 +120,8 @@ class BatchSearchResponse(BaseModel):
 class RerankDocument(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: StrictStr = Field(max_length=100_000)
-    title: StrictStr | None = Field(default=None, max_length=1000)
+    text: Text = Field(max_length=100_000)
+    title: Text | None = Field(default=None, max_length=1000)
 
 
 class RerankRequest(BaseModel):
@@ -116,12 +129,12 @@ class RerankRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    query: StrictStr = Field(description="Query text; not empty, at most 2048 characters.")
-    documents: list[StrictStr | RerankDocument] = Field(min_length=1, max_length=10_000, description="Strings or {text, title?}.")
+    query: Text = Field(description="Query text; not empty, at most 2048 characters.")
+    documents: list[Text | RerankDocument] = Field(min_length=1, max_length=10_000, description="Strings or {text, title?}.")
     top_n: StrictInt | None = Field(default=None, ge=1, le=10_000, description="Return only the best n (default: all).")
-    model: StrictStr | None = Field(default=None, max_length=100, description="A reranking pipeline name (GET /pipelines); default: the first loaded.")
+    model: Text | None = Field(default=None, max_length=100, description="A reranking pipeline name (GET /pipelines); default: the first loaded.")
     return_documents: StrictBool = False
-    collection: StrictStr | None = Field(default=None, max_length=100)
+    collection: Text | None = Field(default=None, max_length=100)
 
     @field_validator("query")
     @classmethod
@@ -150,6 +163,7 @@ class ReloadResponse(BaseModel):
     swapped: list[str]
     unchanged: list[str]
     refused: dict[str, str]
+    fallback: list[str] = Field(default_factory=list, description="Now serving an older good version: current failed its checks.")
     versions: dict[str, dict[str, str]]
 
 

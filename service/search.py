@@ -15,7 +15,7 @@ from pipeline.core.errors import PipelineError, StageError, UnknownPipelineError
 from pipeline.core.types import Document, Hit, Query
 from pipeline.scorers.base import ListwiseScorer
 from pipeline.stages.rerank import RerankStage
-from service.cache import Cache, result_key
+from service.cache import Cache, normalise_query, result_key
 from service.engine import CollectionState, Engine
 from service.errors import RerankerUnavailableError
 from service.metrics import Metrics
@@ -52,7 +52,7 @@ class Searcher:
         out: list[QueryResult | None] = [_from_cache(c) if c is not None else None for c in cached]
         misses = [i for i, r in enumerate(out) if r is None]
         if misses:
-            batch = [Query(f"q{i}", queries[i].text, queries[i].lang) for i in misses]
+            batch = [Query(f"q{i}", normalise_query(queries[i].text), queries[i].lang) for i in misses]  # = the key's text
             run = pipe.run(batch, None, k)  # k caps the final list; a final retriever searches only k deep
             self.metrics.stage_timings(pipeline, run.timings_ms)
             for stage in run.degraded:

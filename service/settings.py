@@ -11,6 +11,7 @@ API keys are configured as SHA-256 hex digests, never in clear: ``python -m serv
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import re
 from pathlib import Path
 from typing import Literal
@@ -21,6 +22,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from pipeline.core.settings_paths import default_config_path, default_data_dir, default_index_root, default_models_dir
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_ORIGIN = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$")
+MAX_RATE_PER_MINUTE = 60_000
+MAX_BURST = 10_000
 WEAK_ADMIN_KEYS = ("admin", "changeme", "change-me", "changethis", "secret", "password", "dev", "test")
 """Keys whose digest a production admin key must not have."""
 
@@ -35,7 +39,8 @@ class InsecureSettingsError(ValueError):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="SEARCH_", env_file=None, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="SEARCH_", env_file=None, extra="ignore", hide_input_in_errors=True)
+    """``hide_input_in_errors``: a clear key put in a digest list by mistake is never echoed (issue 21, finding 12)."""
 
     env: Literal["development", "production"] = "development"
     config: Path = Field(default_factory=default_config_path)
@@ -69,6 +74,18 @@ class Settings(BaseSettings):
     """Requests a client may send at once before the rate applies (0: a tenth of a minute's worth)."""
     max_body_bytes: int = Field(default=1_000_000, ge=1024)
     cors_origins: list[str] = ["*"]
+    trusted_proxies: list[str] = []
+    """Addresses or networks (``10.0.0.0/8``) whose ``X-Forwarded-For`` is believed; empty: none (the peer address counts)."""
+    rate_limit_k_unit: int = Field(default=100, ge=1)
+    """A search costs one rate-limit token per query per ``k_unit`` hits asked for (64 queries at k=1000: 640)."""
+
+    # rerank admission (service/admission.py): cost = pairs x tokens (tokens ~ characters / 4, at most 512 per pair)
+    rerank_max_request_cost: int = Field(default=256_000, ge=1)
+    """Documented maximum of one ``/rerank`` request (e.g. 1,000 documents of ~1,000 characters); over it: 413."""
+    rerank_max_inflight_cost: int = Field(default=512_000, ge=1)
+    """Total cost of ``/rerank`` requests running at once; over it: 503 with Retry-After."""
+    rerank_client_share: float = Field(default=0.5, gt=0, le=1)
+    """Share of ``rerank_max_inflight_cost`` one client may hold at once; over it: 429 with Retry-After."""
 
     # cache
     redis_url: str | None = None
@@ -84,6 +101,8 @@ class Settings(BaseSettings):
     # index lifecycle
     reload_poll_s: float = Field(default=0.0, ge=0)
     """Check the published ``current`` versions every N seconds and swap on change (0: only the admin endpoint)."""
+    health_poll_s: float = Field(default=2.0, gt=0, le=60)
+    """Without ``reload_poll_s``: how often served index files are checked for in-place damage (and leases refreshed)."""
 
     # rerank endpoint
     rerank_pipelines: list[str] | None = None
@@ -101,10 +120,21 @@ class Settings(BaseSettings):
     @classmethod
     def _digests(cls, value: list[str]) -> list[str]:
         out = [v.strip().lower() for v in value]
-        bad = [v[:8] + "..." for v in out if not _HEX64.match(v)]
-        if bad:
-            raise ValueError(f"key digests must be 64 hex characters (python -m service --hash-key KEY), got {bad}")
+        bad = [f"entry {i + 1} ({len(v)} characters)" for i, v in enumerate(out) if not _HEX64.match(v)]
+        if bad:  # never echo the entry: it may be a clear key put here by mistake
+            raise ValueError(f"key digests must be 64 hex characters (python -m service --hash-key KEY); "
+                             f"not a digest: {', '.join(bad)}")
         return out
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for v in value:
+            try:
+                ipaddress.ip_network(v, strict=False)
+            except ValueError:
+                raise ValueError(f"SEARCH_TRUSTED_PROXIES: {v!r} is not an address or network") from None
+        return value
 
     @model_validator(mode="after")
     def _production_is_locked_down(self) -> "Settings":
@@ -122,8 +152,17 @@ class Settings(BaseSettings):
             problems.append("an API key is also an admin key")
         if "*" in self.cors_origins:
             problems.append("SEARCH_CORS_ORIGINS allows every origin ('*')")
+        if "null" in self.cors_origins:
+            problems.append("SEARCH_CORS_ORIGINS allows the 'null' origin (sandboxed frames and file: pages)")
+        odd = [o for o in self.cors_origins if o not in ("*", "null") and not _ORIGIN.match(o)]
+        if odd:
+            problems.append(f"SEARCH_CORS_ORIGINS has entries that are not an origin like https://app.example: {odd}")
         if self.rate_limit_per_minute == 0:
             problems.append("SEARCH_RATE_LIMIT_PER_MINUTE is 0 (no limit)")
+        if self.rate_limit_per_minute > MAX_RATE_PER_MINUTE:
+            problems.append(f"SEARCH_RATE_LIMIT_PER_MINUTE is over {MAX_RATE_PER_MINUTE} (no limit in effect)")
+        if self.burst > MAX_BURST:
+            problems.append(f"SEARCH_RATE_LIMIT_BURST is over {MAX_BURST}")
         if problems:
             raise InsecureSettingsError("refusing to start in production: " + "; ".join(problems))
         return self

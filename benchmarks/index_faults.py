@@ -124,7 +124,7 @@ async def rerank_flood(url, headers, docs, clients, until, outcomes):
 
 def main() -> None:
     from indexer.build import ensure_indexes
-    from pipeline.core.config import parse_config
+    from pipeline.registry import parse_config
     from pipeline.storage.collection import dataset_name, iter_corpus
     from service.index_guard import IndexGuard
 

@@ -31,7 +31,7 @@ SECURE = dict(env="production", collections=["tiny"], api_key_hashes=[hash_key(K
 
 @pytest.fixture(scope="module")
 def rerank_engine(tiny_index_root):
-    from pipeline.core.config import parse_config
+    from pipeline.registry import parse_config
     from service.engine import Engine
 
     return Engine(parse_config(CONFIG), tiny_index_root, tiny_index_root, ["tiny"])

@@ -140,7 +140,7 @@ def _report(argv: list[str]) -> int:
 
 
 def _score(argv: list[str]) -> int:
-    from eval.experiment import outcome_from_runs
+    from eval.experiment import MISSING_POLICIES, outcome_from_runs
     from eval.formats import load_judgements
     from eval.report import build_report, write_report
     from eval.trec import read_run
@@ -153,6 +153,9 @@ def _score(argv: list[str]) -> int:
     parser.add_argument("--baseline", help="name of the baseline run (default: the first)")
     parser.add_argument("--out", type=Path, help="also write a report folder")
     parser.add_argument("--trials", type=int, default=10_000)
+    parser.add_argument("--missing", choices=MISSING_POLICIES, default="error",
+                        help="a judged query absent from a run: error (default); covered: score only the judged queries "
+                        "every run covers (warned, counted); zero: count it as 0 (trec_eval -c)")
     args = parser.parse_args(argv)
     qrels, _ = load_judgements(args.qrels, args.split)
     runs = {}
@@ -162,7 +165,13 @@ def _score(argv: list[str]) -> int:
             raise ValueError(f"two runs are named {name!r}: use NAME=FILE")
         runs[name] = read_run(Path(file))
     label = args.qrels.name if args.qrels.is_dir() else args.qrels.stem
-    outcome = outcome_from_runs(label, args.split, qrels, runs)
+    outcome = outcome_from_runs(label, args.split, qrels, runs, missing=args.missing)
+    coverage = outcome.provenance["coverage"]
+    if coverage["missing"]:
+        absent = ", ".join(f"{name}: {n}" for name, n in coverage["missing"].items())
+        scored = coverage["scored"] if args.missing == "covered" else coverage["judged"]
+        print(f"WARNING: runs miss judged queries ({absent}); --missing {args.missing}: scored on {scored} of "
+              f"{coverage['judged']} judged queries", file=sys.stderr)
     report = build_report([outcome], args.baseline or next(iter(runs)), command="python -m eval score " + shlex.join(argv),
                           trials=args.trials)
     ds = report["datasets"][0]
@@ -171,7 +180,7 @@ def _score(argv: list[str]) -> int:
         cols = "  ".join(f"{k}={v:.4f}" for k, v in sys_["metrics"].items())
         comp = marks.get(name)
         sig = f"\tvs {comp['baseline']}: Δ={comp['delta']:+.4f} p_t={comp['t_p_holm']:.3g} p_rand={comp['rand_p_holm']:.3g} {comp['mark']}" if comp else ""
-        print(f"{label}\t{name}\t{cols}{sig}")
+        print(f"{label}\t{name}\t{cols}{sig}\t({ds['num_queries']} of {coverage['judged']} judged queries)")
     if args.out:
         for path in write_report(report, [outcome], args.out):
             print(f"wrote {path}")

@@ -123,6 +123,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     ]
     for ds in report["datasets"]:
         lines += ["", f"## {ds['dataset']} ({ds['split']}, {ds['num_queries']} queries)", ""]
+        coverage = ds.get("provenance", {}).get("coverage", {})
+        if coverage.get("missing"):
+            absent = ", ".join(f"`{n}` misses {k}" for n, k in coverage["missing"].items())
+            lines += [f"**Coverage**: {absent} of {coverage['judged']} judged queries; policy `{coverage['policy']}`: "
+                      f"scored on {ds['num_queries']} queries.", ""]
         marks = {(c["system"], c["measure"]): c for c in ds["comparisons"]}
         header = ["pipeline", *TABLE_MEASURES, f"Δ{TESTED_MEASURES[0]}", "p (t / rand, Holm)", "ms/query", "stages (ms/query)"]
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

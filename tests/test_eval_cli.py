@@ -84,3 +84,40 @@ def test_report_on_a_missing_dataset_is_a_clear_error(tmp_path, cfg, capsys):
     rc = eval_main(["report", "--datasets", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r"), "--config", str(cfg)])
     assert rc == 2 and "no qrels for split 'test'" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def _partial_runs(tiny_dataset, tmp_path):
+    """A run covering every judged query and one missing half of them (both rank the relevant first)."""
+    qrels = load_qrels(tiny_dataset, "test")
+    full = {q: [Hit(q, d, 2.0) for d in docs] for q, docs in qrels.items()}
+    half = dict(sorted(full.items())[: len(full) // 2])
+    write_run(full, tmp_path / "full.trec", tag="full")
+    write_run(half, tmp_path / "half.trec", tag="half")
+    return len(qrels), len(full) - len(half)
+
+
+def test_score_refuses_a_run_missing_judged_queries(tiny_dataset, tmp_path, capsys):
+    judged, absent = _partial_runs(tiny_dataset, tmp_path)
+    rc = eval_main(["score", "--qrels", str(tiny_dataset), "--run", str(tmp_path / "full.trec"), "--run", str(tmp_path / "half.trec")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert f"run 'half' has no results for {absent} of {judged} judged queries" in err and "--missing covered" in err
+
+
+def test_score_covered_scores_the_common_queries_with_a_warning(tiny_dataset, tmp_path, capsys):
+    judged, absent = _partial_runs(tiny_dataset, tmp_path)
+    rc = eval_main(["score", "--qrels", str(tiny_dataset), "--run", str(tmp_path / "full.trec"), "--run", str(tmp_path / "half.trec"),
+                    "--missing", "covered", "--trials", "100", "--out", str(tmp_path / "rep")])
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert "WARNING" in captured.err and f"half: {absent}" in captured.err
+    half = next(line for line in captured.out.splitlines() if line.split("\t")[1] == "half")
+    assert "nDCG@10=1.0000" in half and f"({judged - absent} of {judged} judged queries)" in half
+    assert "**Coverage**: `half` misses" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_score_missing_zero_is_the_trec_eval_convention(tiny_dataset, tmp_path, capsys):
+    judged, absent = _partial_runs(tiny_dataset, tmp_path)
+    assert eval_main(["score", "--qrels", str(tiny_dataset), "--run", str(tmp_path / "half.trec"), "--missing", "zero"]) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert f"nDCG@10={(judged - absent) / judged:.4f}" in line and f"({judged} of {judged} judged queries)" in line

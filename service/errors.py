@@ -19,6 +19,7 @@ from pipeline.errors import (
     UnknownCollectionError,
     UnknownPipelineError,
 )
+from service.rerank_api import DocumentTooLongError
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ STATUS = {
     IndexNotFoundError: 503,
     IndexCorruptError: 503,
     RerankerUnavailableError: 503,
+    DocumentTooLongError: 422,
 }
 
 HTTP_KINDS = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",

@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from pipeline.language import language_info
 from pipeline.types import Document, Query
 from service.deps import ClientDep, EngineDep, SearcherDep
+from service.rerank_api import calibrated, meta, prepare_documents, response_id
 from service.schemas import (
     BatchResult,
     BatchSearchRequest,
@@ -104,7 +105,10 @@ async def search_batch(body: BatchSearchRequest, request: Request, searcher: Sea
 
 @router.post("/rerank", response_model=RerankResponse, responses=ERRORS, response_model_exclude_none=True)
 async def rerank(body: RerankRequest, request: Request, engine: EngineDep, client: ClientDep) -> RerankResponse:
-    """Order your own documents for a query (Cohere/Jina rerank shape); ``model`` names a reranking pipeline."""
+    """Order your own documents for a query (Cohere's rerank shape); ``model`` names a reranking pipeline.
+
+    ``relevance_score`` is sigmoid(raw score) in [0, 1]; each result reports its document's length in tokens
+    and whether it was truncated (see service/rerank_api.py and docs/service-api.md)."""
     settings = request.app.state.settings
     metrics = request.app.state.metrics
     _check_limits(request, body.query, 1)
@@ -117,7 +121,9 @@ async def rerank(body: RerankRequest, request: Request, engine: EngineDep, clien
     ]
     start = time.perf_counter()
     metrics.rerank_batch.labels(model, "rerank_endpoint").observe(len(docs))
-    scores = await request.app.state.workers.run(rerank_documents, stage, Query("q", body.query), docs)
+    prepared = await request.app.state.workers.run(prepare_documents, stage, body.query, docs, body.max_tokens_per_doc,
+                                                   body.truncate)
+    scores = await request.app.state.workers.run(rerank_documents, stage, Query("q", body.query), prepared.docs)
     metrics.request_seconds.labels("rerank", model).observe(time.perf_counter() - start)
     order = sorted(range(len(docs)), key=lambda i: (-scores[i], i))[: body.top_n or len(docs)]
     results = []
@@ -126,8 +132,9 @@ async def rerank(body: RerankRequest, request: Request, engine: EngineDep, clien
         shown = None
         if body.return_documents:
             shown = RerankedDocument(text=doc) if isinstance(doc, str) else RerankedDocument(text=doc.text, title=doc.title)
-        results.append(RerankResult(index=i, relevance_score=scores[i], document=shown))
-    return RerankResponse(model=model, results=results, took_ms=(time.perf_counter() - start) * 1000)
-
+        results.append(RerankResult(index=i, relevance_score=calibrated(scores[i]), raw_score=scores[i] if body.raw_scores else None,
+                                    tokens=prepared.tokens[i], truncated=prepared.truncated[i], document=shown))
+    return RerankResponse(id=response_id(), results=results, meta=meta(len(docs), prepared.warnings), model=model,
+                          took_ms=(time.perf_counter() - start) * 1000)
 
 __all__ = ["router", "ERRORS", "RerankDocument"]

@@ -1,40 +1,96 @@
-"""``python -m service [--host H] [--port P]``: serve the API with uvicorn; ``--hash-key KEY`` prints a key's digest."""
+"""python -m service [--host H] [--port P]: serve the search API (and its page at /) with uvicorn.
+
+The port is checked before anything is loaded. The pipelines loaded by default are those
+with serve_by_default (the FIRST ones are off), the same as ./scripts/serve.sh.
+--hash-key KEY prints the digest of an API key and exits.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 import sys
 
-import uvicorn
-from pydantic import ValidationError
 
-from pipeline.memory import tame_allocator
-from service.app import create_app
-from service.logging_config import configure_logging
-from service.settings import Settings, hash_key
+def settings_help() -> str:
+    """One line per ``SEARCH_*`` environment variable, from the Settings model (default and description)."""
+    from service.settings import Settings
+
+    lines = ["settings (environment variables; lists as JSON, e.g. SEARCH_PIPELINES='[\"bm25\", \"bm25>>ce\"]'):"]
+    for name, field in Settings.model_fields.items():
+        default = field.default_factory() if field.default_factory is not None else field.default
+        doc = (field.description or _attribute_doc(name)).replace("``", "").rstrip(".")
+        lines.append(f"  SEARCH_{name.upper():<24} default {default!s}" + (f": {doc}" if doc else ""))
+    return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m service")
+def _attribute_doc(name: str) -> str:
+    """The docstring under a Settings attribute (``x: int = 1`` then ``\"\"\"...\"\"\"``), flattened."""
+    import ast
+    import inspect
+
+    from service.settings import Settings
+
+    body = ast.parse(inspect.getsource(Settings)).body[0].body
+    for node, after in zip(body, body[1:], strict=False):
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == name:
+            if isinstance(after, ast.Expr) and isinstance(getattr(after, "value", None), ast.Constant):
+                return " ".join(str(after.value.value).split())
+    return ""
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be served (in use, not allowed), or None when a server could bind it now."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: TIME_WAIT is no obstacle
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is already in use (another server?); choose another with --port"
+            return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__, epilog=settings_help(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--log-level", default=None, help="default: $SEARCH_LOG_LEVEL or INFO")
     parser.add_argument("--hash-key", metavar="KEY", help="print the SHA-256 digest to put in SEARCH_API_KEY_HASHES and exit")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    from pydantic import ValidationError
+
+    from service.settings import Settings, hash_key
+
     if args.hash_key is not None:
         print(hash_key(args.hash_key))
-        return
+        return 0
+    problem = port_problem(args.host, args.port)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         settings = Settings()
     except ValidationError as exc:
         print(f"invalid settings: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
+        return 2
+    import uvicorn
+
+    from pipeline.memory import tame_allocator
+    from service.app import create_app
+    from service.logging_config import configure_logging
+
     tame_allocator()  # flat memory with rerankers on a CPU (see pipeline/memory.py)
     level = args.log_level or settings.log_level
     configure_logging(level, json_lines=settings.log_json)
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_config=None, log_level=level.lower(),
                 access_log=False, timeout_keep_alive=settings.keep_alive_s)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

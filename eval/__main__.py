@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from pipeline.errors import PipelineError
+from pipeline.logging_quiet import quiet_optional_probes
 from pipeline.settings_paths import default_config_path, default_index_root, default_models_dir
 
 SUBCOMMANDS = ("report", "score", "regress", "convert")
@@ -33,7 +34,8 @@ def eval_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m eval", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=Path, required=True, help="BEIR-layout folder")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--pipeline", action="append", help="pipeline name (repeatable; default: bm25)")
+    parser.add_argument("--pipeline", "--pipelines", dest="pipeline", action="extend", nargs="+", metavar="NAME",
+                        help="pipeline names (repeatable, or several after one flag; default: bm25)")
     parser.add_argument("--run-file", type=Path, help="TREC run output (with several pipelines: a folder)")
     parser.add_argument("--collection", help="collection name (default: from the folder name)")
     parser.add_argument("--max-queries", type=int, help="only the first N judged queries (qrels file order)")
@@ -45,6 +47,7 @@ def eval_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    quiet_optional_probes()
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     handlers = {None: _plain, "report": _report, "score": _score, "regress": _regress, "convert": _convert}
     try:
@@ -55,13 +58,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _plain(argv: list[str]) -> int:
-    from eval.runner import run_eval
+    from eval.runner import check_pipelines, judged_queries, run_eval
     from eval.trec import write_run
     from pipeline.config import load_config
 
     args = eval_parser().parse_args(argv)
     pipelines = args.pipeline or ["bm25"]
     config = load_config(args.config)
+    check_pipelines(config, pipelines)
+    judged_queries(args.dataset, args.split, max_queries=args.max_queries)  # a wrong split or dataset: now, not after loading
     for name in pipelines:
         res = run_eval(args.dataset, args.split, name, config, args.index_root, args.models_dir, collection=args.collection,
                        max_queries=args.max_queries)
@@ -81,6 +86,7 @@ def _report(argv: list[str]) -> int:
     from eval.experiment import DEFAULT_DEPTHS, Experiment
     from eval.isolation import run_isolated
     from eval.report import build_report, write_report
+    from eval.runner import check_pipelines, judged_queries
     from eval.trec import write_run
     from pipeline.config import load_config
 
@@ -89,7 +95,8 @@ def _report(argv: list[str]) -> int:
     parser.add_argument("--datasets", type=Path, nargs="+", required=True, help="BEIR-layout folders")
     parser.add_argument("--out", type=Path, required=True, help="output folder (e.g. reports/)")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--pipelines", nargs="+", help="default: every pipeline in the config")
+    parser.add_argument("--pipelines", "--pipeline", dest="pipelines", action="extend", nargs="+", metavar="NAME",
+                        help="default: every pipeline in the config (repeatable, or several after one flag)")
     parser.add_argument("--skip", nargs="+", default=[], help="pipelines to leave out (listed as skipped)")
     parser.add_argument("--skip-reason", default="excluded on the command line (--skip)", help="shown for --skip")
     parser.add_argument("--baseline", default="bm25")
@@ -109,6 +116,9 @@ def _report(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     config = load_config(args.config)
     names = args.pipelines or list(config.pipelines)
+    check_pipelines(config, names + args.skip)
+    for dataset in args.datasets:  # a wrong split or folder fails now, not after the first dataset's pipelines
+        judged_queries(dataset, args.split, max_queries=args.max_queries)
     if args.first_stages_only:
         if args.stage_cache is None:
             parser.error("--first-stages-only needs --stage-cache")
@@ -194,7 +204,8 @@ def _regress(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval regress", description="Run regression matrices fresh and "
                                      "compare with the expected scores; exit 1 on any deviation.")
     parser.add_argument("matrices", type=Path, nargs="*", help="default: eval/regressions/*.yaml")
-    parser.add_argument("--pipeline", action="append", help="only these conditions (repeatable)")
+    parser.add_argument("--pipeline", "--pipelines", dest="pipeline", action="extend", nargs="+", metavar="NAME",
+                        help="only these conditions (repeatable, or several after one flag)")
     _common(parser)
     args = parser.parse_args(argv)
     config = load_config(args.config)

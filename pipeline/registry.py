@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from pipeline.config import ServiceConfig, StageConfig, parse_index, parse_stage
-from pipeline.errors import ConfigError
+from pipeline.errors import ConfigError, UnknownPipelineError
 from pipeline.stage import Pipeline, Stage
 
 # Stage modules imported lazily so that the core needs none of their dependencies.
@@ -109,6 +109,8 @@ def stage_indexes(raw: dict[str, Any], out: list[str] | None = None) -> list[str
 
 def required_indexes(config: ServiceConfig, pipeline: str) -> list[str]:
     """Index names a pipeline reads (nested retrievers of a fusion stage included)."""
+    if pipeline not in config.pipelines:
+        raise UnknownPipelineError(f"unknown pipeline {pipeline!r} (configured: {sorted(config.pipelines)})")
     out: list[str] = []
     for raw in config.pipelines[pipeline].stages:
         stage_indexes(raw, out)

@@ -7,6 +7,8 @@ import json
 import logging
 import time
 
+from pipeline.logging_quiet import quiet_optional_probes
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 """The id of the request being served (copied into threads by ``asyncio.to_thread``)."""
 
@@ -56,3 +58,4 @@ def configure_logging(level: str = "INFO", json_lines: bool = True) -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # the service logs each request itself
+    quiet_optional_probes()

@@ -25,21 +25,26 @@ def cfg(tmp_path):
 def test_report_command_writes_everything(tiny_dataset, tiny_index_root, cfg, tmp_path, capsys):
     out = tmp_path / "reports"
     rc = eval_main(["report", "--datasets", str(tiny_dataset), "--out", str(out), "--config", str(cfg),
-                    "--index-root", str(tiny_index_root), "--pipelines", "bm25", "nope", "--trials", "200"])
+                    "--index-root", str(tiny_index_root), "--pipelines", "bm25", "--trials", "200"])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "tiny\ttest\tbm25\tnDCG@10=1.0000" in printed and "nope\tSKIPPED" in printed
+    assert "tiny\ttest\tbm25\tnDCG@10=1.0000" in printed
     report = json.loads((out / "report.json").read_text())
     ds = report["datasets"][0]
     assert ds["systems"]["bm25"]["metrics"]["nDCG@10"] == pytest.approx(1.0)
     assert ds["systems"]["bm25"]["ms_per_query"] > 0
-    assert "unknown pipeline 'nope'" in ds["skipped"]["nope"]
     assert "python -m eval report --datasets" in report["command"]
     assert len(ds["provenance"]["qrels_sha256"]) == 64
     assert ds["provenance"]["pipelines"]["bm25"]["stages"][0]["type"] == "bm25"
     assert (out / "plots" / "tiny-tradeoff.png").is_file()
     assert set(read_run(out / "runs" / "tiny" / "bm25.trec")) == {"q1", "q2", "q3", "q4"}
     assert "## tiny (test, 4 queries)" in (out / "report.md").read_text()
+
+
+def test_report_refuses_an_unknown_pipeline_before_running_any(tiny_dataset, cfg, tmp_path, capsys):
+    rc = eval_main(["report", "--datasets", str(tiny_dataset), "--out", str(tmp_path / "r"), "--config", str(cfg),
+                    "--pipelines", "bm25", "nope"])
+    assert rc == 2 and "unknown pipeline 'nope'" in capsys.readouterr().err and not (tmp_path / "r").exists()
 
 
 def test_score_run_files_with_significance(tiny_dataset, tmp_path, capsys):
@@ -121,3 +126,25 @@ def test_score_missing_zero_is_the_trec_eval_convention(tiny_dataset, tmp_path, 
     assert eval_main(["score", "--qrels", str(tiny_dataset), "--run", str(tmp_path / "half.trec"), "--missing", "zero"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert f"nDCG@10={(judged - absent) / judged:.4f}" in line and f"({judged} of {judged} judged queries)" in line
+
+
+def test_unknown_pipeline_is_a_clear_error_with_a_suggestion(tiny_dataset, cfg, tmp_path, capsys):
+    rc = eval_main(["--dataset", str(tiny_dataset), "--pipeline", "bm26", "--config", str(cfg), "--index-root", str(tmp_path / "i")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown pipeline 'bm26'; did you mean 'bm25'?" in err and "Traceback" not in err
+    assert not (tmp_path / "i").exists()  # refused before any index was built
+
+
+def test_wrong_split_is_refused_before_loading(tiny_dataset, cfg, tmp_path, capsys):
+    for argv in (["--dataset", str(tiny_dataset)], ["report", "--datasets", str(tiny_dataset), "--out", str(tmp_path / "r")]):
+        rc = eval_main([*argv, "--split", "dev", "--config", str(cfg), "--index-root", str(tmp_path / "i")])
+        assert rc == 2 and "no qrels for split 'dev'" in capsys.readouterr().err
+        assert not (tmp_path / "i").exists() and not (tmp_path / "r").exists()
+
+
+def test_pipeline_and_pipelines_are_the_same_flag():
+    from eval.__main__ import eval_parser
+
+    parse = eval_parser().parse_args
+    assert parse(["--dataset", "d", "--pipeline", "a", "--pipeline", "b"]).pipeline == ["a", "b"]
+    assert parse(["--dataset", "d", "--pipelines", "a", "b"]).pipeline == ["a", "b"]

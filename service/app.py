@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service import errors
+from service.api_docs import mount_api_docs
 from service.cache import QUERY_EMBEDDING_CACHE, QueryEmbeddingCache, build_cache
 from service.engine import Engine
 from service.metrics import Metrics
@@ -67,11 +68,14 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
                     await watcher
             workers.shutdown()
 
+    title = "Neural search service"
     app = FastAPI(
-        title="Neural search service",
+        title=title,
         description="BM25, dense and hybrid retrieval with neural reranking, behind one endpoint.",
         version="0.2.0",
         lifespan=lifespan,
+        docs_url=None,  # served from local files by mount_api_docs: no CDN
+        redoc_url=None,
     )
     app.state.settings, app.state.metrics, app.state.cache = settings, metrics, cache
     app.state.limiter = RateLimiter(settings.rate_limit_per_minute, settings.burst)
@@ -79,6 +83,7 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.include_router(search_router)
     app.include_router(ops_router)
     mount_page(app)
+    mount_api_docs(app, title)
     # added last = outermost: ids and logs cover every response, 413 and CORS preflights included
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                        allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],

@@ -9,6 +9,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from pipeline.language import language_info
 from pipeline.types import Document, Query
 from service.deps import ClientDep, EngineDep, SearcherDep
+from service.highlight import add_highlights, lucene_analyzer, pipeline_language
 from service.rerank_api import calibrated, meta, prepare_documents, response_id
 from service.schemas import (
     BatchResult,
@@ -67,8 +68,11 @@ async def search(body: SearchRequest, request: Request, searcher: SearcherDep, c
         start = time.perf_counter()
         results, docs = searcher.search(state, body.pipeline, [query], body.k)
         result = results[0]
+        hits = searcher.hits(state, result, docs, body.explain)
+        if body.highlight:
+            add_highlights(hits, body.query, lucene_analyzer(body.lang or pipeline_language(state.pipeline(body.pipeline))))
         return _json(SearchResponse(
-            query=body.query, pipeline=body.pipeline, collection=state.name, hits=searcher.hits(state, result, docs, body.explain),
+            query=body.query, pipeline=body.pipeline, collection=state.name, hits=hits,
             took_ms=(time.perf_counter() - start) * 1000, degraded=result.degraded,
             timings_ms=result.timings_ms if body.explain else None, cached=result.cached, language=language,
         ))

@@ -27,6 +27,8 @@ class SearchRequest(BaseModel):
     collection: StrictStr | None = Field(default=None, max_length=100, description="Collection; default: the first served.")
     lang: StrictStr | None = Field(default=None, max_length=16, description="ISO 639-1 language of the query.")
     explain: StrictBool = Field(default=False, description="Include per-stage scores and timings.")
+    highlight: StrictBool = Field(default=False, description="Add a snippet around the matches and the offsets of the "
+                                  "matching words (as the collection's analyzer matches them: 'cell' marks 'cells').")
 
     @field_validator("query")
     @classmethod
@@ -41,6 +43,9 @@ class SearchHit(BaseModel):
     title: str = ""
     text: str = ""
     stage_scores: dict[str, float] | None = None
+    snippet: str | None = Field(default=None, description="With highlight: the passage of text with the most matches.")
+    highlights: list[list[int]] | None = Field(default=None, description="With highlight: [start, end) of each match in snippet.")
+    title_highlights: list[list[int]] | None = Field(default=None, description="With highlight: matches in title.")
 
 
 class LanguageInfo(BaseModel):

@@ -97,7 +97,7 @@ def _word_start(text: str, i: int) -> int:
     if i <= 0:
         return 0
     space = text.rfind(" ", 0, i)
-    return space + 1 if space >= 0 and i - space < 30 else i
+    return space + 1 if i - space < 30 else i  # space -1: the text's first word
 
 
 def _word_end(text: str, i: int) -> int:

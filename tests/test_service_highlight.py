@@ -29,3 +29,9 @@ def test_search_highlights_what_the_analyzer_matches(client):
     assert marked and marked <= {"tide", "tides"}
     plain = client.post("/search", json={"query": "tide", "k": 3}).json()["hits"][0]
     assert "snippet" not in plain and "highlights" not in plain
+
+
+def test_snippet_never_starts_inside_the_first_word():
+    text = "separation tides " + "y " * 200  # the window would start at character 1
+    snippet, _ = Highlighter().snippet(text, {"tides"}, width=60)
+    assert snippet.startswith("separation")

@@ -13,6 +13,8 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("req
 """The id of the request being served (copied into threads by ``asyncio.to_thread``)."""
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+DROPPED = {"color_message"}
+"""Extra fields left out of JSON lines: uvicorn's ``color_message`` repeats ``message`` with ANSI escapes."""
 
 
 class RequestIdFilter(logging.Filter):
@@ -36,7 +38,7 @@ class JsonFormatter(logging.Formatter):
             "request_id": getattr(record, "request_id", None) or request_id_var.get(),
         }
         for key, value in vars(record).items():
-            if key not in _STANDARD and key not in out:
+            if key not in _STANDARD and key not in out and key not in DROPPED:
                 out[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)

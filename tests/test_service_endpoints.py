@@ -212,7 +212,7 @@ def test_metrics_cover_latency_stages_cache_batches_and_errors(rc):
     assert 'search_stage_seconds_count{pipeline="bm25>>overlap",stage="overlap"}' in text
     assert re.search(r'search_rerank_batch_size_sum\{pipeline="bm25>>overlap",stage="overlap"\} [1-5]\.0', text)
     assert 'search_rerank_batch_size_sum{pipeline="bm25>>overlap",stage="rerank_endpoint"} 3.0' in text
-    assert 'search_errors_total{kind="UnknownPipelineError"} 1.0' in text
+    assert 'search_errors_total{kind="not_found"} 1.0' in text  # the HTTP kinds, like "validation" and "rate_limited"
     assert 'search_cache_requests_total{cache="results",outcome="miss"}' in text
     assert 'search_index_version_info{collection="tiny",index="lucene"' in text
     assert 'search_http_requests_total{method="POST",route="/search",status="404"} 1.0' in text

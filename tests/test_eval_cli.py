@@ -148,3 +148,10 @@ def test_pipeline_and_pipelines_are_the_same_flag():
     parse = eval_parser().parse_args
     assert parse(["--dataset", "d", "--pipeline", "a", "--pipeline", "b"]).pipeline == ["a", "b"]
     assert parse(["--dataset", "d", "--pipelines", "a", "b"]).pipeline == ["a", "b"]
+
+
+def test_plain_eval_reports_search_time_and_the_time_waited(tiny_dataset, tiny_index_root, cfg, capsys):
+    rc = eval_main(["--dataset", str(tiny_dataset), "--pipelines", "bm25", "--config", str(cfg),
+                    "--index-root", str(tiny_index_root), "--json"])
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rc == 0 and 0 < row["search_seconds"] <= row["seconds"]

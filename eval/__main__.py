@@ -41,6 +41,8 @@ def eval_parser() -> argparse.ArgumentParser:
     parser.add_argument("--collection", help="collection name (default: from the folder name)")
     parser.add_argument("--max-queries", type=int, help="only the first N judged queries (qrels file order)")
     parser.add_argument("--json", action="store_true", help="print metrics as JSON lines")
+    parser.add_argument("--measures", nargs="+", metavar="M", help="ir-measures names, e.g. nDCG@10 P@5 MAP R@100 "
+                        "Judged@10 (default: nDCG@10 RR@10 R@100 R@1000 MAP)")
     _common(parser)
     return parser
 
@@ -59,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _plain(argv: list[str]) -> int:
+    from eval.metrics import parse_measures
     from eval.runner import check_pipelines, judged_queries, run_eval
     from eval.trec import write_run
     from pipeline.config import load_config
@@ -67,12 +70,13 @@ def _plain(argv: list[str]) -> int:
     pipelines = args.pipeline or ["bm25"]
     config = load_config(args.config)
     check_pipelines(config, pipelines)
+    measures = parse_measures(args.measures)
     judged_queries(args.dataset, args.split, max_queries=args.max_queries)  # a wrong split or dataset: now, not after loading
     for name in pipelines:
         started = time.perf_counter()
         logging.getLogger("eval").info("%s: loading (indexes are built first if missing), then searching", name)
         res = run_eval(args.dataset, args.split, name, config, args.index_root, args.models_dir, collection=args.collection,
-                       max_queries=args.max_queries)
+                       max_queries=args.max_queries, measures=measures)
         total = time.perf_counter() - started  # loading, index checks and searching: what the user waited
         if args.run_file:
             path = args.run_file / f"{_file_name(name)}.trec" if len(pipelines) > 1 else args.run_file
@@ -158,6 +162,7 @@ def _report(argv: list[str]) -> int:
 def _score(argv: list[str]) -> int:
     from eval.experiment import MISSING_POLICIES, outcome_from_runs
     from eval.formats import load_judgements
+    from eval.metrics import DEFAULT_MEASURES, DISPLAY, parse_measures
     from eval.report import build_report, write_report
     from eval.trec import read_run
 
@@ -169,6 +174,8 @@ def _score(argv: list[str]) -> int:
     parser.add_argument("--baseline", help="name of the baseline run (default: the first)")
     parser.add_argument("--out", type=Path, help="also write a report folder")
     parser.add_argument("--trials", type=int, default=10_000)
+    parser.add_argument("--measures", nargs="+", metavar="M", help="measures to print, e.g. nDCG@10 P@5 MAP "
+                        "(default: nDCG@10 RR@10 R@100 R@1000 MAP; the report and its tests always include the defaults)")
     parser.add_argument("--missing", choices=MISSING_POLICIES, default="error",
                         help="a judged query absent from a run: error (default); covered: score only the judged queries "
                         "every run covers (warned, counted); zero: count it as 0 (trec_eval -c)")
@@ -181,7 +188,9 @@ def _score(argv: list[str]) -> int:
             raise ValueError(f"two runs are named {name!r}: use NAME=FILE")
         runs[name] = read_run(Path(file))
     label = args.qrels.name if args.qrels.is_dir() else args.qrels.stem
-    outcome = outcome_from_runs(label, args.split, qrels, runs, missing=args.missing)
+    shown = [DISPLAY.get(str(m), str(m)) for m in parse_measures(args.measures)]
+    measures = list({str(m): m for m in [*DEFAULT_MEASURES, *parse_measures(args.measures)]}.values())
+    outcome = outcome_from_runs(label, args.split, qrels, runs, missing=args.missing, measures=measures)
     coverage = outcome.provenance["coverage"]
     if coverage["missing"]:
         absent = ", ".join(f"{name}: {n}" for name, n in coverage["missing"].items())
@@ -193,9 +202,10 @@ def _score(argv: list[str]) -> int:
     ds = report["datasets"][0]
     marks = {c["system"]: c for c in ds["comparisons"] if c["measure"] == "nDCG@10"}
     for name, sys_ in ds["systems"].items():
-        cols = "  ".join(f"{k}={v:.4f}" for k, v in sys_["metrics"].items())
+        cols = "  ".join(f"{k}={sys_['metrics'][k]:.4f}" for k in shown)
         comp = marks.get(name)
-        sig = f"\tvs {comp['baseline']}: Δ={comp['delta']:+.4f} p_t={comp['t_p_holm']:.3g} p_rand={comp['rand_p_holm']:.3g} {comp['mark']}" if comp else ""
+        sig = (f"\tvs {comp['baseline']}: Δ={comp['delta']:+.4f} p_t={comp['t_p_holm']:.3g} p_rand={comp['rand_p_holm']:.3g} "
+               f"W/T/L={comp['wins']}/{comp['ties']}/{comp['losses']} {comp['mark']}") if comp else ""
         print(f"{label}\t{name}\t{cols}{sig}\t({ds['num_queries']} of {coverage['judged']} judged queries)")
     if args.out:
         for path in write_report(report, [outcome], args.out):

@@ -304,7 +304,8 @@ class RunCoverageError(ValueError):
 
 
 def outcome_from_runs(
-    dataset: str, split: str, qrels: dict[str, dict[str, int]], runs: dict[str, Results], missing: str = "error"
+    dataset: str, split: str, qrels: dict[str, dict[str, int]], runs: dict[str, Results], missing: str = "error",
+    measures: list | None = None,
 ) -> DatasetOutcome:
     """Score existing runs (e.g. read from TREC files): no pipeline runs, so no latency.
 
@@ -336,6 +337,6 @@ def outcome_from_runs(
                                       "missing": {name: len(qids) for name, qids in absent.items()}}
     for name, results in runs.items():
         run = {qid: {h.doc_id: h.score for h in hits} for qid, hits in results.items() if qid in judged}
-        outcome.systems[name] = SystemResult(name, evaluate(judged, run), per_query(judged, run))
+        outcome.systems[name] = SystemResult(name, evaluate(judged, run, measures), per_query(judged, run, measures))
         outcome.results[name] = results
     return outcome

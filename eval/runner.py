@@ -71,6 +71,7 @@ def run_eval(
     batch_size: int = 64,
     collection: str | None = None,
     max_queries: int | None = None,
+    measures: list | None = None,
 ) -> EvalResult:
     check_pipelines(config, [pipeline])
     queries, qrels = judged_queries(dataset, split, max_queries=max_queries)  # a wrong split fails before any loading
@@ -86,4 +87,4 @@ def run_eval(
     seconds = time.perf_counter() - start
     results = remove_self_hits(results)
     run = {qid: {h.doc_id: h.score for h in hits} for qid, hits in results.items()}
-    return EvalResult(pipeline, collection, split, evaluate(qrels, run), results, seconds, len(queries))
+    return EvalResult(pipeline, collection, split, evaluate(qrels, run, measures), results, seconds, len(queries))

@@ -38,7 +38,8 @@ def test_report_command_writes_everything(tiny_dataset, tiny_index_root, cfg, tm
     assert ds["provenance"]["pipelines"]["bm25"]["stages"][0]["type"] == "bm25"
     assert (out / "plots" / "tiny-tradeoff.png").is_file()
     assert set(read_run(out / "runs" / "tiny" / "bm25.trec")) == {"q1", "q2", "q3", "q4"}
-    assert "## tiny (test, 4 queries)" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "## tiny (test, 4 queries)" in md and "| W/T/L | retrieves | ms/query |" in md
 
 
 def test_report_refuses_an_unknown_pipeline_before_running_any(tiny_dataset, cfg, tmp_path, capsys):
@@ -155,3 +156,27 @@ def test_plain_eval_reports_search_time_and_the_time_waited(tiny_dataset, tiny_i
                     "--index-root", str(tiny_index_root), "--json"])
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rc == 0 and 0 < row["search_seconds"] <= row["seconds"]
+
+
+def test_score_measures_and_win_tie_loss(tiny_dataset, tmp_path, capsys):
+    qrels = load_qrels(tiny_dataset, "test")
+    good = {q: [Hit(q, d, 2.0) for d in docs] + [Hit(q, "d12", 1.0)] for q, docs in qrels.items()}
+    first = sorted(qrels)[0]  # worse on one query only: the relevant documents drop below d12
+    mixed = {q: hits if q != first else [Hit(q, "d12", 3.0)] + hits[:-1] for q, hits in good.items()}
+    write_run(good, tmp_path / "good.trec", tag="good")
+    write_run(mixed, tmp_path / "mixed.trec", tag="mixed")
+    rc = eval_main(["score", "--qrels", str(tiny_dataset), "--run", str(tmp_path / "good.trec"), "--run", str(tmp_path / "mixed.trec"),
+                    "--measures", "P@1", "MAP", "--trials", "100"])
+    lines = capsys.readouterr().out.splitlines()
+    mixed_line = next(line for line in lines if line.split("\t")[1] == "mixed")
+    assert rc == 0 and "\tP@1=" in mixed_line and "MAP=" in mixed_line and "RR@10" not in mixed_line
+    assert f"W/T/L=0/{len(qrels) - 1}/1" in mixed_line
+    assert eval_main(["score", "--qrels", str(tiny_dataset), "--run", str(tmp_path / "good.trec"), "--measures", "nDGC@10"]) == 2
+    assert "unknown measure 'nDGC@10'" in capsys.readouterr().err
+
+
+def test_plain_eval_measures(tiny_dataset, tiny_index_root, cfg, capsys):
+    rc = eval_main(["--dataset", str(tiny_dataset), "--config", str(cfg), "--index-root", str(tiny_index_root),
+                    "--measures", "nDCG@5", "P@1", "--json"])
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rc == 0 and row["nDCG@5"] == 1.0 and row["P@1"] == 1.0 and "MAP" not in row

@@ -22,7 +22,15 @@ def settings_help() -> str:
         default = field.default_factory() if field.default_factory is not None else field.default
         doc = (field.description or _attribute_doc(name)).replace("``", "").rstrip(".")
         lines.append(f"  SEARCH_{name.upper():<24} default {default!s}" + (f": {doc}" if doc else ""))
+    lines += [f"  {name:<31} {doc}" for name, doc in OTHER_SETTINGS.items()]
     return "\n".join(lines)
+
+
+OTHER_SETTINGS = {
+    "SEARCH_JVM_HEAP": "default 4g: maximum heap of the JVM that runs Lucene (BM25)",
+    "SEARCH_LLM_CACHE": "default ~/.cache/neural-search/llm: cache folder of the FIRST reranker's LLM files",
+}
+"""Environment variables read outside :class:`~service.settings.Settings` (by pipeline/)."""
 
 
 def _attribute_doc(name: str) -> str:

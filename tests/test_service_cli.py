@@ -37,7 +37,7 @@ def test_help_lists_the_search_settings_without_loading_the_app():
     code = "import sys; from service.__main__ import main\ntry: main(['--help'])\nexcept SystemExit: pass\n" \
            "print('LOADED' if 'service.app' in sys.modules or 'torch' in sys.modules else 'LIGHT')"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60).stdout
-    for name in ("SEARCH_PIPELINES", "SEARCH_COLLECTIONS", "SEARCH_API_KEY_HASHES", "SEARCH_REDIS_URL", "SEARCH_LOG_JSON"):
+    for name in ("SEARCH_PIPELINES", "SEARCH_COLLECTIONS", "SEARCH_API_KEY_HASHES", "SEARCH_REDIS_URL", "SEARCH_JVM_HEAP"):
         assert name in out
     assert "``" not in out and out.strip().endswith("LIGHT")
 

@@ -14,10 +14,12 @@ import json
 import logging
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from eval.arguments import add_common_options, eval_parser
 from pipeline.core.errors import PipelineError
+from pipeline.runtime.logging_quiet import quiet_optional_probes
 
 SUBCOMMANDS = ("report", "score", "regress", "convert")
 
@@ -25,6 +27,7 @@ SUBCOMMANDS = ("report", "score", "regress", "convert")
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    quiet_optional_probes()
     command = argv[0] if argv and argv[0] in SUBCOMMANDS else None
     handlers = {None: _plain, "report": _report, "score": _score, "regress": _regress, "convert": _convert}
     try:
@@ -35,25 +38,34 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _plain(argv: list[str]) -> int:
-    from eval.runner import run_eval
+    from eval.metrics import parse_measures
+    from eval.runner import check_pipelines, judged_queries, run_eval
     from eval.trec import write_run
     from pipeline.registry import load_config
 
     args = eval_parser().parse_args(argv)
     pipelines = args.pipeline or ["bm25"]
     config = load_config(args.config)
+    check_pipelines(config, pipelines)
+    measures = parse_measures(args.measures)
+    judged_queries(args.dataset, args.split, max_queries=args.max_queries)  # a wrong split or dataset: now, not after loading
     for name in pipelines:
+        started = time.perf_counter()
+        logging.getLogger("eval").info("%s: loading (indexes are built first if missing), then searching", name)
         res = run_eval(args.dataset, args.split, name, config, args.index_root, args.models_dir, collection=args.collection,
-                       max_queries=args.max_queries)
+                       max_queries=args.max_queries, measures=measures)
+        total = time.perf_counter() - started  # loading, index checks and searching: what the user waited
         if args.run_file:
             path = args.run_file / f"{_file_name(name)}.trec" if len(pipelines) > 1 else args.run_file
             write_run(res.results, path, tag=_file_name(name))
         if args.json:
             print(json.dumps({"dataset": res.dataset, "split": res.split, "pipeline": name, **res.metrics,
-                              "queries": res.num_queries, "seconds": round(res.seconds, 2)}))
+                              "queries": res.num_queries, "search_seconds": round(res.seconds, 2),
+                              "seconds": round(total, 2)}))
         else:
             cols = "  ".join(f"{k}={v:.4f}" for k, v in res.metrics.items())
-            print(f"{res.dataset}\t{res.split}\t{name}\t{cols}\t({res.num_queries} queries, {res.seconds:.1f}s)")
+            print(f"{res.dataset}\t{res.split}\t{name}\t{cols}\t({res.num_queries} queries: {res.seconds:.1f} s searching, "
+                  f"{total:.1f} s in all)")
     return 0
 
 
@@ -61,6 +73,7 @@ def _report(argv: list[str]) -> int:
     from eval.experiment import DEFAULT_DEPTHS, Experiment
     from eval.isolation import run_isolated
     from eval.report import build_report, write_report
+    from eval.runner import check_pipelines, judged_queries
     from eval.trec import write_run
     from pipeline.registry import load_config
 
@@ -69,7 +82,8 @@ def _report(argv: list[str]) -> int:
     parser.add_argument("--datasets", type=Path, nargs="+", required=True, help="BEIR-layout folders")
     parser.add_argument("--out", type=Path, required=True, help="output folder (e.g. reports/)")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--pipelines", nargs="+", help="default: every pipeline in the config")
+    parser.add_argument("--pipelines", "--pipeline", dest="pipelines", action="extend", nargs="+", metavar="NAME",
+                        help="default: every pipeline in the config (repeatable, or several after one flag)")
     parser.add_argument("--skip", nargs="+", default=[], help="pipelines to leave out (listed as skipped)")
     parser.add_argument("--skip-reason", default="excluded on the command line (--skip)", help="shown for --skip")
     parser.add_argument("--baseline", default="bm25")
@@ -89,6 +103,9 @@ def _report(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     config = load_config(args.config)
     names = args.pipelines or list(config.pipelines)
+    check_pipelines(config, names + args.skip)
+    for dataset in args.datasets:  # a wrong split or folder fails now, not after the first dataset's pipelines
+        judged_queries(dataset, args.split, max_queries=args.max_queries)
     if args.first_stages_only:
         if args.stage_cache is None:
             parser.error("--first-stages-only needs --stage-cache")
@@ -120,8 +137,9 @@ def _report(argv: list[str]) -> int:
 
 
 def _score(argv: list[str]) -> int:
-    from eval.experiment import outcome_from_runs
+    from eval.experiment import MISSING_POLICIES, outcome_from_runs
     from eval.formats import load_judgements
+    from eval.metrics import DEFAULT_MEASURES, DISPLAY, parse_measures
     from eval.report import build_report, write_report
     from eval.trec import read_run
 
@@ -133,6 +151,11 @@ def _score(argv: list[str]) -> int:
     parser.add_argument("--baseline", help="name of the baseline run (default: the first)")
     parser.add_argument("--out", type=Path, help="also write a report folder")
     parser.add_argument("--trials", type=int, default=10_000)
+    parser.add_argument("--measures", nargs="+", metavar="M", help="measures to print, e.g. nDCG@10 P@5 MAP "
+                        "(default: nDCG@10 RR@10 R@100 R@1000 MAP; the report and its tests always include the defaults)")
+    parser.add_argument("--missing", choices=MISSING_POLICIES, default="error",
+                        help="a judged query absent from a run: error (default); covered: score only the judged queries "
+                        "every run covers (warned, counted); zero: count it as 0 (trec_eval -c)")
     args = parser.parse_args(argv)
     qrels, _ = load_judgements(args.qrels, args.split)
     runs = {}
@@ -142,16 +165,25 @@ def _score(argv: list[str]) -> int:
             raise ValueError(f"two runs are named {name!r}: use NAME=FILE")
         runs[name] = read_run(Path(file))
     label = args.qrels.name if args.qrels.is_dir() else args.qrels.stem
-    outcome = outcome_from_runs(label, args.split, qrels, runs)
+    shown = [DISPLAY.get(str(m), str(m)) for m in parse_measures(args.measures)]
+    measures = list({str(m): m for m in [*DEFAULT_MEASURES, *parse_measures(args.measures)]}.values())
+    outcome = outcome_from_runs(label, args.split, qrels, runs, missing=args.missing, measures=measures)
+    coverage = outcome.provenance["coverage"]
+    if coverage["missing"]:
+        absent = ", ".join(f"{name}: {n}" for name, n in coverage["missing"].items())
+        scored = coverage["scored"] if args.missing == "covered" else coverage["judged"]
+        print(f"WARNING: runs miss judged queries ({absent}); --missing {args.missing}: scored on {scored} of "
+              f"{coverage['judged']} judged queries", file=sys.stderr)
     report = build_report([outcome], args.baseline or next(iter(runs)), command="python -m eval score " + shlex.join(argv),
                           trials=args.trials)
     ds = report["datasets"][0]
     marks = {c["system"]: c for c in ds["comparisons"] if c["measure"] == "nDCG@10"}
     for name, sys_ in ds["systems"].items():
-        cols = "  ".join(f"{k}={v:.4f}" for k, v in sys_["metrics"].items())
+        cols = "  ".join(f"{k}={sys_['metrics'][k]:.4f}" for k in shown)
         comp = marks.get(name)
-        sig = f"\tvs {comp['baseline']}: Δ={comp['delta']:+.4f} p_t={comp['t_p_holm']:.3g} p_rand={comp['rand_p_holm']:.3g} {comp['mark']}" if comp else ""
-        print(f"{label}\t{name}\t{cols}{sig}")
+        sig = (f"\tvs {comp['baseline']}: Δ={comp['delta']:+.4f} p_t={comp['t_p_holm']:.3g} p_rand={comp['rand_p_holm']:.3g} "
+               f"W/T/L={comp['wins']}/{comp['ties']}/{comp['losses']} {comp['mark']}") if comp else ""
+        print(f"{label}\t{name}\t{cols}{sig}\t({ds['num_queries']} of {coverage['judged']} judged queries)")
     if args.out:
         for path in write_report(report, [outcome], args.out):
             print(f"wrote {path}")
@@ -165,7 +197,8 @@ def _regress(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m eval regress", description="Run regression matrices fresh and "
                                      "compare with the expected scores; exit 1 on any deviation.")
     parser.add_argument("matrices", type=Path, nargs="*", help="default: eval/regressions/*.yaml")
-    parser.add_argument("--pipeline", action="append", help="only these conditions (repeatable)")
+    parser.add_argument("--pipeline", "--pipelines", dest="pipeline", action="extend", nargs="+", metavar="NAME",
+                        help="only these conditions (repeatable, or several after one flag)")
     add_common_options(parser)
     args = parser.parse_args(argv)
     config = load_config(args.config)

@@ -28,10 +28,13 @@ def eval_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m eval", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=Path, required=True, help="BEIR-layout folder")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--pipeline", action="append", help="pipeline name (repeatable; default: bm25)")
+    parser.add_argument("--pipeline", "--pipelines", dest="pipeline", action="extend", nargs="+", metavar="NAME",
+                        help="pipeline names (repeatable, or several after one flag; default: bm25)")
     parser.add_argument("--run-file", type=Path, help="TREC run output (with several pipelines: a folder)")
     parser.add_argument("--collection", help="collection name (default: from the folder name)")
     parser.add_argument("--max-queries", type=int, help="only the first N judged queries (qrels file order)")
     parser.add_argument("--json", action="store_true", help="print metrics as JSON lines")
+    parser.add_argument("--measures", nargs="+", metavar="M", help="ir-measures names, e.g. nDCG@10 P@5 MAP R@100 "
+                        "Judged@10 (default: nDCG@10 RR@10 R@100 R@1000 MAP)")
     add_common_options(parser)
     return parser

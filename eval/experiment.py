@@ -296,16 +296,47 @@ class Experiment:
         return outcome
 
 
+MISSING_POLICIES = ("error", "covered", "zero")
+
+
+class RunCoverageError(ValueError):
+    """A run file does not cover every judged query (``python -m eval score --missing`` says what to do)."""
+
+
 def outcome_from_runs(
-    dataset: str, split: str, qrels: dict[str, dict[str, int]], runs: dict[str, Results]
+    dataset: str, split: str, qrels: dict[str, dict[str, int]], runs: dict[str, Results], missing: str = "error",
+    measures: list | None = None,
 ) -> DatasetOutcome:
     """Score existing runs (e.g. read from TREC files): no pipeline runs, so no latency.
 
-    Runs are scored on the judged queries only; a judged query absent from a run counts as zero.
+    A judged query absent from a run is handled by ``missing``:
+
+    * ``error`` (default): raise :class:`RunCoverageError` naming the run and the count;
+    * ``covered``: score every run on the judged queries that *all* runs cover (one set, so the
+      significance tests stay paired); ``provenance["coverage"]`` records what was left out;
+    * ``zero``: the TREC convention (``trec_eval -c``): a missing query scores 0.
     """
-    outcome = DatasetOutcome(dataset, split, len(qrels))
+    if missing not in MISSING_POLICIES:
+        raise ValueError(f"missing must be one of {MISSING_POLICIES}, got {missing!r}")
+    absent = {name: sorted(q for q in qrels if q not in results) for name, results in runs.items()}
+    absent = {name: qids for name, qids in absent.items() if qids}
+    if absent and missing == "error":
+        name, qids = next(iter(absent.items()))
+        raise RunCoverageError(
+            f"run {name!r} has no results for {len(qids)} of {len(qrels)} judged queries (e.g. {', '.join(qids[:3])}); "
+            "scoring them as 0 would understate it. Use --missing covered to score only the judged queries every run "
+            "covers, or --missing zero for the trec_eval -c convention")
+    judged = qrels
+    if absent and missing == "covered":
+        dropped = set().union(*absent.values())
+        judged = {q: rel for q, rel in qrels.items() if q not in dropped}
+        if not judged:
+            raise RunCoverageError("the runs have no judged query in common: nothing to score")
+    outcome = DatasetOutcome(dataset, split, len(judged))
+    outcome.provenance["coverage"] = {"policy": missing, "judged": len(qrels), "scored": len(judged),
+                                      "missing": {name: len(qids) for name, qids in absent.items()}}
     for name, results in runs.items():
-        run = {qid: {h.doc_id: h.score for h in hits} for qid, hits in results.items() if qid in qrels}
-        outcome.systems[name] = SystemResult(name, evaluate(qrels, run), per_query(qrels, run))
+        run = {qid: {h.doc_id: h.score for h in hits} for qid, hits in results.items() if qid in judged}
+        outcome.systems[name] = SystemResult(name, evaluate(judged, run, measures), per_query(judged, run, measures))
         outcome.results[name] = results
     return outcome

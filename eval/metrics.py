@@ -30,3 +30,20 @@ def per_query(
     for metric in ir_measures.iter_calc(measures, qrels, run):
         out[DISPLAY.get(str(metric.measure), str(metric.measure))][metric.query_id] = float(metric.value)
     return out
+
+
+ALIASES = {"MAP": "AP", "MRR@10": "RR@10", "Recall@100": "R@100", "Recall@1000": "R@1000"}
+
+
+def parse_measures(names: list[str] | None) -> list:
+    """ir-measures objects from names such as ``nDCG@10``, ``P@5``, ``MAP``, ``R@100``, ``Judged@10``
+    (the default measures when ``names`` is empty); an unknown name is a ValueError that lists examples."""
+    if not names:
+        return list(DEFAULT_MEASURES)
+    out = []
+    for name in names:
+        try:
+            out.append(ir_measures.parse_measure(ALIASES.get(name, name)))
+        except (ValueError, NameError, SyntaxError, TypeError, KeyError, AttributeError) as exc:
+            raise ValueError(f"unknown measure {name!r} ({exc}); e.g. nDCG@10, P@5, MAP, RR@10, R@100, Judged@10") from exc
+    return out

@@ -70,6 +70,21 @@ def build_report(
     }
 
 
+def first_stage_depth(stages: list[dict[str, Any]]) -> str:
+    """Candidates the first stage retrieves per query, e.g. ``1000`` (bm25) or ``100+100`` (a fusion):
+    ms/query of pipelines compare like with like only at equal depth."""
+    if not stages:
+        return ""
+
+    def depth(stage: dict[str, Any]) -> int:
+        return min(int(stage.get("k", 1000)), int(stage.get("cutoff") or 10**9))
+
+    first = stages[0]
+    if first.get("retrievers"):
+        return "+".join(str(depth(r)) for r in first["retrievers"])
+    return str(depth(first))
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     """The report as markdown: one table per dataset, marks against the baseline, skipped pipelines."""
     m = report["machine"]
@@ -88,12 +103,21 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"α={report['alpha']} after Holm-Bonferroni correction; (▲)/(▼) only one of them does. "
         "nDCG@10 brackets: 95% bootstrap CI over queries. ms/query: batch (64 queries) wall time per query "
         "on this machine, summed over the pipeline's stages (a stage shared with another pipeline is computed "
-        "once and counted in each).",
+        "once and counted in each). W/T/L: queries where the pipeline beats, ties or loses to the baseline on "
+        f"{TESTED_MEASURES[0]}. retrieves: candidates the first stage fetches per query; compare ms/query at equal depth "
+        "(a BM25 at k=1000 is slower than one at k=100 with the same nDCG@10).",
     ]
     for ds in report["datasets"]:
         lines += ["", f"## {ds['dataset']} ({ds['split']}, {ds['num_queries']} queries)", ""]
+        coverage = ds.get("provenance", {}).get("coverage", {})
+        if coverage.get("missing"):
+            absent = ", ".join(f"`{n}` misses {k}" for n, k in coverage["missing"].items())
+            lines += [f"**Coverage**: {absent} of {coverage['judged']} judged queries; policy `{coverage['policy']}`: "
+                      f"scored on {ds['num_queries']} queries.", ""]
         marks = {(c["system"], c["measure"]): c for c in ds["comparisons"]}
-        header = ["pipeline", *TABLE_MEASURES, f"Δ{TESTED_MEASURES[0]}", "p (t / rand, Holm)", "ms/query", "stages (ms/query)"]
+        header = ["pipeline", *TABLE_MEASURES, f"Δ{TESTED_MEASURES[0]}", "p (t / rand, Holm)", "W/T/L", "retrieves",
+                  "ms/query", "stages (ms/query)"]
+        configs = ds.get("provenance", {}).get("pipelines", {})
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for name, sys_ in ds["systems"].items():
             cells = [f"`{name}`"]
@@ -109,6 +133,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             comp = marks.get((name, TESTED_MEASURES[0]))
             cells.append(f"{comp['delta']:+.4f}" if comp else "baseline" if name == ds["baseline"] else "")
             cells.append(f"{comp['t_p_holm']:.3g} / {comp['rand_p_holm']:.3g}" if comp else "")
+            cells.append(f"{comp['wins']}/{comp['ties']}/{comp['losses']}" if comp and "wins" in comp else "")
+            cells.append(first_stage_depth(configs.get(name, {}).get("stages", [])))
             cells.append(f"{sys_['ms_per_query']:.1f}" if sys_["ms_per_query"] is not None else "n/a")
             stage_ms = ", ".join(f"{k} {v:.1f}" for k, v in sys_["stage_ms_per_query"].items())
             cells.append(stage_ms + (f" ({sys_['reused_stages']} shared)" if sys_["reused_stages"] else ""))

@@ -10,6 +10,7 @@ from pathlib import Path
 from eval.metrics import evaluate
 from indexer.build import ensure_indexes
 from pipeline.core.config import ServiceConfig
+from pipeline.core.errors import UnknownPipelineError
 from pipeline.core.types import Query, Results
 from pipeline.registry import BuildContext, build_pipeline, required_indexes
 from pipeline.storage.collection import dataset_name, load_qrels, load_queries
@@ -49,6 +50,17 @@ def judged_queries(dataset: Path, split: str, lang: str | None = None,
     return [queries[q] for q in qrels], qrels
 
 
+def check_pipelines(config: ServiceConfig, names: list[str]) -> None:
+    """Refuse unknown pipeline names up front, with the closest configured name when there is one."""
+    import difflib
+
+    for name in names:
+        if name not in config.pipelines:
+            close = difflib.get_close_matches(name, list(config.pipelines), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise UnknownPipelineError(f"unknown pipeline {name!r}{hint} (configured: {', '.join(config.pipelines)})")
+
+
 def run_eval(
     dataset: Path,
     split: str,
@@ -59,12 +71,14 @@ def run_eval(
     batch_size: int = 64,
     collection: str | None = None,
     max_queries: int | None = None,
+    measures: list | None = None,
 ) -> EvalResult:
+    check_pipelines(config, [pipeline])
+    queries, qrels = judged_queries(dataset, split, max_queries=max_queries)  # a wrong split fails before any loading
     collection = collection or dataset_name(dataset)
     ensure_indexes(dataset, collection, config, required_indexes(config, pipeline), index_root)
     ctx = BuildContext(index_root=index_root, collection=collection, config=config, models_dir=models_dir)
     pipe = build_pipeline(pipeline, ctx)
-    queries, qrels = judged_queries(dataset, split, max_queries=max_queries)
     start = time.perf_counter()
     results: Results = {}
     for i in range(0, len(queries), batch_size):
@@ -73,4 +87,4 @@ def run_eval(
     seconds = time.perf_counter() - start
     results = remove_self_hits(results)
     run = {qid: {h.doc_id: h.score for h in hits} for qid, hits in results.items()}
-    return EvalResult(pipeline, collection, split, evaluate(qrels, run), results, seconds, len(queries))
+    return EvalResult(pipeline, collection, split, evaluate(qrels, run, measures), results, seconds, len(queries))

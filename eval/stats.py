@@ -116,6 +116,10 @@ class Comparison:
     rand_p: float
     t_p_holm: float
     rand_p_holm: float
+    wins: int = 0
+    ties: int = 0
+    losses: int = 0
+    """Queries where the system scores higher / the same (within 1e-9) / lower than the baseline."""
 
     def significant(self, alpha: float = 0.05) -> bool:
         """Both tests reject after correction."""
@@ -145,7 +149,18 @@ def compare_to_baseline(
     t_p = {s: paired_t_test(per_query[s], base) for s in others}
     r_p = {s: randomisation_test(per_query[s], base, trials=trials, seed=seed) for s in others}
     t_adj, r_adj = holm(t_p), holm(r_p)
-    return [
-        Comparison(s, baseline, measure, float(paired_differences(per_query[s], base).mean()), t_p[s], r_p[s], t_adj[s], r_adj[s])
-        for s in others
-    ]
+    out = []
+    for s in others:
+        diffs = paired_differences(per_query[s], base)
+        out.append(Comparison(s, baseline, measure, float(diffs.mean()), t_p[s], r_p[s], t_adj[s], r_adj[s],
+                              *win_tie_loss(diffs)))
+    return out
+
+
+def win_tie_loss(diffs: np.ndarray, tolerance: float = 1e-9) -> tuple[int, int, int]:
+    """Counts of per-query differences above, within and below ``tolerance``.
+
+    >>> win_tie_loss(np.array([0.5, 0.0, -0.25, 1e-12]))
+    (1, 2, 1)
+    """
+    return int((diffs > tolerance).sum()), int((abs(diffs) <= tolerance).sum()), int((diffs < -tolerance).sum())

@@ -23,7 +23,7 @@ from pipeline.core.build_context import (
     registered_stage_types,
 )
 from pipeline.core.config import ServiceConfig, format_validation_error, parse_index
-from pipeline.core.errors import ConfigError
+from pipeline.core.errors import ConfigError, UnknownPipelineError
 from pipeline.core.stage import Pipeline
 
 __all__ = ["BuildContext", "StageType", "build_pipeline", "build_stage", "load_config", "parse_config",
@@ -91,6 +91,8 @@ def stage_indexes(raw: dict[str, Any], out: list[str] | None = None) -> list[str
 
 def required_indexes(config: ServiceConfig, pipeline: str) -> list[str]:
     """Index names a pipeline reads (nested retrievers of a fusion stage included)."""
+    if pipeline not in config.pipelines:
+        raise UnknownPipelineError(f"unknown pipeline {pipeline!r} (configured: {sorted(config.pipelines)})")
     out: list[str] = []
     for raw in config.pipelines[pipeline].stages:
         stage_indexes(raw, out)

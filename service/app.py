@@ -12,14 +12,14 @@ import contextlib
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 
 from service import errors
 from service.admission import RerankAdmission
+from service.api_docs import mount_api_docs
 from service.cache import QUERY_EMBEDDING_CACHE, QueryEmbeddingCache, build_cache
-from service.deps import ClientDep
+from service.deps import require_client
 from service.engine import Engine
 from service.metrics import Metrics
 from service.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
@@ -73,24 +73,25 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
             workers.shutdown()
 
     production = settings.env == "production"
-    docs = {"docs_url": None, "redoc_url": None, "openapi_url": None} if production else {}
+    title = "Neural search service"
     app = FastAPI(
-        title="Neural search service",
+        title=title,
         description="BM25, dense and hybrid retrieval with neural reranking, behind one endpoint.",
         version="0.2.0",
         lifespan=lifespan,
-        **docs,
+        docs_url=None,  # served from local files by mount_api_docs: no CDN
+        redoc_url=None,
+        openapi_url=None if production else "/openapi.json",  # production: behind a key (mount_api_docs)
     )
     app.state.settings, app.state.metrics, app.state.cache = settings, metrics, cache
     app.state.limiter = build_limiter(settings)
     app.state.admission = RerankAdmission(settings.rerank_max_request_cost, settings.rerank_max_inflight_cost,
                                           settings.rerank_client_share)
     errors.install(app)
-    if production:
-        _keyed_docs(app)
     app.include_router(search_router)
     app.include_router(ops_router)
     mount_page(app)
+    mount_api_docs(app, title, keyed=[Depends(require_client)] if production else None)
     # added last = outermost: ids and logs cover every response, 413 and CORS preflights included
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                        allow_headers=["authorization", "content-type", "x-api-key", "x-request-id"],
@@ -99,18 +100,3 @@ def create_app(settings: Settings | None = None, engine: Engine | None = None) -
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app
 
-
-def _keyed_docs(app: FastAPI) -> None:
-    """Production: the API description and its pages exist, but only for callers with an API key."""
-
-    @app.get("/openapi.json", include_in_schema=False)
-    async def openapi(client: ClientDep) -> dict:
-        return app.openapi()
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs(client: ClientDep):
-        return get_swagger_ui_html(openapi_url="/openapi.json", title=app.title)
-
-    @app.get("/redoc", include_in_schema=False)
-    async def redoc(client: ClientDep):
-        return get_redoc_html(openapi_url="/openapi.json", title=app.title)

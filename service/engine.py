@@ -115,7 +115,7 @@ class Engine:
     ):
         self.config = config
         self.index_root, self.models_dir = Path(index_root), Path(models_dir)
-        self.pipeline_names = pipelines or list(config.pipelines)
+        self.pipeline_names = pipelines or [n for n, p in config.pipelines.items() if p.serve_by_default]
         self.shared = dict(shared or {})
         """Resources put into every build context (e.g. the query-embedding cache)."""
         self.warmup_query = warmup_query
@@ -150,6 +150,10 @@ class Engine:
         """A new state: pipelines whose index versions are unchanged are reused from ``old``."""
         ctx = self._context(collection, old.context if old is not None else None)
         state = CollectionState(collection, ctx)
+        for name, spec in self.config.pipelines.items():
+            if name not in self.pipeline_names and not spec.serve_by_default:
+                state.off[name] = ("not served by default (serve_by_default: false in the config); "
+                                   "name it in SEARCH_PIPELINES to load it")
         for name in self.pipeline_names:
             where = f"{collection}/{name}"
             refused: list[str] = []

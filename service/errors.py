@@ -25,6 +25,7 @@ from pipeline.core.errors import (
     UnknownCollectionError,
     UnknownPipelineError,
 )
+from service.rerank_api import DocumentTooLongError
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +42,10 @@ STATUS = {
     IndexNotFoundError: 503,
     IndexCorruptError: 503,
     RerankerUnavailableError: 503,
+    DocumentTooLongError: 422,
 }
 
-HTTP_KINDS = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+HTTP_KINDS = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
               413: "body_too_large", 422: "validation", 429: "rate_limited", 503: "unavailable"}
 
 
@@ -92,14 +94,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(PipelineError)
     async def _pipeline_error(request: Request, exc: PipelineError) -> JSONResponse:
         code = status_for(exc)
-        count(type(exc).__name__)
+        count(HTTP_KINDS.get(code, f"http_{code}"))  # one vocabulary for every error kind; the class is in the log
         if code >= 500:
-            logger.error("request failed: %s", exc)
+            logger.error("request failed: %s: %s", type(exc).__name__, exc)
         return JSONResponse({"detail": public_detail(request, str(exc))}, status_code=code)
 
     @app.exception_handler(ValueError)
     async def _value_error(request: Request, exc: ValueError) -> JSONResponse:
-        count("bad_request")
+        count(HTTP_KINDS[400])
         return JSONResponse({"detail": public_detail(request, str(exc))}, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
@@ -110,5 +112,5 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError):
-        count("validation")
+        count(HTTP_KINDS[422])
         return await request_validation_exception_handler(request, RequestValidationError(_encodable(exc.errors())))

@@ -7,10 +7,14 @@ import json
 import logging
 import time
 
+from pipeline.runtime.logging_quiet import quiet_optional_probes
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 """The id of the request being served (copied into threads by ``asyncio.to_thread``)."""
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+DROPPED = {"color_message"}
+"""Extra fields left out of JSON lines: uvicorn's ``color_message`` repeats ``message`` with ANSI escapes."""
 
 
 class RequestIdFilter(logging.Filter):
@@ -34,7 +38,7 @@ class JsonFormatter(logging.Formatter):
             "request_id": getattr(record, "request_id", None) or request_id_var.get(),
         }
         for key, value in vars(record).items():
-            if key not in _STANDARD and key not in out:
+            if key not in _STANDARD and key not in out and key not in DROPPED:
                 out[key] = value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
@@ -56,3 +60,4 @@ def configure_logging(level: str = "INFO", json_lines: bool = True) -> None:
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True  # the service logs each request itself
+    quiet_optional_probes()

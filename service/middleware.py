@@ -17,6 +17,35 @@ logger = logging.getLogger("service.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
+STATIC_PREFIXES = ("/static/", "/docs-assets/")
+
+
+def route_label(scope) -> str:
+    """The route template of a request for metrics: FastAPI's route, else a fixed path the app serves
+    (``/openapi.json``, ``/docs``; also when a 413 answered before routing), a static folder, or ``unmatched``."""
+    route = getattr(scope.get("route"), "path", None)
+    if route:
+        return route
+    path = scope["path"]
+    for prefix in STATIC_PREFIXES:
+        if path.startswith(prefix):
+            return prefix.rstrip("/")
+    return path if path in _fixed_paths(scope.get("app")) else "unmatched"
+
+
+def _fixed_paths(app) -> set[str]:
+    """Paths without parameters that the app serves: its top-level routes and the OpenAPI paths (included
+    routers are not listed in ``app.routes`` by every FastAPI version). Computed once per app."""
+    if app is None:
+        return set()
+    cached = getattr(app.state, "fixed_paths", None)
+    if cached is None:
+        paths = {getattr(r, "path", None) for r in getattr(app, "routes", [])}
+        paths |= set(app.openapi().get("paths", {})) if callable(getattr(app, "openapi", None)) else set()
+        cached = app.state.fixed_paths = {p for p in paths if p and "{" not in p}
+    return cached
+
+
 class RequestContextMiddleware:
     """Gives every request an id (``X-Request-ID`` if sane, else a new one), echoes it, logs and counts the request."""
 
@@ -51,8 +80,7 @@ class RequestContextMiddleware:
                                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
                 await send_with_id({"type": "http.response.body", "body": body})
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", None) or ("/static" if scope["path"].startswith("/static/") else "unmatched")
+            path = route_label(scope)
             self.metrics.http_requests.labels(scope["method"], path, str(status["code"])).inc()
             logger.info(
                 "%s %s %d", scope["method"], scope["path"], status["code"],

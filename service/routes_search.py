@@ -10,6 +10,8 @@ from pipeline.core.language import language_info
 from pipeline.core.types import Document, Query
 from service.admission import rerank_cost
 from service.deps import ClientDep, EngineDep, SearcherDep, charge, search_cost
+from service.highlight import add_highlights, lucene_analyzer, pipeline_language
+from service.rerank_api import calibrated, meta, prepare_documents, response_id
 from service.schemas import (
     BatchResult,
     BatchSearchRequest,
@@ -68,8 +70,11 @@ async def search(body: SearchRequest, request: Request, searcher: SearcherDep, c
         start = time.perf_counter()
         results, docs = searcher.search(state, body.pipeline, [query], body.k)
         result = results[0]
+        hits = searcher.hits(state, result, docs, body.explain)
+        if body.highlight:
+            add_highlights(hits, body.query, lucene_analyzer(body.lang or pipeline_language(state.pipeline(body.pipeline))))
         return _json(SearchResponse(
-            query=body.query, pipeline=body.pipeline, collection=state.name, hits=searcher.hits(state, result, docs, body.explain),
+            query=body.query, pipeline=body.pipeline, collection=state.name, hits=hits,
             took_ms=(time.perf_counter() - start) * 1000, degraded=result.degraded,
             timings_ms=result.timings_ms if body.explain else None, cached=result.cached, language=language,
         ))
@@ -107,7 +112,10 @@ async def search_batch(body: BatchSearchRequest, request: Request, searcher: Sea
 
 @router.post("/rerank", response_model=RerankResponse, responses=ERRORS, response_model_exclude_none=True)
 async def rerank(body: RerankRequest, request: Request, engine: EngineDep, client: ClientDep) -> RerankResponse:
-    """Order your own documents for a query (Cohere/Jina rerank shape); ``model`` names a reranking pipeline."""
+    """Order your own documents for a query (Cohere's rerank shape); ``model`` names a reranking pipeline.
+
+    ``relevance_score`` is sigmoid(raw score) in [0, 1]; each result reports its document's length in tokens
+    and whether it was truncated (see service/rerank_api.py and docs/service-api.md)."""
     settings = request.app.state.settings
     metrics = request.app.state.metrics
     _check_limits(request, body.query, 1)
@@ -121,7 +129,9 @@ async def rerank(body: RerankRequest, request: Request, engine: EngineDep, clien
     start = time.perf_counter()
     metrics.rerank_batch.labels(model, "rerank_endpoint").observe(len(docs))
     with request.app.state.admission.admit(client.id, rerank_cost(body.query, [d.text for d in docs])):  # 413/429/503
-        scores = await request.app.state.workers.run(rerank_documents, stage, Query("q", body.query), docs)
+        prepared = await request.app.state.workers.run(prepare_documents, stage, body.query, docs,
+                                                       body.max_tokens_per_doc, body.truncate)
+        scores = await request.app.state.workers.run(rerank_documents, stage, Query("q", body.query), prepared.docs)
     metrics.request_seconds.labels("rerank", model).observe(time.perf_counter() - start)
     order = sorted(range(len(docs)), key=lambda i: (-scores[i], i))[: body.top_n or len(docs)]
     results = []
@@ -130,8 +140,9 @@ async def rerank(body: RerankRequest, request: Request, engine: EngineDep, clien
         shown = None
         if body.return_documents:
             shown = RerankedDocument(text=doc) if isinstance(doc, str) else RerankedDocument(text=doc.text, title=doc.title)
-        results.append(RerankResult(index=i, relevance_score=scores[i], document=shown))
-    return RerankResponse(model=model, results=results, took_ms=(time.perf_counter() - start) * 1000)
-
+        results.append(RerankResult(index=i, relevance_score=calibrated(scores[i]), raw_score=scores[i] if body.raw_scores else None,
+                                    tokens=prepared.tokens[i], truncated=prepared.truncated[i], document=shown))
+    return RerankResponse(id=response_id(), results=results, meta=meta(len(docs), prepared.warnings), model=model,
+                          took_ms=(time.perf_counter() - start) * 1000)
 
 __all__ = ["router", "ERRORS", "RerankDocument"]

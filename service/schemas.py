@@ -40,6 +40,8 @@ class SearchRequest(BaseModel):
     collection: Text | None = Field(default=None, max_length=100, description="Collection; default: the first served.")
     lang: Text | None = Field(default=None, max_length=16, description="ISO 639-1 language of the query.")
     explain: StrictBool = Field(default=False, description="Include per-stage scores and timings.")
+    highlight: StrictBool = Field(default=False, description="Add a snippet around the matches and the offsets of the "
+                                  "matching words (as the collection's analyzer matches them: 'cell' marks 'cells').")
 
     @field_validator("query")
     @classmethod
@@ -54,6 +56,9 @@ class SearchHit(BaseModel):
     title: str = ""
     text: str = ""
     stage_scores: dict[str, float] | None = None
+    snippet: str | None = Field(default=None, description="With highlight: the passage of text with the most matches.")
+    highlights: list[list[int]] | None = Field(default=None, description="With highlight: [start, end) of each match in snippet.")
+    title_highlights: list[list[int]] | None = Field(default=None, description="With highlight: matches in title.")
 
 
 class LanguageInfo(BaseModel):
@@ -135,6 +140,11 @@ class RerankRequest(BaseModel):
     model: Text | None = Field(default=None, max_length=100, description="A reranking pipeline name (GET /pipelines); default: the first loaded.")
     return_documents: StrictBool = False
     collection: Text | None = Field(default=None, max_length=100)
+    max_tokens_per_doc: StrictInt | None = Field(default=None, ge=1, le=100_000, description="Cohere v2: read at most "
+                                                 "this many tokens of each document (default: what the model reads).")
+    truncate: StrictBool = Field(default=True, description="TEI: false turns a document over the token limit into a 422 "
+                                 "instead of reading only its head.")
+    raw_scores: StrictBool = Field(default=False, description="TEI: also return the reranker's raw score (a logit).")
 
     @field_validator("query")
     @classmethod
@@ -149,13 +159,26 @@ class RerankedDocument(BaseModel):
 
 class RerankResult(BaseModel):
     index: int = Field(description="Position of the document in the request.")
-    relevance_score: float
+    relevance_score: float = Field(description="sigmoid(raw score), in [0, 1]; same order as the raw score.")
+    raw_score: float | None = Field(default=None, description="The reranker's raw score (with raw_scores: true).")
+    tokens: int = Field(description="Length of title + text in the reranker's tokens (words if it has no tokenizer).")
+    truncated: bool = Field(description="True when only the first tokens of the document were read.")
     document: RerankedDocument | None = None
 
 
+class RerankMeta(BaseModel):
+    api_version: dict[str, str]
+    billed_units: dict[str, int]
+    warnings: list[str] = Field(default_factory=list, description="E.g. how many documents were truncated.")
+
+
 class RerankResponse(BaseModel):
-    model: str
+    """Cohere's rerank response (``id``, ``results``, ``meta``) plus the pipeline used and the time taken."""
+
+    id: str
     results: list[RerankResult]
+    meta: RerankMeta
+    model: str
     took_ms: float
 
 

@@ -50,7 +50,7 @@ class Settings(BaseSettings):
     collections: list[str] = ["scifact"]
     """Collections served; the first is the default of a request without ``collection``."""
     pipelines: list[str] | None = None
-    """Pipelines to load (default: every pipeline in the config)."""
+    """Pipelines to load (default: every pipeline in the config with serve_by_default, i.e. not the FIRST ones)."""
     stage_plugins: list[str] = []
     """Extra modules imported before the config is read (they call ``register_stage``)."""
     max_query_chars: int = Field(default=2048, ge=1)

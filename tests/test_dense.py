@@ -297,3 +297,28 @@ def test_scifact_test_ndcg_regression(pipeline, low, high):
     res = run_eval(needs_data("scifact"), "test", pipeline, load_config(REPO / "configs" / "pipelines.yaml"),
                    default_index_root(), REPO / "models")
     assert low <= res.metrics["nDCG@10"] <= high, res.metrics
+
+
+def test_encode_progress_moves_within_a_shard(tmp_path, monkeypatch, minilm):
+    """The bar advances after every few encoder batches, not once per 4,096-document shard."""
+    import indexer.dense as dense
+
+    updates = []
+
+    class Bar:
+        def update(self, n):
+            updates.append(n)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(dense, "progress", lambda total, desc: Bar())
+    monkeypatch.setattr(dense, "progress_step", lambda encoder: 3)
+    texts = [f"document {i}" for i in range(10)]
+    counting = _Counting(minilm)
+    vectors = encode_corpus(counting, texts, tmp_path / "work", shard_size=8)
+    assert updates == [3, 3, 2, 2] and counting.calls == 4
+    assert np.allclose(vectors, minilm.encode_documents(texts), atol=1e-5)
+    updates.clear()
+    encode_corpus(_Counting(minilm), texts, tmp_path / "work", shard_size=8)  # resumed: whole shards loaded
+    assert updates == [8, 2]

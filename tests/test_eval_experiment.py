@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from eval.experiment import Experiment, outcome_from_runs, stage_key
+from eval.experiment import Experiment, RunCoverageError, outcome_from_runs, stage_key
 from pipeline.core.config import StageConfig
 from pipeline.core.errors import ModelNotFoundError
 from pipeline.core.stage import Stage
@@ -118,7 +118,9 @@ def test_stage_key_fills_defaults_and_separates_parameters():
 def test_outcome_from_runs_scores_judged_queries_only():
     qrels = {"a": {"d1": 1}, "b": {"d2": 1}}
     runs = {"r": {"a": [Hit("a", "d1", 2.0)], "zzz": [Hit("zzz", "d1", 1.0)]}}
-    outcome = outcome_from_runs("x", "test", qrels, runs)
+    with pytest.raises(RunCoverageError, match="1 of 2 judged queries"):
+        outcome_from_runs("x", "test", qrels, runs)
+    outcome = outcome_from_runs("x", "test", qrels, runs, missing="zero")
     system = outcome.systems["r"]
     assert system.metrics["nDCG@10"] == pytest.approx(0.5)  # b is unretrieved: zero
     assert system.per_query["nDCG@10"] == {"a": pytest.approx(1.0), "b": 0.0}

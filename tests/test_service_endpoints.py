@@ -11,6 +11,7 @@ import json
 import logging
 import re
 import threading
+import uuid
 from typing import Sequence
 
 import pytest
@@ -26,6 +27,7 @@ from pipeline.storage.docstore import DocStore
 from service.app import create_app
 from service.engine import Engine
 from service.logging_config import JsonFormatter, RequestIdFilter, request_id_var
+from service.rerank_api import calibrated
 from service.settings import Settings
 
 
@@ -123,8 +125,13 @@ def test_rerank_orders_documents_cohere_style(rc):
     assert body["model"] == "bm25>>overlap"
     assert [x["index"] for x in body["results"]] == [2, 1, 0]
     scores = [x["relevance_score"] for x in body["results"]]
-    assert scores == sorted(scores, reverse=True) and scores[-1] == 0.0
-    assert "document" not in body["results"][0]
+    assert scores == sorted(scores, reverse=True) and scores[-1] == 0.5  # sigmoid(0)
+    assert all(0.0 < x < 1.0 for x in scores)
+    assert "document" not in body["results"][0] and "raw_score" not in body["results"][0]
+    assert uuid.UUID(body["id"]) and body["meta"]["api_version"] == {"version": "2"}
+    assert body["meta"]["billed_units"]["search_units"] == 1
+    assert [x["tokens"] for x in body["results"]] == [len(DOCS[2].split()), 5, 6]  # title + text, in words
+    assert not any(x["truncated"] for x in body["results"])
 
 
 def test_rerank_top_n_and_return_documents(rc):
@@ -132,7 +139,24 @@ def test_rerank_top_n_and_return_documents(rc):
                                     "return_documents": True, "model": "bm25>>scorer"}).json()
     assert [x["index"] for x in body["results"]] == [2, 1]
     assert body["results"][1]["document"] == {"text": "Lava from a volcano.", "title": "Volcanoes"}
-    assert body["results"][0]["relevance_score"] == overlap("volcano magma lava", DOCS[2]) + 0.5
+    assert body["results"][0]["relevance_score"] == pytest.approx(calibrated(overlap("volcano magma lava", DOCS[2]) + 0.5))
+
+
+def test_rerank_raw_scores_and_max_tokens_per_doc(rc):
+    body = rc.post("/rerank", json={"query": "magma", "documents": DOCS, "model": "bm25>>scorer", "raw_scores": True,
+                                    "max_tokens_per_doc": 3}).json()
+    by_index = {x["index"]: x for x in body["results"]}
+    assert by_index[2]["raw_score"] == 0.5  # "A volcano erupts": the two "magma"s come later and are not read
+    assert by_index[2]["truncated"] and by_index[2]["tokens"] == len(DOCS[2].split())
+    assert by_index[1]["truncated"] is True  # "Volcanoes Lava from a volcano." is 5 words
+    assert any("3 of 3 documents were truncated to their first 3 words" in w for w in body["meta"]["warnings"])
+    full = rc.post("/rerank", json={"query": "magma", "documents": DOCS, "model": "bm25>>scorer", "raw_scores": True}).json()
+    assert {x["index"]: x["raw_score"] for x in full["results"]}[2] == 1.5
+
+
+def test_rerank_truncate_false_refuses_long_documents(rc):
+    r = rc.post("/rerank", json={"query": "magma", "documents": DOCS, "max_tokens_per_doc": 3, "truncate": False})
+    assert r.status_code == 422 and "indices [0, 1, 2]" in r.json()["detail"] and "truncate: true" in r.json()["detail"]
 
 
 def test_rerank_default_model_and_errors(rc, client):
@@ -173,7 +197,7 @@ def test_metrics_cover_latency_stages_cache_batches_and_errors(rc):
     assert 'search_stage_seconds_count{pipeline="bm25>>overlap",stage="overlap"}' in text
     assert re.search(r'search_rerank_batch_size_sum\{pipeline="bm25>>overlap",stage="overlap"\} [1-5]\.0', text)
     assert 'search_rerank_batch_size_sum{pipeline="bm25>>overlap",stage="rerank_endpoint"} 3.0' in text
-    assert 'search_errors_total{kind="UnknownPipelineError"} 1.0' in text
+    assert 'search_errors_total{kind="not_found"} 1.0' in text  # the HTTP kinds, like "validation" and "rate_limited"
     assert 'search_cache_requests_total{cache="results",outcome="miss"}' in text
     assert 'search_index_version_info{collection="tiny",index="lucene"' in text
     assert 'search_http_requests_total{method="POST",route="/search",status="404"} 1.0' in text

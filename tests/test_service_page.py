@@ -85,11 +85,11 @@ def live_server(tiny_engine):
     thread.join(10)
 
 
-def render(url: str, tmp_path) -> str:
+def render(url: str, tmp_path, extra_flags: tuple[str, ...] = ()) -> str:
     chromium = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if chromium is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium)")
-    cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000",
+    cmd = [chromium, *CHROMIUM_FLAGS, *extra_flags, f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=15000",
            "--dump-dom", url]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -117,3 +117,20 @@ def test_chromium_shows_errors_and_escapes_markup(live_server, tmp_path):
     dom.feed(html)
     assert any("404" in e and "unknown pipeline" in e for e in dom.errors), dom.errors
     assert "<img src" not in html.split('id="results"')[1]
+
+
+def test_api_docs_need_no_cdn(client):
+    for path in ("/docs", "/redoc"):
+        html = client.get(path).text
+        assert "cdn." not in html and "https://" not in html.replace("https://fastapi", ""), path
+        for asset in re.findall(r'(?:src|href)="(/docs-assets/[^"]+)"', html):
+            assert client.get(asset).status_code == 200, asset
+    assert client.get("/docs-assets/swagger-ui-bundle.js").headers["content-type"].startswith(("text/javascript", "application/javascript"))
+
+
+@pytest.mark.slow
+def test_chromium_renders_the_api_docs_offline(live_server, tmp_path):
+    offline = ("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",)  # any CDN request would fail
+    html = render(f"{live_server}/docs", tmp_path, offline)
+    assert 'class="swagger-ui' in html, html[-2000:]
+    assert 'data-path="/search"' in html and 'data-path="/rerank"' in html

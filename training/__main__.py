@@ -1,8 +1,7 @@
-"""``python -m training <job> ...``: one subcommand per training job.
+"""python -m training JOB [options]: train the models the pipelines use; one job per model family.
 
-Each job module exposes ``add_arguments(parser)`` and ``run(args) -> int``; it is
-imported only when its subcommand is chosen, so one job's heavy dependencies
-never slow down or break another.
+Run "python -m training JOB --help" for a job's options. Only the chosen job's module is
+imported, so this help (and one job's missing dependency) never loads the others.
 """
 
 from __future__ import annotations
@@ -12,11 +11,11 @@ import importlib
 import logging
 import sys
 
-# subcommand -> (module, one-line help). Modules that do not exist yet are listed as unavailable.
+# job -> (module, one-line help). A module missing from this checkout is reported when its job is chosen.
 JOBS = {
-    "cross-encoder": ("training.cross_encoder.cli", "curriculum-trained cross-encoder reranker (issue: cross-encoder)"),
-    "adapt": ("training.adapt", "adapt the reranker to your collection without qrels (pseudo-queries, GPL-style)"),
-    "listwise": ("training.listwise.cli", "FIRST listwise reranker on a causal LM"),
+    "cross-encoder": ("training.cross_encoder.cli", "the MiniLM cross-encoder reranker (curriculum, hard negatives)"),
+    "adapt": ("training.adapt", "adapt the reranker to your collection without qrels (pseudo-queries, no labels)"),
+    "listwise": ("training.listwise.cli", "the FIRST listwise reranker on a small causal LM"),
     "adapters": ("training.language_modules.adapters_cli", "per-language and ranking adapters for the reranker"),
     "sftm": ("training.language_modules.sftm_cli", "sparse fine-tuning masks (language and ranking)"),
     "dense": ("training.dense.cli", "bi-encoders: ICT/BFS pretraining, supervised fine-tuning"),
@@ -25,23 +24,34 @@ JOBS = {
 }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__,
+def _overview() -> argparse.ArgumentParser:
+    jobs = "\n".join(f"  {name:<14} {help_text}" for name, (_, help_text) in JOBS.items())
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__, epilog=f"jobs:\n{jobs}",
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="job", required=True)
-    modules = {}
-    for name, (module_name, help_text) in JOBS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if not (exc.name and module_name.startswith(exc.name)):
-                raise
-            continue
-        modules[name] = module
-        module.add_arguments(sub.add_parser(name, help=help_text))
-    args = parser.parse_args(argv)
+    parser.add_argument("job", choices=list(JOBS), metavar="JOB", help="one of: " + ", ".join(JOBS))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in JOBS:
+        _overview().parse_args(argv[:1])  # --help prints the jobs; anything else is a usage error
+        return 2
+    job = argv[0]
+    module_name, help_text = JOBS[job]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if not (exc.name and module_name.startswith(exc.name)):
+            raise
+        print(f"error: the {job!r} job is not in this checkout ({module_name})", file=sys.stderr)
+        return 2
+    parser = argparse.ArgumentParser(prog=f"python -m training {job}", description=help_text)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    args.job = job
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(modules[args.job].run(args) or 0)
+    return int(module.run(args) or 0)
 
 
 if __name__ == "__main__":

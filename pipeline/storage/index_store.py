@@ -14,7 +14,7 @@ version keeps serving throughout.
 
 Content is verified at publish (Lucene's CRC32 footers) and a SHA-256 of every file is
 recorded in the manifest; ``resolve(..., content=True)`` checks both. Old versions are
-pruned by :mod:`pipeline.index_retention`, which never deletes ``current``, the last
+pruned by :mod:`pipeline.storage.index_retention`, which never deletes ``current``, the last
 verified version or a version a running service holds a lease on.
 """
 

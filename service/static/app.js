@@ -35,20 +35,59 @@ function highlight(parent, text, terms) {
   parent.append(text.slice(last));
 }
 
+// Append `text` with the [start, end) offsets from the server (analyzer-aware matches) wrapped in <mark>.
+function markSpans(parent, text, spans) {
+  let last = 0;
+  for (const [start, end] of spans || []) {
+    parent.append(text.slice(last, start));
+    const mark = document.createElement("mark");
+    mark.textContent = text.slice(start, end);
+    parent.append(mark);
+    last = end;
+  }
+  parent.append(text.slice(last));
+}
+
+// Stage names as a reader knows them; "_rank" entries are ranks (integers), the rest scores.
+const STAGE_LABELS = { bm25: "BM25", dense: "dense", hybrid: "hybrid", ce: "cross-encoder", first: "FIRST" };
+
+function label(key) {
+  const base = key.replace(/_rank$/, "").replace(/_interpolated$/, "");
+  return STAGE_LABELS[base] || base;
+}
+
+function formatStage(key, value) {
+  if (key.endsWith("_rank")) return `${label(key)} rank #${Math.round(value)}`;
+  if (key.endsWith("_interpolated")) return `blended ${Number(value).toFixed(3)}`;
+  return `${label(key)} ${Number(value).toFixed(3)}`;
+}
+
 function scoresTable(stageScores) {
   const table = document.createElement("table");
   table.className = "scores";
   const row = table.insertRow();
   for (const [stage, score] of Object.entries(stageScores || {})) {
     const th = document.createElement("th");
-    th.textContent = stage;
+    th.textContent = stage.endsWith("_rank") ? `${label(stage)} rank` : stage;
     row.append(th);
     const td = row.insertCell();
     td.className = "stage-score";
     td.dataset.stage = stage;
-    td.textContent = Number(score).toFixed(4);
+    td.textContent = stage.endsWith("_rank") ? `#${Math.round(score)}` : Number(score).toFixed(4);
   }
   return table;
+}
+
+// One sentence per hit: how each stage saw it, the last entry being what orders the list.
+function explanation(stageScores) {
+  const entries = Object.entries(stageScores || {});
+  if (!entries.length) return "";
+  const ordering = entries[entries.length - 1][0];
+  const parts = entries.map(([k, v]) => formatStage(k, v));
+  const why = ordering.endsWith("_interpolated")
+    ? "ordered by the blend of the reranker and first-stage scores (each min-max scaled over this query's candidates)"
+    : `ordered by ${label(ordering)}`;
+  return `${parts.join(" · ")} — ${why}`;
 }
 
 function render(body, query) {
@@ -61,15 +100,31 @@ function render(body, query) {
     const title = document.createElement("div");
     const t = document.createElement("span");
     t.className = "title";
-    highlight(t, hit.title || "(untitled)", terms);
+    if (hit.title_highlights) markSpans(t, hit.title || "(untitled)", hit.title ? hit.title_highlights : []);
+    else highlight(t, hit.title || "(untitled)", terms);
     const id = document.createElement("span");
     id.className = "docid";
-    id.textContent = hit.doc_id + " · " + hit.score.toFixed(4);
+    id.textContent = `#${hit.rank} · ${hit.doc_id} · score ${hit.score.toFixed(3)}`;
     title.append(t, id);
     const p = document.createElement("p");
     p.className = "text";
-    highlight(p, hit.text, terms);
-    li.append(title, p, scoresTable(hit.stage_scores));
+    if (hit.snippet !== undefined) markSpans(p, hit.snippet, hit.highlights);
+    else highlight(p, hit.text, terms);
+    li.append(title, p);
+    if (hit.snippet !== undefined && hit.snippet !== hit.text) {
+      const more = document.createElement("details");
+      const summary = document.createElement("summary");
+      summary.textContent = "full text";
+      const full = document.createElement("p");
+      full.className = "text";
+      highlight(full, hit.text, terms);
+      more.append(summary, full);
+      li.append(more);
+    }
+    const why = document.createElement("p");
+    why.className = "why";
+    why.textContent = explanation(hit.stage_scores);
+    li.append(why, scoresTable(hit.stage_scores));
     list.append(li);
   }
   const timings = Object.entries(body.timings_ms || {}).map(([s, ms]) => `${s} ${ms.toFixed(1)} ms`).join(", ");
@@ -99,10 +154,14 @@ async function search(event) {
   $("error").textContent = "";
   const query = $("query").value;
   sessionStorage.setItem(KEY, $("apikey").value);
-  const payload = { query, k: Number($("k").value) || 10, pipeline: $("pipeline").value, explain: true };
+  const payload = { query, k: Number($("k").value) || 10, pipeline: $("pipeline").value, explain: true, highlight: true };
   if ($("collection").value) payload.collection = $("collection").value;
   if ($("lang").value) payload.lang = $("lang").value;
   $("go").disabled = true;
+  const started = performance.now();
+  const tick = () => { $("status").textContent = `searching with ${payload.pipeline}… ${((performance.now() - started) / 1000).toFixed(1)} s`; };
+  tick();
+  const ticker = setInterval(tick, 200);  // rerankers take seconds on a CPU: show that the search is running
   try {
     const r = await fetch("/search", { method: "POST", headers: headers(), body: JSON.stringify(payload) });
     const body = await r.json();
@@ -116,6 +175,8 @@ async function search(event) {
   } catch (err) {
     $("error").textContent = String(err);
   } finally {
+    clearInterval(ticker);
+    $("status").textContent = "ready";
     $("go").disabled = false;
     document.body.dataset.searched = String(Number(document.body.dataset.searched || 0) + 1);
   }

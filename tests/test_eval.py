@@ -83,4 +83,4 @@ def test_cli_max_queries_evaluates_the_subset(tiny_dataset, tmp_path, capsys):
     cfg.write_text(yaml.safe_dump(TINY_CONFIG))
     rc = eval_main(["--dataset", str(tiny_dataset), "--pipeline", "bm25", "--config", str(cfg), "--max-queries", "2",
                     "--index-root", str(tmp_path / "idx")])
-    assert rc == 0 and "(2 queries," in capsys.readouterr().out
+    assert rc == 0 and "(2 queries:" in capsys.readouterr().out

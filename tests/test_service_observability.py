@@ -46,3 +46,14 @@ def test_json_lines_drop_uvicorn_color_message():
                                     "color_message": "Started server process [\x1b[36m%d\x1b[0m]"})
     line = JsonFormatter().format(record)
     assert "\x1b" not in line and "\\u001b" not in line and json.loads(line)["message"] == "Started server process [7]"
+
+
+def test_faiss_probe_lines_are_quieted_but_warnings_pass(caplog):
+    from pipeline.logging_quiet import quiet_optional_probes
+
+    quiet_optional_probes()
+    probe = logging.getLogger("faiss.loader")
+    with caplog.at_level(logging.INFO):
+        probe.info("Could not load library with AVX512 support due to:\nModuleNotFoundError(...)")
+        probe.warning("a real faiss problem")
+    assert [r.getMessage() for r in caplog.records if r.name == "faiss.loader"] == ["a real faiss problem"]

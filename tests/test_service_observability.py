@@ -49,7 +49,7 @@ def test_json_lines_drop_uvicorn_color_message():
 
 
 def test_faiss_probe_lines_are_quieted_but_warnings_pass(caplog):
-    from pipeline.logging_quiet import quiet_optional_probes
+    from pipeline.runtime.logging_quiet import quiet_optional_probes
 
     quiet_optional_probes()
     probe = logging.getLogger("faiss.loader")

@@ -84,16 +84,24 @@ def build_model(e5: E5File) -> BertModel:
 def build_tokenizer(e5: E5File) -> PreTrainedTokenizerFast:
     """Unigram with the file's scores, its normaliser map as a precompiled char map, Metaspace.
 
-    The engine runs one Viterbi pass over the whole metaspace-joined text, so the pre-tokenizer
-    does not split on spaces (the vocabulary has no piece with an inner ``▁`` either way)."""
+    The engine runs one Viterbi pass over the whole metaspace-joined text, so Metaspace does not
+    split on spaces (no piece has an inner ``▁`` either way). A character that no piece contains
+    can only become ``<unk>``, one per character in the engine, while ``tokenizers`` fuses a run
+    into one: isolating each such character first gives the engine's ids without changing any
+    other segmentation. Literal ``<s>``/``</s>`` in text are read as text, as the engine does."""
     mapping = {chr(cp): "".join(map(chr, out)) for cp, out in e5.normaliser.items() if cp}
-    tok = Tokenizer(models.Unigram([(p, float(s)) for p, s in zip(e5.pieces, e5.scores)],
-                                   unk_id=e5.special_ids["unk"], byte_fallback=False))
+    unk_id = e5.special_ids["unk"]
+    tok = Tokenizer(models.Unigram([(p, float(s)) for p, s in zip(e5.pieces, e5.scores, strict=True)],
+                                   unk_id=unk_id, byte_fallback=False))
     tok.normalizer = normalizers.Sequence([
         normalizers.Precompiled(build_precompiled_charsmap(mapping)),
         normalizers.Replace(Regex(" {2,}"), " "),
     ])
-    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=False)
+    known = {char for i, piece in enumerate(e5.pieces) if i != unk_id for char in piece}
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=False),
+        pre_tokenizers.Split(Regex(_negated_class(known)), behavior="isolated"),
+    ])
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=False)
     ids = e5.special_ids
     bos, eos = e5.pieces[ids["bos"]], e5.pieces[ids["eos"]]
@@ -103,8 +111,20 @@ def build_tokenizer(e5: E5File) -> PreTrainedTokenizerFast:
     mask = "<mask>" if "<mask>" in e5.pieces else None
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, bos_token=bos, eos_token=eos, cls_token=bos, sep_token=eos,
-        unk_token=e5.pieces[ids["unk"]], pad_token=e5.pieces[ids["pad"]], mask_token=mask,
-        model_max_length=e5.positions, model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+        unk_token=e5.pieces[unk_id], pad_token=e5.pieces[ids["pad"]], mask_token=mask,
+        model_max_length=e5.positions, split_special_tokens=True,
+        model_input_names=["input_ids", "token_type_ids", "attention_mask"])
+
+
+def _negated_class(chars: set[str]) -> str:
+    """Regex class matching one character outside ``chars`` (written as code-point ranges)."""
+    points = sorted(map(ord, chars))
+    ranges, start = [], points[0]
+    for prev, point in zip(points, points[1:] + [None], strict=True):
+        if point != prev + 1:
+            ranges.append(f"\\x{{{start:x}}}" if start == prev else f"\\x{{{start:x}}}-\\x{{{prev:x}}}")
+            start = point
+    return "[^" + "".join(ranges) + "]"
 
 
 def file_digest(path: Path) -> str:

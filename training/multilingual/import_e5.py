@@ -21,7 +21,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-from pipeline.settings_paths import default_models_dir
+from pipeline.core.settings_paths import default_models_dir
 from training.multilingual.charsmap import build_precompiled_charsmap
 from training.multilingual.e5_file import E5File, read_e5_file
 

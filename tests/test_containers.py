@@ -91,3 +91,14 @@ def test_compose_smoke_builds_runs_swaps_and_leaves_nothing():
     print(done.stdout[-4000:], done.stderr[-4000:])
     assert done.returncode == 0
     assert "smoke: all checks held" in done.stdout and "smoke: nothing left running" in done.stdout
+
+
+def test_installed_packages_carry_their_data_files():
+    """The images install a wheel, not the checkout: files the service reads must be package data."""
+    import tomllib
+    from fnmatch import fnmatch
+
+    package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    for package, folder in (("service", "static"), ("eval", "regressions")):
+        files = [p.relative_to(REPO / package).as_posix() for p in (REPO / package / folder).iterdir() if p.is_file()]
+        assert files and all(any(fnmatch(f, g) for g in package_data[package]) for f in files), f"{package}/{folder}"

@@ -69,7 +69,9 @@ bm25_ids=$(echo "$bm25" | json "' '.join(h['doc_id'] for h in d['hits'])")
 [ -n "$bm25_ids" ] || fail "BM25 returned no hits"
 say "bm25 top-3: $(echo "$bm25_ids" | cut -d' ' -f1-3) ($(echo "$bm25" | json "d['took_ms']") ms)"
 [ "$(search bm25 | json "d['cached']")" = True ] || fail "a repeated search was not served from the Redis cache"
-say "repeat served from the cache (Redis reached by service name)"
+keys=$(podman exec "$(container redis)" redis-cli dbsize)
+[ "$keys" -ge 1 ] || fail "the stack's Redis holds no cached result"
+say "repeat served from the cache; the stack's Redis (reached by service name) holds $keys key(s)"
 
 ce=$(search 'bm25>>ce') || fail "BM25 >> cross-encoder search failed"
 [ "$(echo "$ce" | json "d['degraded']")" = "[]" ] || fail "the cross-encoder failed open: $(echo "$ce" | json "d['degraded']")"

@@ -67,17 +67,20 @@ say "service runs as uid 10001; healthcheck (GET /readyz in the container) passe
 bm25=$(search bm25) || fail "BM25 search failed"
 bm25_ids=$(echo "$bm25" | json "' '.join(h['doc_id'] for h in d['hits'])")
 [ -n "$bm25_ids" ] || fail "BM25 returned no hits"
-say "bm25 top-3: $(echo "$bm25_ids" | cut -d' ' -f1-3) ($(echo "$bm25" | json "d['took_ms']") ms)"
+say "bm25 top-3: $(echo "$bm25_ids" | cut -d' ' -f1-3) ($(echo "$bm25" | json "round(d['took_ms'])") ms)"
 [ "$(search bm25 | json "d['cached']")" = True ] || fail "a repeated search was not served from the Redis cache"
 keys=$(podman exec "$(container redis)" redis-cli dbsize)
 [ "$keys" -ge 1 ] || fail "the stack's Redis holds no cached result"
 say "repeat served from the cache; the stack's Redis (reached by service name) holds $keys key(s)"
 
+# One warm-up query first: the first cross-encoder call loads the model and may hit the stage's time budget
+# on a loaded machine (it then fails open), which is not what this check is about.
+QUERY="warm up the reranker" search 'bm25>>ce' >/dev/null || fail "BM25 >> cross-encoder search failed"
 ce=$(search 'bm25>>ce') || fail "BM25 >> cross-encoder search failed"
 [ "$(echo "$ce" | json "d['degraded']")" = "[]" ] || fail "the cross-encoder failed open: $(echo "$ce" | json "d['degraded']")"
 ce_ids=$(echo "$ce" | json "' '.join(h['doc_id'] for h in d['hits'])")
 [ "$ce_ids" != "$bm25_ids" ] || fail "the reranked list equals the BM25 list: no reranking happened"
-say "bm25>>ce top-3: $(echo "$ce_ids" | cut -d' ' -f1-3) ($(echo "$ce" | json "d['took_ms']") ms; reordered, not degraded)"
+say "bm25>>ce top-3: $(echo "$ce_ids" | cut -d' ' -f1-3) ($(echo "$ce" | json "round(d['took_ms'])") ms; reordered, not degraded)"
 
 before=$(curl -sf "$URL/indexes")
 t=$(now)

@@ -243,9 +243,10 @@ def final_stage(path: Path) -> list[tuple[str, str]]:
 def test_dockerfile_is_pinned_non_root_and_health_checked(name):
     path = REPO / "docker" / name
     ins = instructions(path)
+    defaults = dict(args.split("=", 1) for word, args in ins if word == "ARG" and "=" in args)
     for word, args in ins:
-        if word == "FROM":
-            image = args.split()[0]
+        if word == "FROM":  # a build argument counts with its default: the registry image
+            image = re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m.group(1), m.group(0)), args.split()[0])
             assert "@sha256:" in image or re.search(r":\d+\.\d+\.\d+", image), f"unpinned base image {image}"
     stage = final_stage(path)
     users = [args for word, args in stage if word == "USER"]

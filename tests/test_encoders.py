@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import encoders
 from pipeline.core.errors import ConfigError
+from pipeline.encoders import bi_encoders as encoders
 from pipeline.encoders.bi_encoders import Encoder, load_encoder, minilm_path, weights_checksum
 
 DOCS = [

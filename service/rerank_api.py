@@ -74,6 +74,7 @@ class PreparedDocuments:
 def reranker_tokens(stage: Any, query: str) -> Tokens:
     """The reranker's own tokenizer and passage budget when it exposes them, else whitespace words."""
     scorer = getattr(stage, "scorer", None)
+    scorer = getattr(scorer, "engine", scorer)  # a served scorer wraps the engine that owns the tokenizer
     tokenizer = getattr(scorer, "tokenizer", None)
     max_length = getattr(scorer, "max_length", None)
     if tokenizer is None or not isinstance(max_length, int):
@@ -107,7 +108,7 @@ def prepare_documents(stage: Any, query: str, docs: Sequence[Document], max_toke
     tokens = reranker_tokens(stage, query)
     limits = [n for n in (tokens.model_limit, max_tokens_per_doc) if n is not None]
     limit = min(limits) if limits else None
-    texts = [passage_text(d.title, d.text) for d in docs]
+    texts = [passage_text(d) for d in docs]
     counts = tokens.count(texts)
     over = [limit is not None and n > limit for n in counts]
     if any(over) and not truncate:

@@ -52,7 +52,7 @@ def test_default_pipelines_are_those_serve_sh_starts():
 def test_a_pipeline_off_by_default_is_not_loaded_and_says_how_to_load_it(tiny_index_root):
     import pytest
 
-    from pipeline.core.config import parse_config
+    from pipeline.registry import parse_config
     from pipeline.core.errors import UnknownPipelineError
     from service.engine import Engine
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
 
 from pipeline.registry import load_config
 from service.__main__ import main, port_problem
@@ -20,9 +19,8 @@ def test_a_taken_port_fails_at_once_before_loading(capsys, monkeypatch):
         assert "already in use" in port_problem("127.0.0.1", port)
         loaded = []
         monkeypatch.setattr("service.app.create_app", lambda *a, **k: loaded.append(1))
-        start = time.perf_counter()
         assert main(["--port", str(port)]) == 2
-        assert time.perf_counter() - start < 2 and not loaded
+        assert not loaded  # refused before the app (pipelines, models) is built; no wall-clock bound: CI is noisy
     assert f"port {port} on 127.0.0.1 is already in use" in capsys.readouterr().err
 
 
@@ -52,8 +50,8 @@ def test_default_pipelines_are_those_serve_sh_starts():
 def test_a_pipeline_off_by_default_is_not_loaded_and_says_how_to_load_it(tiny_index_root):
     import pytest
 
-    from pipeline.registry import parse_config
     from pipeline.core.errors import UnknownPipelineError
+    from pipeline.registry import parse_config
     from service.engine import Engine
 
     bm25 = {"stages": [{"type": "bm25", "index": "lucene"}]}

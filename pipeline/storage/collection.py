@@ -26,27 +26,32 @@ def corpus_path(dataset: Path) -> Path:
     return path
 
 
-def iter_corpus(dataset: Path) -> Iterator[Document]:
-    """Yield every document; raises CollectionError on bad lines, duplicate ids or an empty corpus."""
-    path = corpus_path(dataset)
-    seen: set[str] = set()
+def json_lines(path: Path) -> Iterator[tuple[int, dict]]:
+    """``(line number, row)`` of a JSON-lines file, blank lines skipped; a bad line is a CollectionError."""
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                row = json.loads(line)
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as exc:
                 raise CollectionError(f"{path}:{lineno}: not a JSON line ({exc.msg})") from exc
-            doc_id = row.get("_id", row.get("id"))
-            if doc_id is None or str(doc_id) == "":
-                raise CollectionError(f"{path}:{lineno}: document without '_id' (or 'id')")
-            doc_id = str(doc_id)
-            if doc_id in seen:
-                raise CollectionError(f"{path}:{lineno}: duplicate document id {doc_id!r}")
-            seen.add(doc_id)
-            text = row.get("text", row.get("contents", ""))
-            yield Document(doc_id=doc_id, title=str(row.get("title") or ""), text=str(text or ""))
+
+
+def iter_corpus(dataset: Path) -> Iterator[Document]:
+    """Yield every document; raises CollectionError on bad lines, duplicate ids or an empty corpus."""
+    path = corpus_path(dataset)
+    seen: set[str] = set()
+    for lineno, row in json_lines(path):
+        doc_id = row.get("_id", row.get("id"))
+        if doc_id is None or str(doc_id) == "":
+            raise CollectionError(f"{path}:{lineno}: document without '_id' (or 'id')")
+        doc_id = str(doc_id)
+        if doc_id in seen:
+            raise CollectionError(f"{path}:{lineno}: duplicate document id {doc_id!r}")
+        seen.add(doc_id)
+        text = row.get("text", row.get("contents", ""))
+        yield Document(doc_id=doc_id, title=str(row.get("title") or ""), text=str(text or ""))
     if not seen:
         raise CollectionError(f"{path}: the corpus is empty")
 
@@ -57,16 +62,9 @@ def load_queries(dataset: Path, lang: str | None = None) -> dict[str, Query]:
     if not path.is_file():
         raise CollectionError(f"no queries file at {path}")
     queries: dict[str, Query] = {}
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CollectionError(f"{path}:{lineno}: not a JSON line ({exc.msg})") from exc
-            qid = str(row["_id"])
-            queries[qid] = Query(query_id=qid, text=str(row["text"]), lang=lang)
+    for _, row in json_lines(path):
+        qid = str(row["_id"])
+        queries[qid] = Query(query_id=qid, text=str(row["text"]), lang=lang)
     return queries
 
 

@@ -60,8 +60,8 @@ def _plain(argv: list[str]) -> int:
             write_run(res.results, path, tag=_file_name(name))
         if args.json:
             print(json.dumps({"dataset": res.dataset, "split": res.split, "pipeline": name, **res.metrics,
-                              "queries": res.num_queries, "search_seconds": round(res.seconds, 2),
-                              "seconds": round(total, 2)}))
+                              "queries": res.num_queries, "search_seconds": round(res.seconds, 4),
+                              "seconds": round(total, 4)}))
         else:
             cols = "  ".join(f"{k}={v:.4f}" for k, v in res.metrics.items())
             print(f"{res.dataset}\t{res.split}\t{name}\t{cols}\t({res.num_queries} queries: {res.seconds:.1f} s searching, "

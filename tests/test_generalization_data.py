@@ -77,6 +77,29 @@ def test_title_dataset_is_a_beir_folder_without_titles(tmp_path):
     assert queries["t-a"].text == "heat transfer in laminar flow"
 
 
+def test_sentence_dataset_moves_one_sentence_out_of_its_document(tmp_path):
+    from pipeline.storage.collection import iter_corpus, load_qrels, load_queries
+    from training.cross_encoder.data.pseudo_queries import write_pseudo_dataset
+
+    src = tmp_path / "src"
+    src.mkdir()
+    filler = " ".join(f"w{i}" for i in range(12))
+    body = f"First claim about {filler}. Second claim about {filler}. Third claim about {filler}."
+    docs = [{"_id": "a", "title": "Shock waves", "text": body},
+            {"_id": "b", "title": "One sentence only", "text": f"Only claim about {filler}."}]
+    (src / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in docs))
+    info = write_pseudo_dataset(src, tmp_path / "out", "sentence")
+    assert info == {"source": "src", "kind": "sentence", "documents": 2, "queries": 1, "seed": 13}
+    corpus = {d.doc_id: d for d in iter_corpus(tmp_path / "out")}
+    query = load_queries(tmp_path / "out")["s-a"].text
+    assert load_qrels(tmp_path / "out", "train") == {"s-a": {"a": 1}}
+    assert query.split()[1] == "claim" and query not in corpus["a"].text          # moved out, not copied
+    assert corpus["a"].title == "Shock waves" and corpus["a"].text.count("claim about") == 2
+    assert corpus["b"].text == docs[1]["text"]                                     # untouched without a query
+    with pytest.raises(ValueError, match="unknown pseudo-query kind"):
+        write_pseudo_dataset(src, tmp_path / "x", "ngram")
+
+
 def test_repeat_train_copies_train_queries_only():
     from training.cross_encoder.data.bundle import repeat_train
 

@@ -63,8 +63,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     corpus.add_argument("--limit", type=int, default=20000)
     corpus.add_argument("--seed", type=int, default=13)
 
-    pseudo = sub.add_parser("pseudo", help="title pseudo-queries: a BEIR dataset (train split) from a bare corpus")
-    pseudo.add_argument("--dataset", type=Path, required=True, help="BEIR folder whose documents have titles")
+    pseudo = sub.add_parser("pseudo", help="title or sentence pseudo-queries: a BEIR dataset (train split) from a bare corpus")
+    pseudo.add_argument("--dataset", type=Path, required=True, help="BEIR folder (titles needed for --kind title)")
+    pseudo.add_argument("--kind", choices=("title", "sentence"), default="title",
+                        help="title: a title asks for its body; sentence: one sentence asks for the rest (ICT)")
     pseudo.add_argument("--out", type=Path, required=True)
     pseudo.add_argument("--limit", type=int, default=None, help="at most this many queries (seeded sample)")
     pseudo.add_argument("--seed", type=int, default=13)
@@ -139,9 +141,9 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "corpus":
             return _corpus(args)
         if args.action == "pseudo":
-            from training.cross_encoder.data.pseudo_queries import write_title_dataset
+            from training.cross_encoder.data.pseudo_queries import write_pseudo_dataset
 
-            print(json.dumps(write_title_dataset(args.dataset, args.out, args.limit, args.seed)))
+            print(json.dumps(write_pseudo_dataset(args.dataset, args.out, args.kind, args.limit, args.seed)))
             return 0
         if args.action == "densify":
             return _densify(args)

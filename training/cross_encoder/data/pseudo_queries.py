@@ -7,6 +7,12 @@ Cranfield, is stripped too), so BM25 cannot match a query to its source by copyi
 reranker has to learn that a summary phrase and a passage that explains it belong together.
 Titles that are too short, too long or that the body repeats verbatim are skipped.
 
+``sentence`` pseudo-queries (the inverse cloze task of Lee et al., 2019): one sentence drawn from a
+document's body becomes the query, and the relevant document is the rest of that document (title
+kept, the sentence removed), so the reranker must recognise the context a statement belongs to rather
+than a copy of it. They read like questions and claims (Cranfield's and SciFact's queries are whole
+sentences), where titles read like keyword lists; they need no title at all.
+
 The written folder is an ordinary BEIR dataset (``corpus.jsonl``, ``queries.jsonl``,
 ``qrels/train.tsv``), so the usual ``mine`` command turns it into a training bundle::
 
@@ -67,32 +73,70 @@ def title_pairs(docs, limit: int | None = None, seed: int = 13) -> list[tuple[st
     return pairs[:limit] if limit else pairs
 
 
-def write_title_dataset(dataset: Path, out: Path, limit: int | None = None, seed: int = 13) -> dict:
-    """Write the title pseudo-query dataset of ``dataset`` into ``out``; returns counts for the log/card.
+MIN_SENTENCE_WORDS, MAX_SENTENCE_WORDS, MIN_REST_WORDS = 6, 40, 25
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(])")
 
-    Every document stays in the corpus (title-less), so negatives come from the whole collection;
-    only ``limit`` of them get a query.
+
+def sentence_pairs(docs, limit: int | None = None, seed: int = 13) -> list[tuple[str, str, str]]:
+    """``(doc_id, query, rest)``: one seeded sentence of each document's body as the query, the
+    document without that sentence (title kept, on its first line) as its passage."""
+    rng = random.Random(seed)
+    pairs = []
+    for doc in sorted(docs, key=lambda d: d.doc_id):
+        sentences = [s.strip() for s in _SENTENCE_END.split(doc.text.strip()) if s.strip()]
+        usable = [i for i, s in enumerate(sentences) if MIN_SENTENCE_WORDS <= len(_words(s)) <= MAX_SENTENCE_WORDS]
+        if len(sentences) < 3 or not usable:
+            continue
+        i = rng.choice(usable)
+        rest = " ".join(sentences[:i] + sentences[i + 1:])
+        if len(_words(rest)) < MIN_REST_WORDS:
+            continue
+        pairs.append((doc.doc_id, sentences[i].rstrip(" ."), rest))
+    rng.shuffle(pairs)
+    return pairs[:limit] if limit else pairs
+
+
+KINDS = {"title": title_pairs, "sentence": sentence_pairs}
+
+
+def write_title_dataset(dataset: Path, out: Path, limit: int | None = None, seed: int = 13) -> dict:
+    """Write the title pseudo-query dataset of ``dataset`` into ``out`` (see :func:`write_pseudo_dataset`)."""
+    return write_pseudo_dataset(dataset, out, "title", limit, seed)
+
+
+def write_pseudo_dataset(dataset: Path, out: Path, kind: str = "title", limit: int | None = None, seed: int = 13) -> dict:
+    """Write the ``kind`` pseudo-query dataset of ``dataset`` into ``out``; returns counts for the log/card.
+
+    Every document stays in the corpus (title-less for ``title``, without the drawn sentence for
+    ``sentence``), so negatives come from the whole collection; only ``limit`` of them get a query.
     """
+    if kind not in KINDS:
+        raise ValueError(f"unknown pseudo-query kind {kind!r}; choose one of {sorted(KINDS)}")
     dataset, out = Path(dataset), Path(out)
     docs = list(iter_corpus(dataset))
     if not docs:
         raise ValueError(f"{dataset} has an empty corpus")
-    pairs = title_pairs(docs, limit, seed)
+    pairs = KINDS[kind](docs, limit, seed)
     if not pairs:
-        raise ValueError(f"no document of {dataset} has a title usable as a query "
-                         f"({MIN_TITLE_WORDS}-{MAX_TITLE_WORDS} words, a body of >= {MIN_BODY_WORDS} words)")
+        raise ValueError(f"no document of {dataset} gives a usable {kind} pseudo-query (titles: "
+                         f"{MIN_TITLE_WORDS}-{MAX_TITLE_WORDS} words, a body of >= {MIN_BODY_WORDS} words; "
+                         f"sentences: {MIN_SENTENCE_WORDS}-{MAX_SENTENCE_WORDS} words in a body of >= 3)")
     out.mkdir(parents=True, exist_ok=True)
     (out / "qrels").mkdir(exist_ok=True)
     bodies = {d: b for d, _, b in pairs}
-    _write_lines(out / "corpus.jsonl", (json.dumps({"_id": d.doc_id, "title": "",
-                                                    "text": bodies.get(d.doc_id) or strip_title(d.title, d.text)},
-                                                   ensure_ascii=False) for d in docs))
-    _write_lines(out / "queries.jsonl", (json.dumps({"_id": f"t-{d}", "text": q}, ensure_ascii=False)
+    if kind == "title":
+        rows = ({"_id": d.doc_id, "title": "", "text": bodies.get(d.doc_id) or strip_title(d.title, d.text)} for d in docs)
+    else:
+        rows = ({"_id": d.doc_id, "title": d.title, "text": bodies.get(d.doc_id, d.text)} for d in docs)
+    prefix = kind[0]
+    _write_lines(out / "corpus.jsonl", (json.dumps(r, ensure_ascii=False) for r in rows))
+    _write_lines(out / "queries.jsonl", (json.dumps({"_id": f"{prefix}-{d}", "text": q}, ensure_ascii=False)
                                          for d, q, _ in pairs))
-    _write_lines(out / "qrels" / "train.tsv", ["query-id\tcorpus-id\tscore", *(f"t-{d}\t{d}\t1" for d, _, _ in pairs)])
-    info = {"source": str(dataset.name), "kind": "title", "documents": len(docs), "queries": len(pairs), "seed": seed}
+    _write_lines(out / "qrels" / "train.tsv",
+                 ["query-id\tcorpus-id\tscore", *(f"{prefix}-{d}\t{d}\t1" for d, _, _ in pairs)])
+    info = {"source": str(dataset.name), "kind": kind, "documents": len(docs), "queries": len(pairs), "seed": seed}
     (out / "pseudo.json").write_text(json.dumps(info, indent=2))
-    logger.info("title pseudo-queries of %s: %d queries over %d documents -> %s", dataset, len(pairs), len(docs), out)
+    logger.info("%s pseudo-queries of %s: %d queries over %d documents -> %s", kind, dataset, len(pairs), len(docs), out)
     return info
 
 

@@ -315,3 +315,31 @@ def test_cli_rejects_unknown_variant(tmp_path):
 
     write_json(tmp_path / "train.json.gz", {"meta": {}, "docs": {}, "queries": []})
     assert main(["cross-encoder", "train", "--bundle", str(tmp_path), "--out", str(tmp_path / "m"), "--variants", "nope"]) == 2
+
+
+def test_cli_init_model_continues_from_a_saved_reranker(tiny_base, tmp_path):
+    import torch
+
+    from training.__main__ import main
+    from training.cross_encoder.data.mining import write_json
+    from training.cross_encoder.model import load_trainable, save_model
+
+    bundle_dir = tmp_path / "bundle"
+    bundle_dir.mkdir()
+    b = tiny_bundle()
+    rows = [{"qid": q.qid, "text": q.text, "role": q.role, "qrels": q.qrels, "bm25": q.bm25, "dense": q.dense} for q in b.queries]
+    write_json(bundle_dir / "train.json.gz", {"meta": b.meta, "docs": b.docs, "queries": rows})
+    args = ["--bundle", str(bundle_dir), "--variants", "listwise", "--negatives", "3", "--rank-to", "11", "--epochs", "1",
+            "--groups-per-batch", "2", "--max-length", "64", "--device", "cpu", "--report-split", ""]
+    assert main(["cross-encoder", "train", "--out", str(tmp_path / "first"), "--base-model", str(tiny_base), *args]) == 0
+    module, tokenizer = load_trainable(tmp_path / "first")
+    with torch.no_grad():
+        module.head.weight.fill_(0.5)                     # a head no fresh initialisation would draw
+    save_model(module, tokenizer, tmp_path / "first", dtype="float32")
+    assert main(["cross-encoder", "train", "--out", str(tmp_path / "second"), "--init-model", str(tmp_path / "first"),
+                 "--lr", "1e-9", *args]) == 0
+    report = json.loads((tmp_path / "second" / "training_report.json").read_text())
+    assert report["chosen"]["config"]["init_model"] == str(tmp_path / "first")
+    # a vanishing learning rate keeps the loaded head: it was read from the folder, not drawn anew
+    assert torch.allclose(load_trainable(tmp_path / "second")[0].head.weight, torch.full_like(module.head.weight, 0.5),
+                          atol=1e-3)

@@ -343,3 +343,20 @@ def test_cli_init_model_continues_from_a_saved_reranker(tiny_base, tmp_path):
     # a vanishing learning rate keeps the loaded head: it was read from the folder, not drawn anew
     assert torch.allclose(load_trainable(tmp_path / "second")[0].head.weight, torch.full_like(module.head.weight, 0.5),
                           atol=1e-3)
+
+
+def test_cli_time_budget_stops_training_and_still_saves(tiny_base, tmp_path):
+    from training.__main__ import main
+    from training.cross_encoder.data.mining import write_json
+
+    bundle_dir = tmp_path / "bundle"
+    bundle_dir.mkdir()
+    b = tiny_bundle()
+    rows = [{"qid": q.qid, "text": q.text, "role": q.role, "qrels": q.qrels, "bm25": q.bm25, "dense": q.dense} for q in b.queries]
+    write_json(bundle_dir / "train.json.gz", {"meta": b.meta, "docs": b.docs, "queries": rows})
+    assert main(["cross-encoder", "train", "--bundle", str(bundle_dir), "--out", str(tmp_path / "m"), "--base-model",
+                 str(tiny_base), "--variants", "listwise", "--negatives", "3", "--rank-to", "11", "--epochs", "3",
+                 "--groups-per-batch", "2", "--max-length", "64", "--device", "cpu", "--report-split", "",
+                 "--max-seconds", "1e-9"]) == 0
+    report = json.loads((tmp_path / "m" / "training_report.json").read_text())
+    assert report["chosen"]["steps"] == 0 and (tmp_path / "m" / "2_Dense" / "model.safetensors").is_file()

@@ -102,6 +102,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--no-curriculum", action="store_true")
     train.add_argument("--device", default="auto")
     train.add_argument("--base-model", default=None, help="encoder folder to start from (default: packaged MiniLM)")
+    train.add_argument("--max-seconds", type=float, default=None,
+                       help="stop taking steps after this many seconds of training (then evaluate and save as usual)")
     train.add_argument("--init-model", default=None,
                        help="cross-encoder folder (encoder and head) to train further, e.g. models/ce-minilm")
     train.add_argument("--teacher", default="none", choices=["none", "hybrid"],
@@ -218,7 +220,7 @@ def _train(args) -> int:
         heuristic=args.heuristic, anneal_fraction=args.anneal_fraction, epochs=args.epochs, lr=args.lr,
         weight_decay=args.weight_decay, warmup_fraction=args.warmup_fraction, groups_per_batch=args.groups_per_batch,
         max_length=args.max_length, query_max_tokens=args.query_max_tokens, eval_depth=args.eval_depth,
-        patience=args.patience, seed=args.seed, device=args.device, max_steps=args.max_steps,
+        patience=args.patience, seed=args.seed, device=args.device, max_steps=args.max_steps, max_seconds=args.max_seconds,
         base_model=args.base_model, init_model=args.init_model, teacher=args.teacher, distill_weight=args.distill_weight)
     names = list(VARIANTS) if args.variants == "all" else [v.strip() for v in args.variants.split(",") if v.strip()]
     if args.repeat and len(args.repeat) != len(args.bundle):

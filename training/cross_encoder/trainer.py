@@ -51,6 +51,9 @@ class TrainConfig:
     device: str = "auto"
     max_steps: int | None = None
     """Stop after this many steps (tiny CPU runs in tests)."""
+    max_seconds: float | None = None
+    """Stop taking steps after this many seconds of training, then evaluate and keep the best as usual
+    (a lent GPU's call has a hard time limit: a run cut by ``timeout`` would leave nothing)."""
     base_model: str | None = None
     """Encoder folder to start from (default: the packaged all-MiniLM-L6-v2)."""
     init_model: str | None = None
@@ -225,6 +228,10 @@ def train(cfg: TrainConfig, bundle: Bundle, log_every: int = 20) -> TrainResult:
         rng.shuffle(groups)
         for i in range(0, len(groups), cfg.groups_per_batch):
             if step >= total:
+                break
+            if cfg.max_seconds and time.perf_counter() - start > cfg.max_seconds:
+                logger.info("time budget of %.0f s reached at step %d of %d", cfg.max_seconds, step, total)
+                total = step
                 break
             batch = groups[i : i + cfg.groups_per_batch]
             ids, types, mask = _batch_tensors(batch, queries, bundle.docs, cache, cfg, device)

@@ -85,11 +85,14 @@ def test_sentence_dataset_moves_one_sentence_out_of_its_document(tmp_path):
     src.mkdir()
     filler = " ".join(f"w{i}" for i in range(12))
     body = f"First claim about {filler}. Second claim about {filler}. Third claim about {filler}."
+    boiler = f"This package contains the debugging symbols of {filler}."
     docs = [{"_id": "a", "title": "Shock waves", "text": body},
-            {"_id": "b", "title": "One sentence only", "text": f"Only claim about {filler}."}]
+            {"_id": "b", "title": "One sentence only", "text": f"Only claim about {filler}."},
+            {"_id": "c", "title": "p1", "text": f"{boiler} {boiler} {boiler}"},        # boilerplate only: no query
+            {"_id": "d", "title": "p2", "text": f"{boiler} {boiler} {boiler}"}]
     (src / "corpus.jsonl").write_text("\n".join(json.dumps(d) for d in docs))
     info = write_pseudo_dataset(src, tmp_path / "out", "sentence")
-    assert info == {"source": "src", "kind": "sentence", "documents": 2, "queries": 1, "seed": 13}
+    assert info == {"source": "src", "kind": "sentence", "documents": 4, "queries": 1, "seed": 13}
     corpus = {d.doc_id: d for d in iter_corpus(tmp_path / "out")}
     query = load_queries(tmp_path / "out")["s-a"].text
     assert load_qrels(tmp_path / "out", "train") == {"s-a": {"a": 1}}

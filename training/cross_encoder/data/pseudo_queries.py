@@ -27,6 +27,7 @@ import json
 import logging
 import random
 import re
+from collections import Counter
 from pathlib import Path
 
 from pipeline.storage.collection import iter_corpus
@@ -81,10 +82,16 @@ def sentence_pairs(docs, limit: int | None = None, seed: int = 13) -> list[tuple
     """``(doc_id, query, rest)``: one seeded sentence of each document's body as the query, the
     document without that sentence (title kept, on its first line) as its passage."""
     rng = random.Random(seed)
+    docs = sorted(docs, key=lambda d: d.doc_id)
+    split = {d.doc_id: [s.strip() for s in _SENTENCE_END.split(d.text.strip()) if s.strip()] for d in docs}
+    # boilerplate ("This package contains the debugging symbols") names no one document: such a query has
+    # many right answers and one label, so sentences found in more than one document are never drawn
+    seen = Counter(" ".join(_words(s)) for sentences in split.values() for s in set(sentences))
     pairs = []
-    for doc in sorted(docs, key=lambda d: d.doc_id):
-        sentences = [s.strip() for s in _SENTENCE_END.split(doc.text.strip()) if s.strip()]
-        usable = [i for i, s in enumerate(sentences) if MIN_SENTENCE_WORDS <= len(_words(s)) <= MAX_SENTENCE_WORDS]
+    for doc in docs:
+        sentences = split[doc.doc_id]
+        usable = [i for i, s in enumerate(sentences)
+                  if MIN_SENTENCE_WORDS <= len(_words(s)) <= MAX_SENTENCE_WORDS and seen[" ".join(_words(s))] == 1]
         if len(sentences) < 3 or not usable:
             continue
         i = rng.choice(usable)

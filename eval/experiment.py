@@ -227,6 +227,16 @@ class Experiment:
         system = SystemResult(name, metrics, pq, sum(stage_ms.values()), stage_ms, reused, prefix.degraded)
         return system, remove_self_hits(prefix.results)
 
+    def rerank_candidates(self, name: str) -> tuple[Results, dict[str, Any]]:
+        """What the first reranker of pipeline ``name`` receives (the stages before it, cutoffs applied),
+        and that reranker's stage config; for studies that rescore the same candidates many ways."""
+        raws = self._raws(name)
+        first = next((i for i in range(1, len(raws)) if self._stage(name, i).needs_candidates), None)
+        if first is None:
+            raise PipelineError(f"pipeline {name!r} has no reranking stage")
+        prefix, _ = self._prefix(name, first)
+        return prefix.results, dict(raws[first])
+
     def depth_curve(self, name: str, depths: Iterable[int] = DEFAULT_DEPTHS) -> list[DepthPoint]:
         """nDCG@10 and ms/query when the first reranker sees the top ``depth`` candidates.
 

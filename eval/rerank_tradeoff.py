@@ -1,0 +1,151 @@
+"""How deep and how long the reranker must read: nDCG@10 and scoring cost over a grid of depths and lengths.
+
+For one dataset split and one reranking pipeline (e.g. ``hybrid>>ce``), the first stage runs once;
+then every candidate pair of the top ``max(depths)`` is scored once per passage length (``max_length``
+of the served cross-encoder stage, every other setting as configured) and cached on disk, so the
+whole grid costs one scoring pass per length and a crashed run resumes where it stopped. Each
+``(depth, length)`` point is then the served stage's output computed from the cache: the top
+``depth`` candidates, the stage's ``interpolate`` blend, sorted (:class:`~pipeline.stages.rerank.RerankStage`'s
+own functions), scored with ir-measures. The cost column is the measured scoring time of those pairs
+(CPU seconds per query, from the timed pass), relative to the configured pipeline's point::
+
+    python -m eval.rerank_tradeoff --dataset ../shared/data/scifact --split dev --pipeline 'hybrid>>ce' \\
+        --depths 10,20,30,50,100 --lengths 384,256,192 --cache .cache/tradeoff
+
+Choose a point on dev data (``--split dev`` is carved from train by ``python -m eval``'s rules), then
+report it once on test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+from eval.experiment import Experiment
+from eval.metrics import evaluate
+from eval.runner import remove_self_hits
+from pipeline.core.score_fusion import interpolate_hits
+from pipeline.core.types import Results, sort_hits
+from pipeline.registry import build_stage, load_config
+from pipeline.storage.collection import dataset_name
+
+logger = logging.getLogger(__name__)
+
+
+def _ints(text: str) -> list[int]:
+    return sorted({int(x) for x in text.split(",") if x.strip()})
+
+
+def score_cache(exp: Experiment, raw: dict, candidates: Results, length: int, path: Path, batch: int = 8) -> dict:
+    """``{qid: {"scores": [...], "seconds": s}}`` for every query's candidates at ``max_length=length``;
+    read from ``path`` where present, the rest scored (timed per query) and appended as it goes."""
+    done: dict = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            row = json.loads(line)
+            done[row["qid"]] = row
+    todo = [q for q in exp.queries if q.query_id not in done and candidates.get(q.query_id)]
+    if not todo:
+        return done
+    stage = build_stage({**raw, "max_length": length, "time_budget_ms": None}, exp.ctx, f"tradeoff max_length={length}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as out:
+        for i in range(0, len(todo), batch):
+            chunk = todo[i : i + batch]
+            for q in chunk:
+                hits = candidates[q.query_id]
+                texts = stage.passages.texts(sorted({h.doc_id for h in hits}))
+                start = time.process_time()
+                scores = stage.scorer.score_batch([q], [[texts[h.doc_id] for h in hits]])[0]
+                row = {"qid": q.query_id, "scores": [float(s) for s in scores], "seconds": time.process_time() - start}
+                done[q.query_id] = row
+                out.write(json.dumps(row) + "\n")
+            out.flush()
+            logger.info("max_length %d: %d of %d queries scored", length, len(done), len(exp.queries))
+    return done
+
+
+def point(candidates: Results, cache: dict, depth: int, alpha: float | None, name: str) -> Results:
+    """The stage's output at ``depth`` from cached scores: the same blend and sort as RerankStage."""
+    out: Results = {}
+    for qid, hits in candidates.items():
+        head = hits[:depth]
+        if qid not in cache or not head:
+            out[qid] = head
+            continue
+        reranked = [h.rescored(name, s) for h, s in zip(head, cache[qid]["scores"][:depth], strict=True)]
+        out[qid] = sort_hits(interpolate_hits(reranked, head, alpha, f"{name}_interpolated") if alpha is not None
+                             else reranked)
+    return out
+
+
+def seconds_at(cache: dict, depth: int) -> float:
+    """Mean scoring CPU seconds per query for the top ``depth`` (pro rata of the timed pass over all candidates)."""
+    rows = [r for r in cache.values() if r["scores"]]
+    return sum(r["seconds"] * min(depth, len(r["scores"])) / len(r["scores"]) for r in rows) / max(1, len(rows))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", type=Path, required=True)
+    p.add_argument("--split", default="test",
+                   help="a qrels split, or 'dev': the reranker's own dev queries (--dev-queries of train, carved "
+                        "with --seed exactly as `python -m training cross-encoder mine` held them out of training)")
+    p.add_argument("--dev-queries", type=int, default=100)
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--pipeline", default="hybrid>>ce")
+    p.add_argument("--config", type=Path, default=Path("configs/pipelines.yaml"))
+    p.add_argument("--index-root", type=Path, default=None, help="default: $SEARCH_INDEX_ROOT or ./indexes")
+    p.add_argument("--models-dir", type=Path, default=Path("models"))
+    p.add_argument("--depths", type=_ints, default=[10, 20, 30, 50, 100])
+    p.add_argument("--lengths", type=_ints, default=[384, 256, 192])
+    p.add_argument("--max-queries", type=int, default=None)
+    p.add_argument("--cache", type=Path, default=Path(".cache/tradeoff"))
+    p.add_argument("--json", type=Path, default=None, help="also write the table here")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    import os
+
+    index_root = args.index_root or Path(os.environ.get("SEARCH_INDEX_ROOT", "indexes"))
+    config = load_config(args.config)
+    exp = Experiment(args.dataset, "train" if args.split == "dev" else args.split, config, index_root,
+                     args.models_dir, max_queries=args.max_queries)
+    if args.split == "dev":
+        from training.cross_encoder.data.mining import carve_dev
+
+        dev = carve_dev([q.query_id for q in exp.queries], args.dev_queries, args.seed)
+        exp.queries = [q for q in exp.queries if q.query_id in dev]
+        exp.qrels = {q: r for q, r in exp.qrels.items() if q in dev}
+    candidates, raw = exp.rerank_candidates(args.pipeline)
+    deepest = max(args.depths)
+    candidates = {q: hits[:deepest] for q, hits in candidates.items()}
+    folder = args.cache / f"{dataset_name(args.dataset)}-{args.split}-{args.max_queries or 'all'}"
+    rows = []
+    configured = (raw.get("top_n", 100), raw.get("max_length", 384))
+    for length in args.lengths:
+        cache = score_cache(exp, raw, candidates, length, folder / f"{args.pipeline.replace('>', '')}-L{length}.jsonl")
+        for depth in args.depths:
+            run = remove_self_hits(point(candidates, cache, depth, raw.get("interpolate"), raw.get("name", "ce")))
+            metrics = evaluate(exp.qrels, {q: {h.doc_id: h.score for h in hits} for q, hits in run.items()})
+            rows.append({"depth": depth, "max_length": length, **metrics, "cpu_s_per_query": seconds_at(cache, depth)})
+    base = next((r for r in rows if (r["depth"], r["max_length"]) == configured), rows[0])
+    print(f"{dataset_name(args.dataset)} {args.split} {args.pipeline}: {len(exp.queries)} queries; "
+          f"baseline = depth {base['depth']}, max_length {base['max_length']} (the configured stage)")
+    print("depth  max_len  nDCG@10   delta    CPU s/query  speedup")
+    for r in rows:
+        r["speedup"] = base["cpu_s_per_query"] / r["cpu_s_per_query"] if r["cpu_s_per_query"] else None
+        r["delta"] = r["nDCG@10"] - base["nDCG@10"]
+        print(f"{r['depth']:5d}  {r['max_length']:7d}  {r['nDCG@10']:.4f}  {r['delta']:+.4f}  "
+              f"{r['cpu_s_per_query']:11.3f}  {r['speedup'] or 0:6.2f}x")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"dataset": dataset_name(args.dataset), "split": args.split,
+                                         "pipeline": args.pipeline, "queries": len(exp.queries), "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,3 +10,9 @@ Subpackages, from the bottom up:
 * ``pipeline.stages``: retrievers, fusion and the rerank stage, built from configs.
 * ``pipeline.registry``: stage types by name; builds pipelines from a validated config.
 """
+
+from pipeline.runtime.logging_quiet import quiet_optional_probes as _quiet_optional_probes
+
+# Every entry point (indexer, training, eval, service) imports this package before faiss: faiss's
+# loader then logs its AVX512 probe ("ModuleNotFoundError ...") at INFO, which reads as a failure.
+_quiet_optional_probes()

@@ -57,3 +57,13 @@ def test_faiss_probe_lines_are_quieted_but_warnings_pass(caplog):
         probe.info("Could not load library with AVX512 support due to:\nModuleNotFoundError(...)")
         probe.warning("a real faiss problem")
     assert [r.getMessage() for r in caplog.records if r.name == "faiss.loader"] == ["a real faiss problem"]
+
+
+def test_no_faiss_probe_line_from_any_entry_point_that_imports_pipeline():
+    """The indexer and the training jobs printed faiss's AVX512 probe (a ModuleNotFoundError) at INFO."""
+    import subprocess
+    import sys
+
+    code = "import logging; logging.basicConfig(level=logging.INFO); import pipeline, faiss"
+    err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stderr
+    assert "ModuleNotFoundError" not in err and "Could not load library" not in err

@@ -37,6 +37,13 @@ def test_page_is_served_with_a_strict_csp(client):
     assert "/" not in client.get("/openapi.json").json()["paths"]
 
 
+def test_favicon_is_served_not_a_404(client):
+    for path in ("/favicon.ico", "/static/favicon.svg"):
+        r = client.get(path)
+        assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml") and "<svg" in r.text
+    assert 'rel="icon"' in client.get("/").text
+
+
 class Dom(HTMLParser):
     """Collects hits, marks and stage-score cells from a dumped DOM."""
 

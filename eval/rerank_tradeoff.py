@@ -45,7 +45,10 @@ def score_cache(exp: Experiment, raw: dict, candidates: Results, length: int, pa
     done: dict = {}
     if path.is_file():
         for line in path.read_text().splitlines():
-            row = json.loads(line)
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:  # the last line of a run killed mid-write: scored again
+                continue
             done[row["qid"]] = row
     todo = [q for q in exp.queries if q.query_id not in done and candidates.get(q.query_id)]
     if not todo:

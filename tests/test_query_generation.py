@@ -54,6 +54,9 @@ def test_prompt_has_the_examples_then_the_clipped_document():
     assert len(prompt.split("Document: ")[-1].split()) == 200 + 1                        # 200 words + "Question:"
     assert clean_completion(' "why do bees dance?"\nDocument: x') == "why do bees dance?"
     assert clean_completion("Question: what is it") == "what is it"
+    from training.cross_encoder.data.query_generation import model_key
+
+    assert model_key("/x/y/SmolLM2-135M-Instruct.Q4_1.gguf") == "smollm2-135m" == model_key("smollm2-135m")
 
 
 @pytest.mark.parametrize("per_doc", [1, 2])
@@ -198,3 +201,26 @@ def test_real_smollm2_writes_a_question_for_a_document():
     gen = load_generator(GenerationSettings(), device="cpu")
     [[question]] = gen.generate([("Glaciers", TOPICS[5] + ". Ice flows downhill and erodes the rock below it.")])
     assert 2 <= len(question.split()) <= 30 and "\n" not in question
+
+
+def test_adapt_queries_phase_can_use_generated_questions(tmp_path, monkeypatch):
+    from training.__main__ import main
+    from training.cross_encoder.data import query_generation
+
+    class FakeGenerator:
+        def __init__(self, settings, device=None, model_path=None):
+            self.calls = 0
+
+        def generate(self, docs, batch_seed=0):
+            return [[ANSWERS[t.split()[0].lower()]] for _, t in docs]
+
+    monkeypatch.setattr(query_generation, "load_generator", FakeGenerator)
+    src, work = _corpus(tmp_path), tmp_path / "work"
+    argv = ["adapt", "--dataset", str(src), "--out", str(tmp_path / "m"), "--work", str(work), "--phases", "queries",
+            "--queries", "generated", "--device", "cpu"]
+    assert main(argv) == 0
+    manifest = json.loads((work / "pseudo" / "pseudo.json").read_text())
+    assert manifest["kind"] == "generated" and manifest["settings"]["queries"] == "generated"
+    assert manifest["queries"] == len((work / "pseudo" / "queries.jsonl").read_text().splitlines()) >= 2
+    monkeypatch.setattr(query_generation, "load_generator", None)            # a re-run does not generate again
+    assert main(argv) == 0

@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 from pipeline.scorers.passages import passage_text
 from pipeline.storage.collection import dataset_name, iter_corpus
 from training.cross_encoder.data.pseudo_queries import _write_lines
-from training.cross_encoder.data.query_generation import FEW_SHOT, GenerationSettings, document_prompt
+from training.cross_encoder.data.query_generation import FEW_SHOT, GenerationSettings, document_prompt, model_key
 from training.cross_encoder.data.round_trip import FirstStage, degenerate_reason, words
 
 logger = logging.getLogger(__name__)
@@ -125,13 +125,13 @@ def write_generated_dataset(dataset: Path, out: Path, limit: int | None = None, 
     chosen = select_documents(docs, limit, seed)
     if not chosen:
         raise ValueError(f"no document of {dataset} has >= {MIN_DOC_WORDS} words of text to ask about")
-    settings = GenerationSettings(model=model, per_doc=per_doc, temperature=temperature, seed=seed)
+    settings = GenerationSettings(model=model_key(model), per_doc=per_doc, temperature=temperature, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     log = out / f"candidates-{settings.digest()}.jsonl"
     if generate is None:
         from training.cross_encoder.data.query_generation import load_generator
 
-        generate = load_generator(settings, device).generate
+        generate = load_generator(settings, device, model).generate
     gen_seconds = generate_missing(chosen, generate, log, batch_size, progress_every)
     candidates = read_candidates(log)
 
@@ -155,7 +155,7 @@ def write_generated_dataset(dataset: Path, out: Path, limit: int | None = None, 
                                                                                 for v in kept)])
     _write_lines(out / "verdicts.jsonl", (json.dumps(v, ensure_ascii=False) for v in verdicts))
     info = {"source": dataset_name(dataset), "kind": "generated", "documents": len(docs), "queries": len(kept),
-            "seed": seed, "model": _model_name(model),
+            "seed": seed, "model": _model_name(settings.model),
             "prompt": {"template": document_prompt("<few-shot examples>", "<title>", "<text>"),
                        "examples": [list(e) for e in FEW_SHOT], "document_words": settings.doc_words},
             "generation": {**{k: v for k, v in asdict(settings).items() if k != "prefix"},

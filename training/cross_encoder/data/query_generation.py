@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 logger = logging.getLogger(__name__)
@@ -143,14 +144,22 @@ class QueryGenerator:
         return [cleaned[i * s.per_doc:(i + 1) * s.per_doc] for i in range(len(docs))]
 
 
-def load_generator(settings: GenerationSettings, device: str | None = None) -> QueryGenerator:
-    """The packaged SmolLM2 (or another GGUF file / transformers folder named by ``settings.model``)."""
+def model_key(model: str) -> str:
+    """``smollm2-135m`` for the packaged GGUF wherever its file lies (a GPU job names the file by path)."""
+    from pipeline.scorers.llm_loading import SMOLLM2, SMOLLM2_FILE
+
+    return SMOLLM2 if Path(model).name == SMOLLM2_FILE else model
+
+
+def load_generator(settings: GenerationSettings, device: str | None = None,
+                   model_path: str | None = None) -> QueryGenerator:
+    """The packaged SmolLM2, or the GGUF file / transformers folder ``model_path`` (default ``settings.model``)."""
     import torch
 
     from pipeline.scorers.llm_loading import load_causal_lm
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model, tokenizer = load_causal_lm(settings.model, device=device)
+    model, tokenizer = load_causal_lm(model_path or settings.model, device=device)
     if device == "cpu":
         logger.info("generating on the CPU: fine for a few hundred documents; use --device cuda for thousands")
     return QueryGenerator(model, tokenizer, settings, device)

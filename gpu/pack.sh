@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 rm -rf .gpu && mkdir -p .gpu/whl .gpu/data
-for dist in pydantic pydantic_core annotated_types typing_inspection ir_measures pytrec_eval_terrier; do
+for dist in pydantic pydantic_core annotated_types typing_inspection ir_measures pytrec_eval_terrier gguf; do
   v=$($PY -c "import importlib.metadata as m; print(m.version('$dist'))")
   $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \

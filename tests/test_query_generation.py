@@ -224,3 +224,4 @@ def test_adapt_queries_phase_can_use_generated_questions(tmp_path, monkeypatch):
     assert manifest["queries"] == len((work / "pseudo" / "queries.jsonl").read_text().splitlines()) >= 2
     monkeypatch.setattr(query_generation, "load_generator", None)            # a re-run does not generate again
     assert main(argv) == 0
+    assert main([*argv, "--force"]) == 0                        # nor does a forced one: the candidates log is kept

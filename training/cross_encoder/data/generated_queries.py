@@ -129,9 +129,7 @@ def write_generated_dataset(dataset: Path, out: Path, limit: int | None = None, 
     out.mkdir(parents=True, exist_ok=True)
     log = out / f"candidates-{settings.digest()}.jsonl"
     if generate is None:
-        from training.cross_encoder.data.query_generation import load_generator
-
-        generate = load_generator(settings, device, model).generate
+        generate = _lazy_generator(settings, device, model)
     gen_seconds = generate_missing(chosen, generate, log, batch_size, progress_every)
     candidates = read_candidates(log)
 
@@ -171,6 +169,19 @@ def write_generated_dataset(dataset: Path, out: Path, limit: int | None = None, 
     tmp.replace(out / "pseudo.json")
     logger.info("generated pseudo-queries of %s: kept %d of %d candidates -> %s", dataset, len(kept), len(verdicts), out)
     return info
+
+
+def _lazy_generator(settings: GenerationSettings, device: str | None, model: str) -> Generate:
+    """The LM loads on the first batch, so a finished run re-filters without it."""
+    loaded: list = []
+
+    def generate(docs, batch_seed):
+        if not loaded:
+            from training.cross_encoder.data.query_generation import load_generator
+
+            loaded.append(load_generator(settings, device, model))
+        return loaded[0].generate(docs, batch_seed)
+    return generate
 
 
 def _model_name(model: str) -> str:

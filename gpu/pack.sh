@@ -19,6 +19,8 @@ for path in "$@"; do
 done
 # gzip'd JSON bundles travel as xz (about half the size); run.sh turns them back into .json.gz
 find .gpu/data -name '*.json.gz' -print0 | xargs -0 -r -P 2 -I{} sh -c 'zcat "$1" | xz -T1 -6 > "${1%.gz}.xz" && rm "$1"' _ {}
+# so do JSON-lines files (a corpus: a fifth of its size); run.sh unpacks them
+find .gpu/data -name '*.jsonl' -print0 | xargs -0 -r -P 2 -I{} xz -T1 -6 {}
 tracked=$(git ls-files -z | grep -zv '^models/' | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
 packed=$(du -sb .gpu | cut -f1)
 total=$((tracked + packed))

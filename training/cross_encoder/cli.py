@@ -11,6 +11,12 @@ Rebuild the default reranker (``models/ce-minilm``)::
     # the ablation table: train every variant, keep the best by dev nDCG@10
     python -m training cross-encoder train --bundle .cache/ce/scifact --out models/ce-minilm --variants all
 
+Pseudo-queries from a bare corpus (issue 19): titles (``pseudo``) or SmolLM2 questions kept when
+MiniLM+BM25 find their document again (``generate``; GPU recipe in gpu/README.md)::
+
+    python -m training cross-encoder generate --dataset ../shared/data/cranfield --out .cache/pseudo/cranfield-gen \
+        --limit 300 --device cpu
+
 Multi-domain training (SciFact + the training articles of XQuAD-R en), with Cranfield reported
 as an unseen collection (an eval-only bundle: ``--train-split ''``)::
 

@@ -10,7 +10,8 @@ gguf=$GPU_WORK/SmolLM2-135M-Instruct.Q4_1.gguf
 bash gpu/stage.sh join smollm2 "$gguf" || exit 3
 export SEARCH_LLM_CACHE=$GPU_WORK/llm
 out=$GPU_WORK/generated
-python3 -m training cross-encoder generate --dataset "$corpus" --out "$out" --limit "$limit" --device cuda \
+# cut at GEN_S seconds (default 480) so the output still comes back within the call's 600 s
+timeout "${GEN_S:-480}" python3 -m training cross-encoder generate --dataset "$corpus" --out "$out" --limit "$limit" --device cuda \
   --model "$gguf" --dense-model "$MINILM" --batch-size "${BATCH:-128}" --progress-every 500 "$@"
 rc=$?
 rm -f "$out"/corpus-minilm-*.npy

@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 rm -rf .gpu && mkdir -p .gpu/whl .gpu/data
-for dist in pydantic pydantic_core annotated_types typing_inspection ir_measures pytrec_eval_terrier; do
+for dist in pydantic pydantic_core annotated_types typing_inspection ir_measures pytrec_eval_terrier gguf; do
   v=$($PY -c "import importlib.metadata as m; print(m.version('$dist'))")
   $PY -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
       --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
@@ -19,6 +19,8 @@ for path in "$@"; do
 done
 # gzip'd JSON bundles travel as xz (about half the size); run.sh turns them back into .json.gz
 find .gpu/data -name '*.json.gz' -print0 | xargs -0 -r -P 2 -I{} sh -c 'zcat "$1" | xz -T1 -6 > "${1%.gz}.xz" && rm "$1"' _ {}
+# so do JSON-lines files (a corpus: a fifth of its size); run.sh unpacks them
+find .gpu/data -name '*.jsonl' -print0 | xargs -0 -r -P 2 -I{} xz -T1 -6 {}
 tracked=$(git ls-files -z | grep -zv '^models/' | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
 packed=$(du -sb .gpu | cut -f1)
 total=$((tracked + packed))

@@ -24,6 +24,7 @@ if [ -d .gpu/data ]; then  # each packed path back where the repo expects it (xz
     python3 -c "import gzip,lzma,sys; gzip.open(sys.argv[2],'wb',1).write(lzma.open(sys.argv[1]).read())" "$f" "${f%.xz}.gz" \
       && rm "$f"
   done
+  (cd .gpu/data && find . -name '*.jsonl.xz') | while read -r f; do xz -d -c "$f" > "${f%.xz}" && rm -f "$f"; done
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 SECONDS=0

@@ -1,4 +1,4 @@
-"""``python -m training cross-encoder {mine,train,card}``.
+"""``python -m training cross-encoder {mine,pseudo,generate,train,card,...}``.
 
 Rebuild the default reranker (``models/ce-minilm``)::
 
@@ -10,6 +10,12 @@ Rebuild the default reranker (``models/ce-minilm``)::
     python -m training cross-encoder train --bundle .cache/ce/scifact --out models/ce-minilm
     # the ablation table: train every variant, keep the best by dev nDCG@10
     python -m training cross-encoder train --bundle .cache/ce/scifact --out models/ce-minilm --variants all
+
+Pseudo-queries from a bare corpus (issue 19): titles (``pseudo``) or SmolLM2 questions kept when
+MiniLM+BM25 find their document again (``generate``; GPU recipe in gpu/README.md)::
+
+    python -m training cross-encoder generate --dataset ../shared/data/cranfield --out .cache/pseudo/cranfield-gen \
+        --limit 300 --device cpu
 
 Multi-domain training (SciFact + the training articles of XQuAD-R en), with Cranfield reported
 as an unseen collection (an eval-only bundle: ``--train-split ''``)::
@@ -70,6 +76,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pseudo.add_argument("--out", type=Path, required=True)
     pseudo.add_argument("--limit", type=int, default=None, help="at most this many queries (seeded sample)")
     pseudo.add_argument("--seed", type=int, default=13)
+
+    gen = sub.add_parser("generate", help="LM-generated pseudo-queries (SmolLM2, InPars-style), round-trip filtered")
+    gen.add_argument("--dataset", type=Path, required=True, help="BEIR folder (only corpus.jsonl is read)")
+    gen.add_argument("--out", type=Path, required=True, help="pseudo dataset folder (resumable: re-run to continue)")
+    gen.add_argument("--limit", type=int, default=None, help="documents to ask about (seeded sample; default all)")
+    gen.add_argument("--per-doc", type=int, default=1, help="questions per document (>1 samples at temperature 0.7)")
+    gen.add_argument("--device", default=None, help="cuda or cpu (default: cuda if there)")
+    gen.add_argument("--batch-size", type=int, default=64)
+    gen.add_argument("--keep-top", type=int, default=20, help="keep a question if its source is in this top")
+    gen.add_argument("--first-stage", default="hybrid", choices=["hybrid", "dense", "bm25", "none"],
+                     help="round-trip retriever over the whole corpus (no Java needed)")
+    gen.add_argument("--temperature", type=float, default=0.0, help="0: greedy (sampling when --per-doc > 1)")
+    gen.add_argument("--model", default="smollm2-135m", help="smollm2-135m, a GGUF file or a transformers folder")
+    gen.add_argument("--dense-model", type=Path, default=None, help="MiniLM folder (default: the packaged one)")
+    gen.add_argument("--progress-every", type=int, default=100, help="log progress every N documents")
+    gen.add_argument("--seed", type=int, default=13)
 
     densify = sub.add_parser("densify", help="add dense (all-MiniLM-L6-v2) candidate lists to mined bundles (GPU if any)")
     densify.add_argument("--bundle", type=Path, required=True, help="folder of *.json.gz bundles")
@@ -149,6 +171,8 @@ def run(args: argparse.Namespace) -> int:
 
             print(json.dumps(write_pseudo_dataset(args.dataset, args.out, args.kind, args.limit, args.seed)))
             return 0
+        if args.action == "generate":
+            return _generate(args)
         if args.action == "densify":
             return _densify(args)
         if args.action == "train":
@@ -195,6 +219,20 @@ def _corpus(args) -> int:
     docs = (local_corpora.debian_descriptions(args.limit, args.seed) if args.source == "debian"
             else local_corpora.man_pages(args.limit, args.seed))
     print(f"{args.out / 'corpus.jsonl'}: {local_corpora.write_corpus(docs, args.out)} documents")
+    return 0
+
+
+def _generate(args) -> int:
+    from pipeline.core.errors import PipelineError
+    from training.cross_encoder.data.generated_queries import write_generated_dataset
+
+    try:
+        info = write_generated_dataset(args.dataset, args.out, args.limit, args.per_doc, args.device,
+                                       args.batch_size, args.keep_top, args.seed, args.first_stage,
+                                       args.temperature, args.progress_every, args.model, args.dense_model)
+    except PipelineError as exc:  # a missing model package, a bad corpus line
+        raise ValueError(str(exc)) from exc
+    print(json.dumps({k: info[k] for k in ("source", "queries", "counts", "generation", "filter")}))
     return 0
 
 

@@ -27,8 +27,8 @@ from pathlib import Path
 from eval.experiment import Experiment
 from eval.metrics import evaluate
 from eval.runner import remove_self_hits
-from pipeline.core.score_fusion import interpolate_hits
-from pipeline.core.types import Results, sort_hits
+from pipeline.core.score_fusion import rerank_output
+from pipeline.core.types import Results
 from pipeline.registry import build_stage, load_config
 from pipeline.storage.collection import dataset_name
 
@@ -72,16 +72,14 @@ def score_cache(exp: Experiment, raw: dict, candidates: Results, length: int, pa
 
 
 def point(candidates: Results, cache: dict, depth: int, alpha: float | None, name: str) -> Results:
-    """The stage's output at ``depth`` from cached scores: the same blend and sort as RerankStage."""
+    """The stage's output at ``depth`` from cached scores: RerankStage's own :func:`rerank_output`."""
     out: Results = {}
     for qid, hits in candidates.items():
-        head = hits[:depth]
-        if qid not in cache or not head:
-            out[qid] = head
+        if qid not in cache or not hits:
+            out[qid] = list(hits)
             continue
-        reranked = [h.rescored(name, s) for h, s in zip(head, cache[qid]["scores"][:depth], strict=True)]
-        out[qid] = sort_hits(interpolate_hits(reranked, head, alpha, f"{name}_interpolated") if alpha is not None
-                             else reranked)
+        reranked = [h.rescored(name, s) for h, s in zip(hits[:depth], cache[qid]["scores"][:depth], strict=True)]
+        out[qid] = rerank_output(reranked, hits, alpha, name)
     return out
 
 

@@ -47,3 +47,17 @@ def test_seconds_are_pro_rata_of_the_pairs_read():
     cache = {"q1": {"scores": [0.0] * 100, "seconds": 4.0}, "q2": {"scores": [0.0] * 50, "seconds": 1.0}}
     assert seconds_at(cache, 100) == pytest.approx((4.0 + 1.0) / 2)
     assert seconds_at(cache, 25) == pytest.approx((1.0 + 0.5) / 2)
+
+
+@pytest.mark.parametrize("alpha", [None, 0.5])
+def test_candidates_beyond_the_depth_stay_below_in_their_order(alpha):
+    """A request for more results than the reranker reads still gets them, never above a reranked one."""
+    docs = Docs({f"d{i}": Document(f"d{i}", "", f"d{i}") for i in range(6)})
+    table = {"d0": -3.0, "d1": 4.0, "d2": 9.0, "d3": 50.0, "d4": 60.0, "d5": 70.0}
+    incoming = [Hit("q", f"d{i}", 10.0 - i) for i in range(6)]
+    stage = RerankStage(TableScorer(table), Passages(docs, titles=False), top_n=3, interpolate=alpha, name="ce")
+    out = stage.transform([Query("q", "x")], {"q": incoming})["q"]
+    assert {h.doc_id for h in out[:3]} == {"d0", "d1", "d2"} and [h.doc_id for h in out[3:]] == ["d3", "d4", "d5"]
+    assert min(h.score for h in out[:3]) > out[3].score > out[4].score > out[5].score
+    if alpha is None:
+        assert [h.doc_id for h in out[:3]] == ["d2", "d1", "d0"]

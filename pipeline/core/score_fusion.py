@@ -59,6 +59,21 @@ def interpolate_hits(reranked: Sequence[Hit], incoming: Sequence[Hit], alpha: fl
     return [h.rescored(key, m) for h, m in zip(reranked, mixed, strict=True)]
 
 
+def rerank_output(reranked: Sequence[Hit], incoming: Sequence[Hit], alpha: float | None, name: str) -> list[Hit]:
+    """One query's output of a pair reranker: the ``reranked`` head (the first ``len(reranked)`` of
+    ``incoming``, each with its reranker score), blended with ``alpha`` when given and sorted; then the
+    candidates it did not read, in their incoming order, below every head score (so a request for more
+    results than the reranker's depth still gets them, and the head is never outranked)."""
+    head = list(incoming[: len(reranked)])
+    out = sort_hits(interpolate_hits(reranked, head, alpha, f"{name}_interpolated") if alpha is not None and reranked
+                    else list(reranked))
+    rest = incoming[len(reranked):]
+    if not rest:
+        return out
+    floor = min((h.score for h in out), default=0.0)
+    return out + [h.rescored(name, floor - 1.0 - i) for i, h in enumerate(rest)]
+
+
 def rescore_listwise(hits: Sequence[Hit], order: Sequence[int], alpha: float | None = None,
                      name: str = "listwise") -> list[Hit]:
     """The stage's output for one query: ``hits`` (incoming, best first) with the head reranked to ``order``.

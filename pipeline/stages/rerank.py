@@ -5,7 +5,8 @@ The scorer never fetches a document (:mod:`pipeline.scorers.base`); this stage d
 configs + builders of this stage (``cross_encoder.py``, ``listwise.py``, ``modular_reranker.py``).
 
 * a :class:`~pipeline.scorers.base.PairScorer` rescores the top ``top_n`` candidates of each query
-  (all of them with ``top_n=None``); the output is those candidates, re-sorted.
+  (all of them with ``top_n=None``); the output is those candidates, re-sorted, then the rest in their
+  incoming order below them (:func:`~pipeline.core.score_fusion.rerank_output`).
 * a :class:`~pipeline.scorers.base.ListwiseScorer` reorders the top ``top_n``; the rest keep their
   order below, with rank-based scores (:func:`~pipeline.core.score_fusion.rescore_listwise`).
 
@@ -23,9 +24,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from pipeline.core.score_fusion import interpolate_hits, rescore_listwise
+from pipeline.core.score_fusion import rerank_output, rescore_listwise
 from pipeline.core.stage import Stage, phase
-from pipeline.core.types import Hit, Query, Results, sort_hits
+from pipeline.core.types import Query, Results
 from pipeline.scorers.base import ListwiseScorer, PairScorer
 from pipeline.scorers.passages import Passages
 
@@ -70,10 +71,5 @@ class RerankStage(Stage):
         for q, row in zip(queries, scores, strict=True):
             head = heads[q.query_id]
             hits = [hit.rescored(self.name, float(s)) for hit, s in zip(head, row, strict=True)]
-            out[q.query_id] = sort_hits(self._mix(hits, head))
+            out[q.query_id] = rerank_output(hits, ranked[q.query_id], self.interpolate, self.name)
         return out
-
-    def _mix(self, reranked: list[Hit], incoming: list[Hit]) -> list[Hit]:
-        if self.interpolate is None or not reranked:
-            return reranked
-        return interpolate_hits(reranked, incoming, self.interpolate, f"{self.name}_interpolated")

@@ -245,11 +245,11 @@ def test_saved_model_loads_in_stage_scorer_and_sentence_transformers(trained, tm
     import torch
 
     from pipeline.scorers.cross_encoder import CrossEncoderScorer
-    from training.cross_encoder.model import save_model
+    from pipeline.scorers.cross_encoder_folder import write_module
     from training.cross_encoder.trainer import score_pairs
 
     cfg, result = trained
-    folder = save_model(result.module, result.tokenizer, tmp_path / "ce", dtype="float32")
+    folder = write_module(result.module, result.tokenizer, tmp_path / "ce", dtype="float32")
     bundle = tiny_bundle()
     pairs = [(bundle.queries[0].text, bundle.docs[d]) for d in ("d1", "d2", "d3")]
     expected = score_pairs(result.module, result.cache, pairs, cfg, "cpu")

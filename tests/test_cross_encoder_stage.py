@@ -12,14 +12,15 @@ from pipeline.core.stage import Pipeline
 from pipeline.core.testing import RerankContract, StageContract
 from pipeline.core.types import Document, Query
 from pipeline.scorers.cross_encoder import CrossEncoderScorer
-from pipeline.scorers.passages import Passages
+from pipeline.scorers.passages import Passages, passage_text
 from pipeline.scorers.served import ServedScorer
 from pipeline.scorers.tokenization import length_batches, pair_token_ids
 from pipeline.stages.bm25 import BM25
 from pipeline.stages.rerank import RerankStage
+from pipeline.storage.collection import iter_corpus
 from pipeline.storage.docstore import FILENAME as DOCSTORE
 from pipeline.storage.docstore import DocStore
-from tests.conftest import REPO, TINY_CONFIG
+from tests.conftest import REPO, TINY, TINY_CONFIG
 
 TRAINED = REPO / "models" / "ce-minilm"
 
@@ -591,15 +592,16 @@ def test_cpu_scorer_after_service_start_keeps_the_tamed_allocator(tiny_model, mo
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not (TRAINED / "2_Dense" / "model.safetensors").is_file(), reason="models/ce-minilm not built")
-def test_scorer_on_cuda_ranks_the_top_10_as_on_cpu(docs):
+def test_scorer_on_cuda_ranks_the_top_10_as_on_cpu():
     """The served GPU path (bf16, pipelined tokenization in a child process) ranks like the CPU in fp32.
 
-    Run on the GPU machine: ``python -m pytest -m gpu tests/test_cross_encoder_stage.py``.
+    Run on the GPU machine: ``bash gpu/run.sh pytest`` (gpu/README.md). The passages come from the tiny
+    collection's file, not from an index: the GPU machine has no Java to build one.
     """
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    passages = [Passages(docs).text(d) for d in docs.get_many([f"d{i}" for i in range(100)]).values()]
+    passages = [passage_text(d) for d in iter_corpus(TINY)]
     passages = [f"{passages[i % len(passages)]} (part {i})" for i in range(300)]  # distinct; over first_slice: pipelined
     queries = ["volcano lava", "ocean tides and the moon", "how do plants make glucose"]
     cpu = CrossEncoderScorer(TRAINED, device="cpu", precision="fp32")

@@ -34,7 +34,7 @@ for arg in "$@"; do
   fi
   case "$dest" in /*|..*|*/../*) echo "DEST must be a path inside the repo: $dest" >&2; exit 2 ;; esac
   mkdir -p ".gpu/data/$(dirname "$dest")"
-  cp -r "$src" ".gpu/data/$dest"
+  cp -r "$src" ".gpu/data/$dest" && chmod -R u+w ".gpu/data/$dest"  # read-only sources (../shared) stay editable here
   echo "$dest" >> .gpu/paths
   [ "$dest" = "$src" ] || echo "packed $src -> $dest (on the machine)"
 done

@@ -28,10 +28,11 @@ def collection(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def base_ce(tiny_base, tmp_path_factory):  # noqa: F811 - the fixture
-    from training.cross_encoder.model import new_model, save_model
+    from pipeline.scorers.cross_encoder_folder import write_module
+    from training.cross_encoder.model import new_model
 
     module, tokenizer = new_model(tiny_base, seed=1)
-    return save_model(module, tokenizer, tmp_path_factory.mktemp("base") / "ce", dtype="float32")
+    return write_module(module, tokenizer, tmp_path_factory.mktemp("base") / "ce", dtype="float32")
 
 
 def test_adapt_runs_every_phase_then_resumes(collection, base_ce, tmp_path, caplog):

@@ -12,14 +12,15 @@ from pipeline.core.stage import Pipeline
 from pipeline.core.testing import RerankContract, StageContract
 from pipeline.core.types import Document, Query
 from pipeline.scorers.cross_encoder import CrossEncoderScorer
-from pipeline.scorers.passages import Passages
+from pipeline.scorers.passages import Passages, passage_text
 from pipeline.scorers.served import ServedScorer
 from pipeline.scorers.tokenization import length_batches, pair_token_ids
 from pipeline.stages.bm25 import BM25
 from pipeline.stages.rerank import RerankStage
+from pipeline.storage.collection import iter_corpus
 from pipeline.storage.docstore import FILENAME as DOCSTORE
 from pipeline.storage.docstore import DocStore
-from tests.conftest import REPO, TINY_CONFIG
+from tests.conftest import REPO, TINY, TINY_CONFIG
 
 TRAINED = REPO / "models" / "ce-minilm"
 
@@ -28,7 +29,8 @@ TRAINED = REPO / "models" / "ce-minilm"
 def tiny_model(tmp_path_factory) -> Path:
     """A random 2-layer, 32-wide cross-encoder in the trained models' format."""
     transformers = pytest.importorskip("transformers")
-    from training.cross_encoder.model import new_model, packaged_minilm, save_model
+    from pipeline.scorers.cross_encoder_folder import write_module
+    from training.cross_encoder.model import new_model, packaged_minilm
 
     base = tmp_path_factory.mktemp("tiny-bert")
     cfg = transformers.BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
@@ -36,7 +38,7 @@ def tiny_model(tmp_path_factory) -> Path:
     transformers.AutoTokenizer.from_pretrained(str(packaged_minilm())).save_pretrained(str(base))
     module, tokenizer = new_model(base, seed=3)
     models = tmp_path_factory.mktemp("models")
-    save_model(module, tokenizer, models / "tiny-ce", dtype="float32")
+    write_module(module, tokenizer, models / "tiny-ce", dtype="float32")
     return models / "tiny-ce"
 
 
@@ -312,6 +314,64 @@ def test_int8_speedup_is_measured_once_and_positive():
     assert first > 0 and ce.cpu_int8_speedup() == first  # cached: the product is timed once per process
 
 
+# ---------------------------------------------------------------- saving (pipeline/scorers/cross_encoder_folder.py)
+
+SAVE_QUERIES = ["volcano lava", "how do plants make glucose"]
+
+
+def _scores(scorer, docs) -> list[list[float]]:
+    passages = list(Passages(docs).texts([f"d{i}" for i in range(1, 13)]).values())
+    return [scorer.score(q, passages) for q in SAVE_QUERIES]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_saved_scorer_reloads_to_the_same_scores(tiny_model, docs, tmp_path, precision):
+    """save() writes the trained weights (not the fused or int8 inference module): a scorer built again from
+    the copy with the same options scores exactly the same; the copy is a complete folder of the format."""
+    from pipeline.scorers.cross_encoder_folder import is_cross_encoder, stored_dtype
+
+    scorer = CrossEncoderScorer(tiny_model, device="cpu", precision=precision, max_length=64, batch_size=4)
+    saved = scorer.save(tmp_path / "copy")
+    assert is_cross_encoder(saved) and stored_dtype(saved) == stored_dtype(tiny_model) == "float32"
+    again = CrossEncoderScorer(saved, device="cpu", precision=precision, max_length=64, batch_size=4)
+    assert _scores(again, docs) == _scores(scorer, docs)
+
+
+def test_saved_scorer_keeps_bf16_weights_bit_for_bit(tiny_model, docs, tmp_path):
+    """A bf16 folder (as training writes them) saved by its scorer keeps bf16, every tensor equal, and scores the same."""
+    from safetensors.torch import load_file
+
+    from pipeline.scorers.cross_encoder_folder import read_module, stored_dtype, write_module
+
+    module, tokenizer = read_module(tiny_model)
+    bf16 = write_module(module, tokenizer, tmp_path / "bf16", dtype="bfloat16")
+    scorer = CrossEncoderScorer(bf16, device="cpu", precision="fp32", max_length=64)
+    saved = scorer.save(tmp_path / "copy")
+    assert stored_dtype(saved) == "bfloat16"
+    for name in ("model.safetensors", "2_Dense/model.safetensors"):
+        a, b = load_file(str(bf16 / name)), load_file(str(saved / name))
+        assert a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and a[k].equal(b[k]) for k in a)
+    assert _scores(CrossEncoderScorer(saved, device="cpu", precision="fp32", max_length=64), docs) == _scores(scorer, docs)
+
+
+def test_save_refuses_its_own_folder_and_a_changed_one(tiny_model, tmp_path):
+    import shutil
+
+    folder = shutil.copytree(tiny_model, tmp_path / "src")
+    scorer = CrossEncoderScorer(folder, device="cpu", precision="fp32", max_length=64)
+    with pytest.raises(ValueError, match="loaded from"):
+        scorer.save(folder)
+    (folder / "2_Dense" / "model.safetensors").write_bytes((folder / "2_Dense" / "model.safetensors").read_bytes() + b" ")
+    with pytest.raises(ModelNotFoundError, match="changed since"):
+        scorer.save(tmp_path / "copy")
+
+
+def test_served_scorer_saves_its_engine(scorer, docs, tmp_path):
+    saved = ServedScorer(scorer, time_budget_ms=30_000).save(tmp_path / "served")
+    assert _scores(CrossEncoderScorer(saved, device="cpu", precision="fp32", max_length=64, batch_size=4), docs) \
+        == _scores(scorer, docs)
+
+
 # ---------------------------------------------------------------- config, registry, service
 
 
@@ -532,15 +592,16 @@ def test_cpu_scorer_after_service_start_keeps_the_tamed_allocator(tiny_model, mo
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not (TRAINED / "2_Dense" / "model.safetensors").is_file(), reason="models/ce-minilm not built")
-def test_scorer_on_cuda_ranks_the_top_10_as_on_cpu(docs):
+def test_scorer_on_cuda_ranks_the_top_10_as_on_cpu():
     """The served GPU path (bf16, pipelined tokenization in a child process) ranks like the CPU in fp32.
 
-    Run on the GPU machine: ``python -m pytest -m gpu tests/test_cross_encoder_stage.py``.
+    Run on the GPU machine: ``bash gpu/run.sh pytest`` (gpu/README.md). The passages come from the tiny
+    collection's file, not from an index: the GPU machine has no Java to build one.
     """
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    passages = [Passages(docs).text(d) for d in docs.get_many([f"d{i}" for i in range(100)]).values()]
+    passages = [passage_text(d) for d in iter_corpus(TINY)]
     passages = [f"{passages[i % len(passages)]} (part {i})" for i in range(300)]  # distinct; over first_slice: pipelined
     queries = ["volcano lava", "ocean tides and the moon", "how do plants make glucose"]
     cpu = CrossEncoderScorer(TRAINED, device="cpu", precision="fp32")

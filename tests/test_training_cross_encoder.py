@@ -245,11 +245,11 @@ def test_saved_model_loads_in_stage_scorer_and_sentence_transformers(trained, tm
     import torch
 
     from pipeline.scorers.cross_encoder import CrossEncoderScorer
-    from training.cross_encoder.model import save_model
+    from pipeline.scorers.cross_encoder_folder import write_module
     from training.cross_encoder.trainer import score_pairs
 
     cfg, result = trained
-    folder = save_model(result.module, result.tokenizer, tmp_path / "ce", dtype="float32")
+    folder = write_module(result.module, result.tokenizer, tmp_path / "ce", dtype="float32")
     bundle = tiny_bundle()
     pairs = [(bundle.queries[0].text, bundle.docs[d]) for d in ("d1", "d2", "d3")]
     expected = score_pairs(result.module, result.cache, pairs, cfg, "cpu")
@@ -320,9 +320,10 @@ def test_cli_rejects_unknown_variant(tmp_path):
 def test_cli_init_model_continues_from_a_saved_reranker(tiny_base, tmp_path):
     import torch
 
+    from pipeline.scorers.cross_encoder_folder import read_module as load_trainable
+    from pipeline.scorers.cross_encoder_folder import write_module as save_model
     from training.__main__ import main
     from training.cross_encoder.data.mining import write_json
-    from training.cross_encoder.model import load_trainable, save_model
 
     bundle_dir = tmp_path / "bundle"
     bundle_dir.mkdir()

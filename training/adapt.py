@@ -151,8 +151,8 @@ def _dense(args, work: Path) -> bool:
 
 
 def _train(args, work: Path) -> bool:
+    from pipeline.scorers.cross_encoder_folder import read_module, write_module
     from training.cross_encoder.data.bundle import load_bundle
-    from training.cross_encoder.model import save_model
     from training.cross_encoder.model_card import write_model_card
     from training.cross_encoder.trainer import TrainConfig, evaluate_report, resolve_device, train
 
@@ -170,17 +170,14 @@ def _train(args, work: Path) -> bool:
     logger.info("pseudo dev nDCG@10: base %.4f, adapted %.4f -> %s", base_dev, result.best_dev,
                 "adapted model kept" if keep else "no gain: the base model is written unchanged")
     if not keep:
-        from training.cross_encoder.model import load_trainable
-
-        result.module, result.tokenizer = load_trainable(args.base)
-    save_model(result.module, result.tokenizer, args.out)
+        result.module, result.tokenizer = read_module(args.base)
+    write_module(result.module, result.tokenizer, args.out)
     evals = {}
     if args.extra_eval:
         from training.cross_encoder.ablation import first_stages
-        from training.cross_encoder.model import load_trainable
         from training.cross_encoder.trainer import TrainResult
 
-        base = TrainResult(*load_trainable(args.base))
+        base = TrainResult(*read_module(args.base))
         base.module.to(resolve_device(args.device))
         for path in args.extra_eval:  # the adapted model and, for comparison, the base on the same runs
             extra = load_bundle(path)
@@ -203,11 +200,11 @@ def _train(args, work: Path) -> bool:
 
 def _base_dev(cfg, bundle) -> float:
     """The base reranker's nDCG@10 on the pseudo dev queries (BM25 top-100), the bar the adapted one must pass."""
-    from training.cross_encoder.model import load_trainable
+    from pipeline.scorers.cross_encoder_folder import read_module
     from training.cross_encoder.trainer import TokenCache, rerank_ndcg, resolve_device
 
     device = resolve_device(cfg.device)
-    module, tokenizer = load_trainable(cfg.init_model)
+    module, tokenizer = read_module(cfg.init_model)
     module.to(device)
     dev = bundle.role("dev")
     texts = [q.text for q in dev] + sorted({bundle.docs[d] for q in dev for d, _ in q.bm25[:100]})

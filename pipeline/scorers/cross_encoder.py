@@ -16,15 +16,16 @@ a linear head; ``CrossEncoder(folder).predict`` gives the same scores) trained b
   measured once: :mod:`pipeline.scorers.cpu_precision`), else fp32; ``fp32``, ``bf16`` or ``int8`` force
   one. ``int8`` is the CPU path: every encoder ``nn.Linear`` in W8A8 (:mod:`pipeline.scorers.int8_linear`),
   the head in fp32. Not chosen by ``auto`` (see :func:`~pipeline.scorers.cpu_precision.default_precision`).
+* **format**: :mod:`pipeline.scorers.cross_encoder_folder` reads the folder; :meth:`CrossEncoderScorer.save`
+  writes the model served (training writes through the same module).
 * **service**: :class:`~pipeline.scorers.served.ServedScorer` adds a time budget and micro-batching
   of concurrent requests on top of this engine.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import logging
+import shutil
 import threading
 import time
 import weakref
@@ -42,7 +43,18 @@ from pipeline.runtime.memory import keep_freed_memory
 from pipeline.runtime.tokenize_worker import TokenizerProcess, split_flat, tokenize_flat
 from pipeline.scorers.base import PairScorer
 from pipeline.scorers.cpu_precision import INT8_MIN_SPEEDUP, cpu_int8_speedup, default_batch_size, default_precision
-from pipeline.scorers.fast_bert import fast_bert_scorer, masked_mean
+from pipeline.scorers.cross_encoder_folder import (
+    PROVENANCE,
+    check_folder,
+    mean_pool_scorer,
+    read_encoder,
+    read_head,
+    read_module,
+    stored_dtype,
+    weights_stamp,
+    write_module,
+)
+from pipeline.scorers.fast_bert import fast_bert_scorer
 from pipeline.scorers.fast_bert import supports as supports_fast
 from pipeline.scorers.tokenization import batch_arrays, length_batches
 
@@ -93,18 +105,14 @@ class CrossEncoderScorer(PairScorer):
         attn_implementation, pad_multiple, first_slice, fast = o.attn_implementation, o.pad_multiple, o.first_slice, o.fast
         tokenize_process, slices_ahead, run_ahead = o.tokenize_process, o.slices_ahead, o.run_ahead
         folder = Path(folder)
-        if not (folder / "config.json").is_file() or not (folder / "2_Dense" / "model.safetensors").is_file():
-            raise ModelNotFoundError(f"no trained cross-encoder at {folder}: build it with {BUILD_COMMAND}")
+        check_folder(folder, BUILD_COMMAND)  # the format: pipeline/scorers/cross_encoder_folder.py
         try:
             import torch
-            from safetensors.torch import load_file
-            from transformers import AutoModel, AutoTokenizer
+            from transformers import AutoTokenizer
         except ImportError as exc:  # pragma: no cover - core dependencies
             raise ImportError(f"the cross-encoder stage needs torch and transformers: pip install -e . ({exc})") from exc
-        pooling = json.loads((folder / "1_Pooling" / "config.json").read_text()).get("pooling_mode", "mean")
-        if pooling != "mean":
-            raise ModelNotFoundError(f"{folder}: pooling {pooling!r} is not supported (expected mean)")
         self.torch = torch
+        self._stamp = weights_stamp(folder)  # save() checks the folder still holds what was read
         self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
         if precision == "auto":
             precision = default_precision(self.device)
@@ -137,10 +145,8 @@ class CrossEncoderScorer(PairScorer):
         self._backend = self._truncating_backend(self.tokenizer, max_length)
         if self.pipelined and tokenize_process and self._backend is not None:
             self._start_worker()  # now, so that the first request does not wait for the child to start
-        extra = {"attn_implementation": attn_implementation} if attn_implementation else {}
-        encoder = AutoModel.from_pretrained(str(folder), dtype=torch.float32, **extra)
-        head = torch.nn.Linear(encoder.config.hidden_size, 1)
-        head.load_state_dict({k.removeprefix("linear."): v.float() for k, v in load_file(str(folder / "2_Dense" / "model.safetensors")).items()})
+        encoder = read_encoder(folder, attn_implementation)
+        head = read_head(folder, encoder.config.hidden_size)
         if fast and attn_implementation in (None, "sdpa") and supports_fast(encoder.config):
             model = fast_bert_scorer(encoder, head).eval()  # same scores, no host sync per batch (pipeline/scorers/fast_bert.py)
         else:
@@ -343,6 +349,28 @@ class CrossEncoderScorer(PairScorer):
     def notes(self) -> list[str]:
         return [self.precision_note] if self.precision_note else []
 
+    def save(self, folder: Path, dtype: str | None = None) -> Path:
+        """Write the model this scorer serves as a cross-encoder folder (the format it loads) and return it.
+
+        The weights are the trained ones, as stored in the folder this scorer was loaded from (in their stored
+        dtype unless ``dtype`` is given), not the in-memory inference module, which may be fused (the fast
+        path), cast to bf16 or quantized to int8. A scorer built again from the saved folder with the same
+        options gives the same scores. Raises :class:`ModelNotFoundError` if the source folder changed since
+        it was read, ``ValueError`` for the source folder itself. ``MODEL_CARD.md`` and
+        ``training_report.json`` are copied along.
+        """
+        folder = Path(folder)
+        if folder.resolve() == self.folder.resolve():
+            raise ValueError(f"{folder} is the folder this scorer was loaded from")
+        if weights_stamp(self.folder) != self._stamp:
+            raise ModelNotFoundError(f"{self.folder} changed since this scorer read it: load it again before saving")
+        module, _ = read_module(self.folder)
+        write_module(module, self.tokenizer, folder, dtype or stored_dtype(self.folder))
+        for name in PROVENANCE:
+            if (self.folder / name).is_file():
+                shutil.copyfile(self.folder / name, folder / name)
+        return folder
+
 
 def split_scores(flat: Sequence[float], passages: Sequence[Sequence[str]]) -> list[list[float]]:
     """Flat per-pair scores cut back into one list per query."""
@@ -351,27 +379,3 @@ def split_scores(flat: Sequence[float], passages: Sequence[Sequence[str]]) -> li
         out.append([float(s) for s in flat[start : start + len(ps)]])
         start += len(ps)
     return out
-
-
-@functools.cache
-def _mean_pool_scorer_class():
-    import torch
-
-    class MeanPoolScorer(torch.nn.Module):
-        """BERT encoder, masked mean pooling, linear head: one logit per pair."""
-
-        def __init__(self, encoder, head):
-            super().__init__()
-            self.encoder, self.head = encoder, head
-
-        def forward(self, input_ids, token_type_ids, attention_mask):
-            hidden = self.encoder(input_ids=input_ids, token_type_ids=token_type_ids,
-                                  attention_mask=attention_mask).last_hidden_state
-            return self.head(masked_mean(hidden, attention_mask)).squeeze(-1)
-
-    return MeanPoolScorer
-
-
-def mean_pool_scorer(encoder, head):
-    """The scoring module (a ``torch.nn.Module``) shared by inference and training."""
-    return _mean_pool_scorer_class()(encoder, head)

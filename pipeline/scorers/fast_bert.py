@@ -8,7 +8,7 @@ the query/key/value projections fused into one matrix product and a boolean key 
 ``scaled_dot_product_attention`` as is, so a batch is queued without waiting for anything.
 
 Same scores as the ``transformers`` module (tested to 1e-5 in fp32); used by
-:class:`pipeline.stages.cross_encoder.CrossEncoderScorer` for inference only (training keeps
+:class:`pipeline.scorers.cross_encoder.CrossEncoderScorer` for inference only (training keeps
 the ``transformers`` module). Example::
 
     fast = fast_bert_scorer(encoder, head)       # encoder: a transformers BertModel, head: nn.Linear

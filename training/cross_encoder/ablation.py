@@ -67,7 +67,7 @@ def run_ablation(base: TrainConfig, names: list[str], train_bundle: Bundle, eval
 
     ``on_variant(report so far)`` is called after each variant (a long run leaves partial results).
     """
-    from training.cross_encoder.model import save_model
+    from pipeline.scorers.cross_encoder_folder import write_module
 
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
@@ -80,7 +80,7 @@ def run_ablation(base: TrainConfig, names: list[str], train_bundle: Bundle, eval
         rows.append(row)
         if best is None or row["dev_ndcg10"] > best[0]["dev_ndcg10"]:
             if save_to is not None:
-                save_model(result.module, result.tokenizer, save_to, dtype=dtype)
+                write_module(result.module, result.tokenizer, save_to, dtype=dtype)
             best = (row, result)
         if on_variant is not None:
             on_variant({"variants": rows, "chosen": best[0]})

@@ -194,11 +194,12 @@ def train(cfg: TrainConfig, bundle: Bundle, log_every: int = 20) -> TrainResult:
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    from training.cross_encoder.model import load_trainable, new_model
+    from pipeline.scorers.cross_encoder_folder import read_module
+    from training.cross_encoder.model import new_model
 
     device = resolve_device(cfg.device)
     rng = random.Random(cfg.seed)
-    module, tokenizer = load_trainable(cfg.init_model) if cfg.init_model else new_model(cfg.base_model, seed=cfg.seed)
+    module, tokenizer = read_module(cfg.init_model) if cfg.init_model else new_model(cfg.base_model, seed=cfg.seed)
     module.to(device).train()
     train_q, dev_q = bundle.role("train"), bundle.role("dev")
     if not train_q:

@@ -6,10 +6,13 @@ with only the word-embedding rows that the collections' text actually uses, xz-c
 (about 15 MB). Unpacking writes an fp32 ``model.safetensors`` next to the folder's other files.
 Unused embedding rows come back as zeros: the unpacked model is for those collections only.
 
-    python -m training.dense.compact_weights pack --model minilm --out .device/minilm-q8 \\
+    python -m training.dense.compact_weights pack --model minilm --out .gpu/minilm-q8 \\
         --keep-tokens-of ../shared/data/scifact ../shared/data/cranfield
-    python -m training.dense.compact_weights unpack --packed .device/minilm-q8 --out /tmp/minilm
-    python -m training.dense.compact_weights unpack-tree --src .device/data --out /tmp/data
+    python -m training.dense.compact_weights unpack --packed .gpu/minilm-q8 --out "$GPU_WORK/minilm"
+    python -m training.dense.compact_weights unpack-tree --src <packed folder> --out <folder>
+
+``gpu/pack.sh`` packs MiniLM with every vocabulary row (no ``--keep-tokens-of``) and ``gpu/run.sh`` unpacks it
+on the machine (gpu/README.md).
 """
 
 from __future__ import annotations

@@ -317,12 +317,8 @@ def test_cli_rejects_unknown_variant(tmp_path):
     assert main(["cross-encoder", "train", "--bundle", str(tmp_path), "--out", str(tmp_path / "m"), "--variants", "nope"]) == 2
 
 
-def test_cli_init_model_continues_from_a_saved_reranker(tiny_base, tmp_path):
-    import torch
-
-    from pipeline.scorers.cross_encoder_folder import read_module as load_trainable
-    from pipeline.scorers.cross_encoder_folder import write_module as save_model
-    from training.__main__ import main
+def write_tiny_bundle(tmp_path):
+    """The tiny bundle as a bundle folder (train.json.gz); returns the folder and its query rows."""
     from training.cross_encoder.data.mining import write_json
 
     bundle_dir = tmp_path / "bundle"
@@ -330,6 +326,17 @@ def test_cli_init_model_continues_from_a_saved_reranker(tiny_base, tmp_path):
     b = tiny_bundle()
     rows = [{"qid": q.qid, "text": q.text, "role": q.role, "qrels": q.qrels, "bm25": q.bm25, "dense": q.dense} for q in b.queries]
     write_json(bundle_dir / "train.json.gz", {"meta": b.meta, "docs": b.docs, "queries": rows})
+    return bundle_dir, rows
+
+
+def test_cli_init_model_continues_from_a_saved_reranker(tiny_base, tmp_path):
+    import torch
+
+    from pipeline.scorers.cross_encoder_folder import read_module as load_trainable
+    from pipeline.scorers.cross_encoder_folder import write_module as save_model
+    from training.__main__ import main
+
+    bundle_dir, _ = write_tiny_bundle(tmp_path)
     args = ["--bundle", str(bundle_dir), "--variants", "listwise", "--negatives", "3", "--rank-to", "11", "--epochs", "1",
             "--groups-per-batch", "2", "--max-length", "64", "--device", "cpu", "--report-split", ""]
     assert main(["cross-encoder", "train", "--out", str(tmp_path / "first"), "--base-model", str(tiny_base), *args]) == 0
@@ -348,13 +355,8 @@ def test_cli_init_model_continues_from_a_saved_reranker(tiny_base, tmp_path):
 
 def test_cli_time_budget_stops_training_and_still_saves(tiny_base, tmp_path):
     from training.__main__ import main
-    from training.cross_encoder.data.mining import write_json
 
-    bundle_dir = tmp_path / "bundle"
-    bundle_dir.mkdir()
-    b = tiny_bundle()
-    rows = [{"qid": q.qid, "text": q.text, "role": q.role, "qrels": q.qrels, "bm25": q.bm25, "dense": q.dense} for q in b.queries]
-    write_json(bundle_dir / "train.json.gz", {"meta": b.meta, "docs": b.docs, "queries": rows})
+    bundle_dir, _ = write_tiny_bundle(tmp_path)
     assert main(["cross-encoder", "train", "--bundle", str(bundle_dir), "--out", str(tmp_path / "m"), "--base-model",
                  str(tiny_base), "--variants", "listwise", "--negatives", "3", "--rank-to", "11", "--epochs", "3",
                  "--groups-per-batch", "2", "--max-length", "64", "--device", "cpu", "--report-split", "",

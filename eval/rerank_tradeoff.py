@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -108,8 +109,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", type=Path, default=None, help="also write the table here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    import os
-
     index_root = args.index_root or Path(os.environ.get("SEARCH_INDEX_ROOT", "indexes"))
     config = load_config(args.config)
     exp = Experiment(args.dataset, "train" if args.split == "dev" else args.split, config, index_root,

@@ -97,7 +97,7 @@ def _classes():
             return _varlen_attn()(q, k, v, cu, cu, max_seqlen, max_seqlen)
         if kind == "nested":
             offsets = cu.long()
-            nested = [_jagged(x, offsets, max_seqlen).transpose(1, 2) for x in (q, k, v)]
+            nested = [_jagged(x.contiguous(), offsets, max_seqlen).transpose(1, 2) for x in (q, k, v)]
             return F.scaled_dot_product_attention(*nested).transpose(1, 2).values()
         bounds = cu.tolist()  # reference: one pair at a time (a host sync; CPU tests and fallbacks only)
         out = torch.empty_like(q)

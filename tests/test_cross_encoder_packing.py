@@ -133,3 +133,21 @@ def test_old_stage_config_loads_with_packing_auto():
     stage = CrossEncoderConfig(**config.pipelines["bm25>>ce"].stages[-1])
     options = engine_options(stage, "cpu")
     assert (options.packing, options.passage_cache) == ("auto", None)
+
+
+def test_self_check_catches_a_wrong_packed_kernel(packed, monkeypatch):
+    from pipeline.scorers import packing
+
+    fast = packed.packed.module.fast
+    assert packing.self_check(packed, packed.packed, fast) == ""
+    monkeypatch.setattr(packed.packed, "launch", lambda scorer, encoded, deadline: [([0, 1], [9.0, 9.0])])
+    assert "differ by" in packing.self_check(packed, packed.packed, fast)
+
+
+def test_packing_on_refuses_when_the_self_check_fails(monkeypatch):
+    from pipeline.scorers import packing
+    from pipeline.scorers.cross_encoder import CrossEncoderScorer
+
+    monkeypatch.setattr(packing, "self_check", lambda scorer, path, fast: "kernel missing")
+    with pytest.raises(ValueError, match="self-check .*kernel missing"):
+        CrossEncoderScorer(MODEL, device="cpu", precision="fp32", max_length=128, packing="on")

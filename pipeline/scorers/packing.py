@@ -3,9 +3,11 @@
 ``packing`` (an option of :class:`~pipeline.scorers.cross_encoder.CrossEncoderOptions`):
 
 * ``auto`` (default): packed on a CUDA device when the fast BERT module runs and this torch has a
-  variable-length attention (:func:`pipeline.scorers.packed_bert.attention_kind`), after a self-check at
-  load (two pairs scored packed and padded must agree); padded otherwise, so the CPU path is unchanged;
+  variable-length attention (:func:`pipeline.scorers.packed_bert.attention_kind`) that passes a self-check at
+  load (two pairs scored packed and padded must agree; flash varlen first, then nested tensors); padded
+  otherwise, so the CPU path is unchanged;
 * ``on``: packed wherever the fast module runs (on a CPU with the per-pair reference attention: for tests);
+  raises if no attention passes the self-check;
 * ``off``: padded batches, as before.
 
 Batches are consecutive pairs up to ``packed_tokens`` real tokens each (no length sort: nothing is padded).
@@ -70,17 +72,21 @@ def setup_packing(scorer, fast_module, mode: str, compile_: bool, batch_tokens: 
             raise ValueError("packing: on needs the fast BERT module (fast: true, a BERT encoder, attn_implementation sdpa)")
         return None, "packing: needs the fast BERT module"
     dtype = next(fast_module.parameters()).dtype
-    kind = attention_kind(scorer.device, dtype)
-    module = packed_bert_scorer(fast_module, kind).eval()
-    path = PackedPath(module, kind, batch_tokens, max(scorer.batch_size, 4096))
-    if mode == "auto":
+    first = attention_kind(scorer.device, dtype)
+    kinds = [first, *(["nested"] if first == "varlen" else [])]  # varlen failing its self-check: try nested
+    problems = []
+    for kind in kinds:
+        path = PackedPath(packed_bert_scorer(fast_module, kind).eval(), kind, batch_tokens, max(scorer.batch_size, 4096))
         problem = self_check(scorer, path, fast_module)
-        if problem:
-            logger.warning("cross-encoder %s: packed path off: %s", scorer.folder, problem)
-            return None, f"packing: self-check failed ({problem})"
-    if compile_:
-        path.module = torch.compile(module, dynamic=True)
-    return path, ""
+        if not problem:
+            if compile_:
+                path.module = torch.compile(path.module, dynamic=True)
+            return path, ""
+        problems.append(f"{kind}: {problem}")
+        logger.warning("cross-encoder %s: packed attention %s failed its self-check: %s", scorer.folder, kind, problem)
+    if mode == "on":
+        raise ValueError(f"packing: on, but the packed path failed its self-check ({'; '.join(problems)})")
+    return None, f"packing: self-check failed ({'; '.join(problems)})"
 
 
 def self_check(scorer, path: PackedPath, fast_module) -> str:

@@ -84,7 +84,7 @@ def run_variant(name: str, options: dict, cached: bool, args, pairs) -> list[dic
              "scores": list(scores)}]
     if cached:
         scorer.token_cache = TokenCache(10**6)
-        scorer.score_pairs(pairs)  # every passage tokenized once ("at indexing time"); timed calls tokenize queries only
+        scorer.cache_passages([p for _, p in pairs])  # each passage tokenized once ("at indexing time"): queries only below
         e2e, scores = times(lambda: scorer.score_pairs(pairs), args.repeats)
         rows.append({**rows[0], "variant": f"{name} cached", "fast_path": scorer.fast_path(),
                      "end_to_end_pairs_per_s": rates(len(pairs), e2e), "token_cache": scorer.token_cache.stats(),

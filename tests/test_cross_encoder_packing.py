@@ -123,6 +123,9 @@ def test_passage_cache_reuses_ids_and_keeps_scores(padded, pairs):
     slices = ready_slices(pairs, first_slice=2, chunk_pairs=4, known=passages)
     assert len(slices) == 1 and slices[0][0] == list(dict.fromkeys(q for q, _ in pairs))  # only queries to tokenize
     assert sorted(slices[0][1]) == list(range(len(pairs)))
+    fresh = CrossEncoderScorer(MODEL, device="cpu", precision="fp32", max_length=128, passage_cache=1000)
+    assert fresh.cache_passages([p for _, p in pairs]) == len(passages) and fresh.cache_passages([pairs[0][1]]) == 0
+    assert fresh.score_pairs(pairs) == first and fresh.token_cache.misses == len(passages)  # only the warm-up missed
 
 
 def test_old_stage_config_loads_with_packing_auto():

@@ -191,6 +191,14 @@ class CrossEncoderScorer(PairScorer):
         table.update(self._cached(self._tokenize(missing) if missing else {}, pairs))
         return self._pairs_from(pairs, table)
 
+    def cache_passages(self, passages: Sequence[str]) -> int:
+        """Tokenize ``passages`` not yet cached into the passage ids cache now (e.g. a collection's documents when
+        an index version is loaded), so that later queries tokenize only themselves; returns how many were new."""
+        missing = [p for p in dict.fromkeys(passages) if p not in self.token_cache.get_many([p])]
+        if self.token_cache.capacity and missing:
+            self.token_cache.put_many(self._tokenize(missing))
+        return len(missing) if self.token_cache.capacity else 0
+
     def _cached(self, table: dict[str, np.ndarray], pairs) -> dict[str, np.ndarray]:
         """``table`` (fresh ids), its passages kept in the token cache."""
         if self.token_cache.capacity and table:

@@ -93,9 +93,7 @@ def run_variant(name: str, options: dict, cached: bool, args, pairs) -> list[dic
         if scorer.precision_note:
             row["note"] = scorer.precision_note
         print(json.dumps({k: v for k, v in row.items() if k != "scores"}), flush=True)
-    del scorer, encoded
-    gc.collect()
-    return rows
+    return rows  # the scorer goes with this frame (main collects before the next variant)
 
 
 def compare(owners, base: list[float], other: list[float], k: int = 10) -> dict:
@@ -163,6 +161,7 @@ def main(argv: list[str] | None = None) -> dict:
         except Exception as exc:  # noqa: BLE001 - report the variant that failed, keep the others
             rows = [{"variant": name, "failed": f"{type(exc).__name__}: {exc}"[:400]}]
             print(json.dumps(rows[0]), flush=True)
+        gc.collect()
         for row in rows:
             if "scores" in row:
                 scores[row["variant"]] = row.pop("scores")

@@ -101,7 +101,7 @@ def _classes():
             return F.scaled_dot_product_attention(*nested).transpose(1, 2).values()
         bounds = cu.tolist()  # reference: one pair at a time (a host sync; CPU tests and fallbacks only)
         out = torch.empty_like(q)
-        for s, e in zip(bounds[:-1], bounds[1:]):
+        for s, e in zip(bounds[:-1], bounds[1:], strict=True):
             seg = [x[s:e].transpose(0, 1)[None] for x in (q, k, v)]
             out[s:e] = F.scaled_dot_product_attention(*seg)[0].transpose(0, 1)
         return out

@@ -53,6 +53,9 @@ class ObservedStage(Stage):
     def notes(self) -> list[str]:
         return self.inner.notes()
 
+    def fast_path(self) -> dict | None:
+        return self.inner.fast_path()
+
     def language_choice(self, query: Query) -> dict | None:
         return self.inner.language_choice(query)
 

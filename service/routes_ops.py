@@ -52,7 +52,7 @@ async def pipelines(request: Request, engine: EngineDep, client: ClientDep) -> l
             desc = engine.config.pipelines[p].description
             if p in state.pipelines:
                 out.append(PipelineStatus(name=p, collection=name, loaded=True, description=desc,
-                                          notes=state.pipelines[p].notes()))
+                                          notes=state.pipelines[p].notes(), fast_path=state.pipelines[p].fast_path()))
             elif p in state.off:
                 out.append(PipelineStatus(name=p, collection=name, loaded=False, reason=public_detail(request, state.off[p]),
                                           description=desc))

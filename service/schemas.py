@@ -198,6 +198,9 @@ class PipelineStatus(BaseModel):
     description: str = ""
     notes: list[str] = Field(default_factory=list, description="How its stages run where that differs from the config "
                              "(e.g. int8 asked for, fp32 used on a CPU without fast int8 products).")
+    fast_path: dict[str, dict[str, Any]] | None = Field(
+        default=None, description="Per reranking stage, how its model runs on this machine: device, precision, "
+        "packing (padding-free batches, on a GPU), the attention kernel, compile, passage_cache (token ids kept).")
 
 
 class ErrorResponse(BaseModel):

@@ -473,7 +473,9 @@ def test_pipelines_endpoint_says_when_int8_runs_as_fp32(tiny_index_root, tiny_mo
     engine = Engine(parse_config(ce_config(precision="int8")), tiny_index_root, tiny_model.parent, ["tiny"])
     with TestClient(create_app(Settings(collections=["tiny"]), engine=engine)) as client:
         rows = {row["name"]: row for row in client.get("/pipelines").json()}
-        assert rows["bm25"]["notes"] == []
+        assert rows["bm25"]["notes"] == [] and rows["bm25"]["fast_path"] is None
+        fast = rows["bm25>>ce"]["fast_path"]["ce"]  # which fast path runs: on a CPU padded, as before
+        assert (fast["device"], fast["precision"], fast["packing"], fast["passage_cache"]) == ("cpu", "fp32", False, 0)
         notes = rows["bm25>>ce"]["notes"]
         assert rows["bm25>>ce"]["loaded"] and len(notes) == 1
         assert notes[0].startswith("ce: int8 asked for, fp32 used: int8 products ran 0.03x fp32 on this CPU")

@@ -63,6 +63,10 @@ class Stage(ABC):
         this machine could not honour); shown by the service's ``GET /pipelines``."""
         return []
 
+    def fast_path(self) -> dict | None:
+        """How this stage's model runs (a reranker: device, precision, packing), for ``GET /pipelines``; else None."""
+        return None
+
     def language_choice(self, query: Query) -> dict | None:
         """How this stage treats ``query``'s language (a reranker with language modules), else None;
         raises :class:`~pipeline.core.language.LanguageError` for a malformed ``query.lang``."""
@@ -140,6 +144,11 @@ class Pipeline(Stage):
 
     def notes(self) -> list[str]:
         return [note for stage in self.stages for note in stage.notes()]
+
+    def fast_path(self) -> dict | None:  # type: ignore[override]
+        """``{stage name: its fast path}`` for the stages that report one (the rerankers); None if none does."""
+        out = {stage.name: fp for stage in self.stages if (fp := stage.fast_path()) is not None}
+        return out or None
 
     def __rshift__(self, other: Stage) -> "Pipeline":
         return Pipeline([*self.stages, other], cutoffs=[*self.cutoffs, None], name=self.name)

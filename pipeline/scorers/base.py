@@ -29,6 +29,11 @@ class Scorer:
         """What an operator should know about how this scorer runs (e.g. a precision it could not honour)."""
         return []
 
+    def fast_path(self) -> dict | None:
+        """How this scorer's engine runs where that is a choice of the hardware (device, precision, packed
+        or padded batches), for ``GET /pipelines``; None for scorers without such choices."""
+        return None
+
     def language_choice(self, query: Query) -> dict | None:
         """How this scorer treats ``query``'s language (the modular cross-encoder), else None."""
         return None

@@ -11,7 +11,11 @@ a linear head; ``CrossEncoder(folder).predict`` gives the same scores) trained b
   pairs and ``batch_tokens`` padded tokens, so short pairs do not pay for long ones (defaults:
   8 pairs on a CPU, where small batches ran 1.2-1.3x faster than 32-64; 512 on a GPU).
 * **forward pass**: :mod:`pipeline.scorers.fast_bert` (fused QKV, no host sync per batch, same scores);
-  ``fast=False`` or a non-BERT encoder runs the ``transformers`` module.
+  ``fast=False`` or a non-BERT encoder runs the ``transformers`` module. On a GPU, ``packing`` (default
+  ``auto``) runs it padding-free: each batch one stream of real tokens, attention per pair
+  (:mod:`pipeline.scorers.packing`, :mod:`pipeline.scorers.packed_bert`); on a CPU the padded path, unchanged.
+* **passage ids cache**: ``passage_cache`` texts' word pieces kept across calls (:mod:`pipeline.scorers.token_cache`;
+  default 100,000 on a GPU, none on a CPU), so a query tokenizes only itself and the passages it has not seen.
 * **precision**: ``auto`` runs bf16 on a GPU and on a CPU with native bf16 (AVX512-BF16/AMX,
   measured once: :mod:`pipeline.scorers.cpu_precision`), else fp32; ``fp32``, ``bf16`` or ``int8`` force
   one. ``int8`` is the CPU path: every encoder ``nn.Linear`` in W8A8 (:mod:`pipeline.scorers.int8_linear`),
@@ -56,7 +60,9 @@ from pipeline.scorers.cross_encoder_folder import (
 )
 from pipeline.scorers.fast_bert import fast_bert_scorer
 from pipeline.scorers.fast_bert import supports as supports_fast
-from pipeline.scorers.tokenization import batch_arrays, length_batches
+from pipeline.scorers.packing import setup_packing
+from pipeline.scorers.token_cache import TokenCache
+from pipeline.scorers.tokenization import batch_arrays, length_batches, ready_slices, truncating_backend
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +91,12 @@ class CrossEncoderOptions:
     tokenize_process: bool = True
     slices_ahead: int = 1
     run_ahead: int = 0
+    packing: Literal["auto", "on", "off"] = "auto"
+    """Padding-free forward passes (pipeline/scorers/packing.py): auto = on a CUDA device where supported."""
+    packed_tokens: int = 131072
+    """Real tokens per packed forward pass at most."""
+    passage_cache: int | None = None
+    """Passages whose token ids are kept across calls (LRU); None: 100,000 on a GPU, 0 on a CPU."""
 
 
 class CrossEncoderScorer(PairScorer):
@@ -142,12 +154,13 @@ class CrossEncoderScorer(PairScorer):
         self._worker: TokenizerProcess | None = None
         self._worker_failed = False
         self.tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        self._backend = self._truncating_backend(self.tokenizer, max_length)
+        self._backend = truncating_backend(self.tokenizer, max_length)
         if self.pipelined and tokenize_process and self._backend is not None:
             self._start_worker()  # now, so that the first request does not wait for the child to start
         encoder = read_encoder(folder, attn_implementation)
         head = read_head(folder, encoder.config.hidden_size)
-        if fast and attn_implementation in (None, "sdpa") and supports_fast(encoder.config):
+        is_fast = fast and attn_implementation in (None, "sdpa") and supports_fast(encoder.config)
+        if is_fast:
             model = fast_bert_scorer(encoder, head).eval()  # same scores, no host sync per batch (pipeline/scorers/fast_bert.py)
         else:
             model = mean_pool_scorer(encoder, head).eval()
@@ -158,32 +171,40 @@ class CrossEncoderScorer(PairScorer):
         elif precision == "bf16":
             model = model.to(torch.bfloat16)
         self.model = model.to(self.device)
+        self.folder = folder
+        cache_size = o.passage_cache if o.passage_cache is not None else (0 if self.device == "cpu" else 100_000)
+        self.token_cache = TokenCache(cache_size)
+        fast_module = self.model if is_fast and precision != "int8" else None
+        self.packed, self.packing_note = setup_packing(self, fast_module, o.packing, o.compile, o.packed_tokens)
         if o.compile:
             self.model = torch.compile(self.model, dynamic=True)
-        self.folder = folder
         self._lock = threading.Lock()  # one forward at a time per model (CPU threads are shared anyway)
 
     def encode(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """``(query ids, passage ids)`` per pair, already cut by the truncation policy (see
         :func:`pair_token_ids`); each distinct text is tokenized once, in one parallel batch call."""
         texts = list(dict.fromkeys([q for q, _ in pairs] + [p for _, p in pairs]))
-        return self._pairs_from(pairs, self._tokenize(texts))
+        if not self.token_cache.capacity:
+            return self._pairs_from(pairs, self._tokenize(texts))
+        table = self.token_cache.get_many(dict.fromkeys(p for _, p in pairs))
+        missing = [t for t in texts if t not in table]
+        table.update(self._cached(self._tokenize(missing) if missing else {}, pairs))
+        return self._pairs_from(pairs, table)
 
-    @staticmethod
-    def _truncating_backend(tokenizer, max_length: int):
-        """A private copy of the fast tokenizer's Rust backend that truncates to ``max_length`` and never
-        pads, or None for a slow tokenizer. Its ``encode_batch`` gives the same ids as ``tokenizer(...)``
-        without building a ``BatchEncoding`` (masks, type ids, offsets) in Python, so tokenization holds
-        the GIL for less time; the GPU path also hands it to a child process as JSON."""
-        backend = getattr(tokenizer, "_tokenizer", None)
-        if backend is None or not getattr(tokenizer, "is_fast", False):
-            return None
-        from tokenizers import Tokenizer
+    def cache_passages(self, passages: Sequence[str]) -> int:
+        """Tokenize ``passages`` not yet cached into the passage ids cache now (e.g. a collection's documents when
+        an index version is loaded), so that later queries tokenize only themselves; returns how many were new."""
+        missing = [p for p in dict.fromkeys(passages) if p not in self.token_cache.get_many([p])]
+        if self.token_cache.capacity and missing:
+            self.token_cache.put_many(self._tokenize(missing))
+        return len(missing) if self.token_cache.capacity else 0
 
-        copy = Tokenizer.from_str(backend.to_str())
-        copy.no_padding()
-        copy.enable_truncation(max_length)
-        return copy
+    def _cached(self, table: dict[str, np.ndarray], pairs) -> dict[str, np.ndarray]:
+        """``table`` (fresh ids), its passages kept in the token cache."""
+        if self.token_cache.capacity and table:
+            passages = {p for _, p in pairs}
+            self.token_cache.put_many({t: ids for t, ids in table.items() if t in passages})
+        return table
 
     def _tokenize(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
         if self._backend is not None:  # the same routine as the child process (pipeline/runtime/tokenize_worker.py)
@@ -212,11 +233,13 @@ class CrossEncoderScorer(PairScorer):
         pairs = [("warm up", "a short passage"), ("a longer warm up query", "a passage of a few more words " * 8)]
         try:
             self.score_pairs(pairs)
-        except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back to the eager module
+        except Exception as exc:  # noqa: BLE001 - any compiler failure: fall back to the eager modules
             eager = getattr(self.model, "_orig_mod", None)
             if eager is None:
                 raise
             self.model = eager
+            if self.packed is not None:
+                self.packed.module = getattr(self.packed.module, "_orig_mod", self.packed.module)
             note = f"compile failed ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}), eager used"
             self.precision_note = "; ".join(filter(None, [self.precision_note, note]))
             logger.warning("cross-encoder %s: %s", self.folder, note)
@@ -239,14 +262,14 @@ class CrossEncoderScorer(PairScorer):
         pairs = list(pairs)
         if not self.pipelined or len(pairs) <= self.first_slice:
             return self.score_encoded(self.encode(pairs), deadline)
-        chunks = self._ready_chunks(pairs)
+        table = self.token_cache.get_many(dict.fromkeys(p for _, p in pairs))  # {} without a cache
+        chunks = self._ready_chunks(pairs, table)
         pending = []
         ahead = self.slices_ahead if self.slices_ahead > 0 else len(chunks)
         with ThreadPoolExecutor(1) as pool, self._lock:
-            table: dict[str, np.ndarray] = {}
             futures = [self._submit(pool, texts) for texts, _ in chunks[:ahead]]
             for i, (texts, members) in enumerate(chunks):
-                table.update(self._result(futures[i], texts))
+                table.update(self._cached(self._result(futures[i], texts), pairs))
                 if i + ahead < len(chunks):
                     futures.append(self._submit(pool, chunks[i + ahead][0]))
                 if members:
@@ -277,36 +300,21 @@ class CrossEncoderScorer(PairScorer):
             self._worker_failed = True
             return self._tokenize(texts)
 
-    def _ready_chunks(self, pairs: list[tuple[str, str]]) -> list[tuple[list[str], list[int]]]:
-        """``(texts to tokenize, pairs ready once they are)`` per slice of distinct texts: every query in
-        the first slice (few and short), with the first ``first_slice`` passages; then the passages in order
-        of first use, twice as many each slice, at most ``chunk_pairs``. Every pair lands in the slice of
-        its passage, so pairs become ready as evenly as the passages are tokenized. (With the queries in
-        order of first use too, the pairs of late queries waited for the last slices: 70% of the SciFact
-        test pairs became ready in the last two of eight, and the GPU idled until then.)"""
-        queries = list(dict.fromkeys(q for q, _ in pairs))
-        slice_of: dict[str, int] = dict.fromkeys(queries, 0)
-        slices: list[list[str]] = [list(queries)]
-        size, in_slice = self.first_slice, 0
-        for _, p in pairs:
-            if p not in slice_of:
-                if in_slice >= size:
-                    slices.append([])
-                    size, in_slice = min(2 * size, self.chunk_pairs), 0
-                slice_of[p] = len(slices) - 1
-                slices[-1].append(p)
-                in_slice += 1
-        members: list[list[int]] = [[] for _ in slices]
-        for j, (q, p) in enumerate(pairs):
-            members[max(slice_of[q], slice_of[p])].append(j)
-        return list(zip(slices, members, strict=True))
+    def _ready_chunks(self, pairs: list[tuple[str, str]], known=()) -> list[tuple[list[str], list[int]]]:
+        """Tokenization slices and the pairs each makes ready (:func:`~pipeline.scorers.tokenization.ready_slices`)."""
+        return ready_slices(pairs, self.first_slice, self.chunk_pairs, known)
 
     def score_encoded(self, encoded: Sequence[tuple[np.ndarray, np.ndarray]], deadline: float | None = None) -> list[float]:
         with self._lock:
             return self._collect(len(encoded), self._launch(encoded, deadline))
 
     def _launch(self, encoded, deadline: float | None):
-        """Run the forward passes (length-sorted batches); outputs stay on the device."""
+        """Run the forward passes (packed, or length-sorted padded batches); outputs stay on the device."""
+        if self.packed is not None:
+            return self.packed.launch(self, encoded, deadline)
+        return self._launch_padded(encoded, deadline)
+
+    def _launch_padded(self, encoded, deadline: float | None):
         torch = self.torch
         batches = length_batches([len(q) + len(p) + 3 for q, p in encoded], self.batch_size, self.batch_tokens,
                                  self.pad_multiple)
@@ -348,6 +356,16 @@ class CrossEncoderScorer(PairScorer):
 
     def notes(self) -> list[str]:
         return [self.precision_note] if self.precision_note else []
+
+    def fast_path(self) -> dict:
+        """How this engine runs, for ``GET /pipelines``: device, precision, packed or padded, the token cache."""
+        out = {"device": self.device, "precision": self.precision, "packing": self.packed is not None,
+               "compile": self.options.compile, "passage_cache": self.token_cache.capacity}
+        if self.packed is not None:
+            out["attention"] = self.packed.kind
+        elif self.packing_note:
+            out["packing_note"] = self.packing_note
+        return out
 
     def save(self, folder: Path, dtype: str | None = None) -> Path:
         """Write the model this scorer serves as a cross-encoder folder (the format it loads) and return it.

@@ -40,6 +40,9 @@ class ServedScorer(PairScorer):
     def notes(self) -> list[str]:
         return self.engine.notes()
 
+    def fast_path(self) -> dict | None:
+        return self.engine.fast_path()
+
     def save(self, folder: Path, dtype: str | None = None) -> Path:
         """The engine's model (:meth:`CrossEncoderScorer.save`); the time budget and batcher are settings, not model."""
         return self.engine.save(folder, dtype)

@@ -58,6 +58,13 @@ class CrossEncoderConfig(StageConfig):
     results/2026-11-28-ce-cpu-zen4) after about 30 s of compilation; needs a C++ compiler on a CPU."""
     pad_multiple: int = Field(default=8, ge=1, le=512)
     """Padded widths are multiples of this (64 with ``compile``: fewer shapes to compile)."""
+    packing: Literal["auto", "on", "off"] = "auto"
+    """Padding-free forward passes (one stream of real tokens per batch, attention per pair): auto = on a CUDA
+    device where this torch has variable-length attention and a load-time self-check passes; off on a CPU."""
+    packed_tokens: int = Field(default=131072, ge=512)
+    """Real tokens per packed forward pass at most."""
+    passage_cache: int | None = Field(default=None, ge=0)
+    """Passages whose token ids are kept across requests (LRU, keyed by text); None: 100,000 on a GPU, 0 on a CPU."""
     time_budget_ms: float | None = Field(default=None, gt=0)
     """Per query of the batch; past it the stage raises (and fails open if ``fail_open``)."""
     micro_batch: bool = True
@@ -92,7 +99,7 @@ def _build(cfg: CrossEncoderConfig, ctx: BuildContext) -> RerankStage:
     folder = Path(cfg.model) if os.path.isabs(cfg.model) else Path(ctx.models_dir) / cfg.model
     device = cfg.device if cfg.device != "auto" else (ctx.device or "auto")
     key = ("cross_encoder", str(folder.resolve()), device, cfg.precision, cfg.max_length, cfg.query_max_tokens,
-           cfg.batch_size, cfg.batch_tokens, cfg.compile, cfg.pad_multiple)
+           cfg.batch_size, cfg.batch_tokens, cfg.compile, cfg.pad_multiple, cfg.packing, cfg.packed_tokens, cfg.passage_cache)
 
     def load():
         engine = CrossEncoderScorer(folder, engine_options(cfg, device))

@@ -52,6 +52,9 @@ class RerankStage(Stage):
     def notes(self) -> list[str]:
         return [f"{self.name}: {note}" for note in self.scorer.notes()]
 
+    def fast_path(self) -> dict | None:
+        return self.scorer.fast_path()
+
     def language_choice(self, query: Query) -> dict | None:
         return self.scorer.language_choice(query)
 

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Issue 23 (GPU): the padding-free (packed) cross-encoder path against the padded one, in one run
+# (benchmarks.ce_packed): forward and end-to-end pairs/s of padded compiled (today's configuration, the
+# baseline), padded with a warm passage ids cache, packed compiled, packed with the warm cache, packed eager;
+# per query top-10 against the padded path's, max |score diff|, nDCG@10. SciFact test pairs (BM25 top-100).
+# Pack (here): MINILM=0 bash gpu/pack.sh models/ce-minilm .cache/ce/scifact/eval-test.json.gz && bash gpu/tree.sh slim
+#   (the bundle: python -m indexer build --dataset ../shared/data/scifact --index lucene
+#    then python -m training cross-encoder mine --dataset ../shared/data/scifact --out .cache/ce/scifact)
+# Env: MODEL (models/ce-minilm), BENCH_S (360), ARGS (more benchmark flags, e.g. "--packed-tokens 262144")
+# $OUT: packed.json (every row, rankings, nDCG@10), versions.txt
+set -uo pipefail
+MODEL=${MODEL:-models/ce-minilm}
+lost=(); for p in "$MODEL/model.safetensors" .cache/ce/scifact/eval-test.json.gz; do [ -e "$p" ] || lost+=("$p"); done
+[ ${#lost[@]} -eq 0 ] || { echo "missing ${lost[*]} (pack: MINILM=0 bash gpu/pack.sh $MODEL .cache/ce/scifact/eval-test.json.gz)" >&2; exit 3; }
+python3 -c "import torch, transformers, tokenizers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__, 'tokenizers', tokenizers.__version__)" | tee "$OUT/versions.txt"
+echo "code commit $CODE_COMMIT" >> "$OUT/versions.txt"
+# shellcheck disable=SC2086
+timeout "${BENCH_S:-360}" python3 -m benchmarks.ce_packed --device cuda --model "$MODEL" \
+  --bundle .cache/ce/scifact/eval-test.json.gz --json-out "$OUT/packed.json" ${ARGS:-} 2>&1 \
+  | grep -v -E "Loading weights|Batches|^ |^[{}]$"

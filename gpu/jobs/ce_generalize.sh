@@ -19,7 +19,7 @@ set -uo pipefail
 TRAIN_S=${TRAIN_S:-300}     # seconds of stepping per run (then evaluation and saving): the call has 600 s in all
 STEPS=${STEPS:-1500}
 CE=.cache/ce
-R=$GPU_WORK/res; mkdir -p "$R/scores"
+R=${RES:-$GPU_WORK/res}; mkdir -p "$R/scores"
 SHIPPED=""
 # the shipped reranker (int8 pack, 21 MiB) comes packed, or staged by one earlier call to the warm machine:
 #   python3 -m training.dense.compact_weights pack --model models/ce-minilm --out .cache/ce-base-q8 && cp -r models/ce-minilm/2_Dense .cache/ce-base-q8/
@@ -43,9 +43,9 @@ common=(--extra-eval $CE/cranfield/eval-test.json.gz $CE/manpages-titles/eval-tr
 real=($CE/scifact $CE/xquad-en)
 titles=($CE/scifact-titles $CE/debian-titles)
 sents=($CE/scifact-sents $CE/debian-sents)
-train() {  # name, variant, extra args...
-  local name=$1 variant=$2; shift 2
-  python3 -m training cross-encoder train --out "$GPU_WORK/ce/$name" --variants "$variant" \
+train() {  # name, then the training arguments (--variants ... included)
+  local name=$1; shift
+  timeout $((TRAIN_S + 240)) python3 -m training cross-encoder train --out "$GPU_WORK/ce/$name" \
     --dump-scores "$GPU_WORK/dump-$name" "${common[@]}" "$@" > "$R/$name.log" 2>&1
   cp "$GPU_WORK/ce/$name/training_report.json" "$R/$name.json" 2>/dev/null
   for f in "$GPU_WORK/dump-$name"/*--*.json; do [ -e "$f" ] && mv "$f" "$R/scores/$name--${f##*--}"; done
@@ -62,13 +62,13 @@ shipped() {  # the shipped reranker on the same bundles (every alpha, both first
     --extra-eval $CE/cranfield/eval-test.json.gz $CE/manpages-titles/eval-train.json.gz --out "$R/shipped-interpolation.json" \
     > "$R/shipped.log" 2>&1
 }
-if [ -n "$SHIPPED" ]; then
+if [ -n "$SHIPPED" ] && [ -z "${ONLY_TRAIN:-}" ]; then   # ONLY_TRAIN=1: the training runs alone
   shipped &
   if [ -d .cache/adapt/cranfield/bundle ]; then adapt & else echo "SKIPPED: adaptation (.cache/adapt/cranfield/bundle not packed)"; fi
 fi
 lists=(--variants listwise+curriculum+dense-negs --epochs 1 --max-steps "$STEPS")
 have() { for b in "$@"; do [ -d "$b" ] || { echo "SKIPPED: needs $b"; return 1; }; done; }
-sleep 1; have "${real[@]}" "${titles[@]}" && train titles "${lists[@]}" --bundle "${real[@]}" "${titles[@]}" --repeat 4 4 1 1 &
+[ -z "${SKIP_TITLES:-}" ] && have "${real[@]}" "${titles[@]}" && train titles "${lists[@]}" --bundle "${real[@]}" "${titles[@]}" --repeat 4 4 1 1 &
 sleep 2; have "${real[@]}" "${titles[@]}" "${sents[@]}" && train titles+sents "${lists[@]}" --bundle "${real[@]}" "${titles[@]}" "${sents[@]}" --repeat 4 4 1 1 1 1 &
 sleep 2; have "${real[@]}" "${titles[@]}" "${sents[@]}" && train titles+sents+teacher --variants listwise+curriculum+dense-negs+teacher --epochs 1 --max-steps "$STEPS" \
   --bundle "${real[@]}" "${titles[@]}" "${sents[@]}" --repeat 4 4 1 1 1 1 &
@@ -92,7 +92,7 @@ for v, s in sorted(score.items(), key=lambda kv: -kv[1]):
 PY
 cat "$R/chosen.txt"
 # the best continued-from-shipped run and the best other one (by the dev-only mean above)
-for name in $( (grep -v adapt "$R/chosen.txt" | grep '^ship+' | head -1; grep -v adapt "$R/chosen.txt" | grep -v '^ship' | head -1) | cut -d' ' -f1); do
+for name in $( (grep -v adapt "$R/chosen.txt" | grep '^ship+' | head -1; [ -n "${ONE_MODEL:-}" ] || grep -v adapt "$R/chosen.txt" | grep -v '^ship' | head -1) | cut -d' ' -f1); do
   m=$GPU_WORK/ce/$name
   python3 -m training.dense.compact_weights pack --model "$m" --out "$GPU_WORK/ret/$name" > /dev/null \
     && cp -r "$m/2_Dense" "$m/training_report.json" "$m/MODEL_CARD.md" "$GPU_WORK/ret/$name/"

@@ -10,6 +10,11 @@
 # $OUT: packed.json (every row, rankings, nDCG@10), versions.txt
 set -uo pipefail
 MODEL=${MODEL:-models/ce-minilm}
+# the shipped reranker may come staged as its int8 pack instead (gpu/stage.sh ce-base .cache/ce-base-q8, as ce_generalize)
+if [ ! -e "$MODEL/model.safetensors" ] && [ -d .cache/ce-base-q8 ]; then
+  python3 -m training.dense.compact_weights unpack --packed .cache/ce-base-q8 --out "$GPU_WORK/ce-q8" > /dev/null \
+    && cp -r .cache/ce-base-q8/2_Dense "$GPU_WORK/ce-q8/" && MODEL=$GPU_WORK/ce-q8 && echo "model: the shipped reranker from its int8 pack"
+fi
 lost=(); for p in "$MODEL/model.safetensors" .cache/ce/scifact/eval-test.json.gz; do [ -e "$p" ] || lost+=("$p"); done
 [ ${#lost[@]} -eq 0 ] || { echo "missing ${lost[*]} (pack: MINILM=0 bash gpu/pack.sh $MODEL .cache/ce/scifact/eval-test.json.gz)" >&2; exit 3; }
 python3 -c "import torch, transformers, tokenizers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'transformers', transformers.__version__, 'tokenizers', tokenizers.__version__)" | tee "$OUT/versions.txt"

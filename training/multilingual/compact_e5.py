@@ -41,6 +41,15 @@ def base_identity(source_sha256: str, import_version: int | None = None) -> str:
     return f"e5-small-{source_sha256[:12]}-v{import_version or IMPORT_VERSION}"
 
 
+def base_identity_of(folder: Path) -> str:
+    """The identity of the FULL base an imported folder stands for (a restricted copy records it in ``e5_restricted.json``)."""
+    restricted = Path(folder) / "e5_restricted.json"
+    if restricted.is_file():
+        return json.loads(restricted.read_text())["base"]
+    info = json.loads((Path(folder) / "e5_import.json").read_text())
+    return base_identity(info["sha256"], info["import_version"])
+
+
 def restricted_file(data: bytes, keep_rows: Iterable[int]) -> bytes:
     """The E5S1 bytes with every word-embedding row outside ``keep_rows`` set to zero blocks."""
     e5 = parse_e5_bytes(data)

@@ -1,6 +1,6 @@
 """The multilingual cross-encoder on the e5 base: train ranking modules, rerank, choose the blend on dev (one GPU call).
 
-``python -m training.multilingual.ml_ce --bundle runs/ml-ce/bundle.json --base DIR --out OUT``
+``python -m training.multilingual.ml_ce --bundle runs/ml-ce/bundle.json.gz --base DIR --out OUT``
 
 ``--base``: an imported e5 folder (``python -m training e5-import``, or on the device machine the vocabulary-
 restricted copy from ``training.multilingual.compact_e5 unpack``). The cross-encoder is the base with masked
@@ -33,17 +33,6 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 GRID = [round(i * 0.05, 2) for i in range(21)]
 WORD_EMBEDDINGS = "encoder.embeddings.word_embeddings.weight"
-
-
-def base_identity_of(folder: Path) -> str:
-    """The identity of the FULL base a folder stands for (a restricted copy records it in ``e5_restricted.json``)."""
-    from training.multilingual.compact_e5 import base_identity
-
-    restricted = Path(folder) / "e5_restricted.json"
-    if restricted.is_file():
-        return json.loads(restricted.read_text())["base"]
-    info = json.loads((Path(folder) / "e5_import.json").read_text())
-    return base_identity(info["sha256"], info["import_version"])
 
 
 def build_scorer(folder: Path, device: str, seed: int = 13):
@@ -196,9 +185,11 @@ def run(args) -> dict:
     import torch
 
     from training.language_modules.trainer import TrainSettings, train_groups
+    from training.multilingual.ce_data import read_bundle
+    from training.multilingual.compact_e5 import base_identity_of
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    bundle = json.loads(args.bundle.read_text())
+    bundle = read_bundle(args.bundle)
     if args.limit:  # smoke runs: a few questions per split
         for entry in bundle["languages"].values():
             entry["split"] = {k: v[:args.limit] for k, v in entry["split"].items()}

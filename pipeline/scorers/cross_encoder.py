@@ -11,9 +11,10 @@ a linear head; ``CrossEncoder(folder).predict`` gives the same scores) trained b
   pairs and ``batch_tokens`` padded tokens, so short pairs do not pay for long ones (defaults:
   8 pairs on a CPU, where small batches ran 1.2-1.3x faster than 32-64; 512 on a GPU).
 * **forward pass**: :mod:`pipeline.scorers.fast_bert` (fused QKV, no host sync per batch, same scores);
-  ``fast=False`` or a non-BERT encoder runs the ``transformers`` module. On a GPU, ``packing`` (default
-  ``auto``) runs it padding-free: each batch one stream of real tokens, attention per pair
-  (:mod:`pipeline.scorers.packing`, :mod:`pipeline.scorers.packed_bert`); on a CPU the padded path, unchanged.
+  ``fast=False`` or a non-BERT encoder runs the ``transformers`` module. On a GPU, ``packing: on`` runs it
+  padding-free: each batch one stream of real tokens, attention per pair (:mod:`pipeline.scorers.packing`,
+  :mod:`pipeline.scorers.packed_bert`); ``auto`` (the default) keeps the padded path until the packed one's
+  rankings are shown equal (results/2026-12-04-ce-packed); on a CPU always the padded path, unchanged.
 * **passage ids cache**: ``passage_cache`` texts' word pieces kept across calls (:mod:`pipeline.scorers.token_cache`;
   default 100,000 on a GPU, none on a CPU), so a query tokenizes only itself and the passages it has not seen.
 * **precision**: ``auto`` runs bf16 on a GPU and on a CPU with native bf16 (AVX512-BF16/AMX,
@@ -92,7 +93,7 @@ class CrossEncoderOptions:
     slices_ahead: int = 1
     run_ahead: int = 0
     packing: Literal["auto", "on", "off"] = "auto"
-    """Padding-free forward passes (pipeline/scorers/packing.py): auto = on a CUDA device where supported."""
+    """Padding-free forward passes (pipeline/scorers/packing.py): auto = off for now (on opts in on a CUDA device; results/2026-12-04-ce-packed)."""
     packed_tokens: int = 131072
     """Real tokens per packed forward pass at most."""
     passage_cache: int | None = None

@@ -20,6 +20,13 @@ TRAIN_S=${TRAIN_S:-300}     # seconds of stepping per run (then evaluation and s
 STEPS=${STEPS:-1500}
 CE=.cache/ce
 R=${RES:-$GPU_WORK/res}; mkdir -p "$R/scores"
+# A deadline inside the call: at DEADLINE_S seconds whatever $R holds goes to $OUT (results-partial.tar.xz) and the
+# job's runs are stopped, so a slow evaluation can no longer cost the whole call (2026-12-04: a call ran out its
+# 600 s and returned nothing; the next was stopped from outside and returned an empty archive).
+DEADLINE_S=${DEADLINE_S:-520}
+( sleep "$DEADLINE_S"; echo "deadline of ${DEADLINE_S}s: partial results to \$OUT, runs stopped"
+  tar -cf - -C "$R" . | xz -T8 > "$OUT/results-partial.tar.xz"; pkill -TERM -f "m training (cross-encoder|adapt)"; pkill -TERM -P $$ ) &  # never put that pattern in the device command line: it would stop the command itself
+watchdog=$!
 SHIPPED=""
 # the shipped reranker (int8 pack, 21 MiB) comes packed, or staged by one earlier call to the warm machine:
 #   python3 -m training.dense.compact_weights pack --model models/ce-minilm --out .cache/ce-base-q8 && cp -r models/ce-minilm/2_Dense .cache/ce-base-q8/
@@ -100,3 +107,4 @@ done
 tar -cf - -C "$GPU_WORK/ret" . | split -b 15m - "$OUT/models.tar.part-"
 tar -cf - -C "$R" . | xz -T8 > "$OUT/results.tar.xz"
 ls -la "$OUT"
+kill "$watchdog" 2>/dev/null

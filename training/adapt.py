@@ -21,12 +21,6 @@ is safe; ``--force`` redoes them):
    the zero-shot hybrid as a soft teacher (KL); low learning rate, one epoch; the epoch is kept
    only if it ranks the pseudo dev set better than the base did. Writes a model folder with its
    card (base, data, settings, dev before / after).
-5. ``blend``: choose how much to trust the reranker on THIS collection: the served blend
-   ``alpha * minmax(reranker) + (1 - alpha) * minmax(first stage)`` scored over a grid of alpha on
-   the pseudo dev set, for BM25 and the hybrid as first stage, with the adapted model (or, without
-   the train phase, the base); writes ``blend.json`` (work folder, and the model folder if there is
-   one) and prints the ``interpolate:`` values to put in the pipeline. A reranker that does not
-   transfer to the collection gets a small alpha: it steps back instead of hurting.
 
 The adapted folder serves like the shipped one: point a pipeline's ``model`` at it (see
 ``configs/pipelines.yaml``, ``hybrid>>ce``). Nothing here reads qrels of the target collection;
@@ -45,7 +39,7 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-PHASES = ("queries", "mine", "dense", "train", "blend")
+PHASES = ("queries", "mine", "dense", "train")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -218,28 +212,4 @@ def _base_dev(cfg, bundle) -> float:
     return rerank_ndcg(module, cache, bundle.docs, dev, {q.qid: q.bm25 for q in dev}, cfg, device, 100)
 
 
-def _blend(args, work: Path) -> bool:
-    from training.cross_encoder import interpolation
-
-    bundle = work / "bundle" / "train.json.gz"
-    if not bundle.is_file():
-        raise FileNotFoundError(f"no bundle at {bundle}: run the mine (and dense) phases first")
-    adapted = (args.out / "2_Dense" / "model.safetensors").is_file()
-    model = args.out if adapted else args.base
-    out = work / "blend.json"
-    if out.is_file() and not args.force and json.loads(out.read_text()).get("model") == str(model):
-        return False
-    ns = argparse.Namespace(model=model, bundle=[work / "bundle"], extra_eval=list(args.extra_eval), split="test",
-                            depth=100, device=args.device, precision="auto", heldout_report=None, out=out)
-    code = interpolation.run(ns)
-    if code != 0:
-        raise ValueError(f"choosing the blend failed (exit {code})")
-    chosen = json.loads(out.read_text())["chosen"]
-    if adapted:
-        (args.out / "blend.json").write_text(out.read_text())
-    print("for this collection (chosen on its pseudo dev queries, no qrels): "
-          + "; ".join(f"{stage}>>ce interpolate: {c['alpha']}" for stage, c in chosen.items()))
-    return True
-
-
-PHASE_RUNNERS = {"queries": _queries, "mine": _mine, "dense": _dense, "train": _train, "blend": _blend}
+PHASE_RUNNERS = {"queries": _queries, "mine": _mine, "dense": _dense, "train": _train}

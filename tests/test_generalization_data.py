@@ -161,3 +161,12 @@ def test_teacher_training_runs_and_dumps_scores(tiny_base, tmp_path):  # noqa: F
     assert (tmp_path / "scores" / "listwise+curriculum+dense-negs+teacher--dev.json").is_file()
     assert main(["cross-encoder", "train", "--bundle", str(tmp_path / "b"), "--out", str(tmp_path / "m2"),
                  "--repeat", "1", "2"]) == 2                                          # one count per bundle
+
+
+def test_sentences_of_an_all_lowercase_text_split_at_every_full_stop():
+    from training.cross_encoder.data.pseudo_queries import split_sentences
+
+    assert split_sentences("experiments on wings . the flow separates early . a model is proposed .") == [
+        "experiments on wings .", "the flow separates early .", "a model is proposed ."]
+    # with capitals present, a full stop before a lower-case word does not end a sentence (e.g. "approx. two")
+    assert split_sentences("It took approx. two days. Then it ended.") == ["It took approx. two days.", "Then it ended."]

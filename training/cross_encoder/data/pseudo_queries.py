@@ -76,6 +76,14 @@ def title_pairs(docs, limit: int | None = None, seed: int = 13) -> list[tuple[st
 
 MIN_SENTENCE_WORDS, MAX_SENTENCE_WORDS, MIN_REST_WORDS = 6, 40, 25
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9(])")
+_SENTENCE_END_CASELESS = re.compile(r"(?<=[.!?])\s+(?=\S)")  # all-lowercase corpora (Cranfield: "... flow . the ...")
+
+
+def split_sentences(text: str) -> list[str]:
+    """Sentences of ``text``; a capital letter must start the next one unless the text has none at all."""
+    text = text.strip()
+    pattern = _SENTENCE_END if any(c.isupper() for c in text) else _SENTENCE_END_CASELESS
+    return [s.strip() for s in pattern.split(text) if s.strip()]
 
 
 def sentence_pairs(docs, limit: int | None = None, seed: int = 13) -> list[tuple[str, str, str]]:
@@ -83,7 +91,7 @@ def sentence_pairs(docs, limit: int | None = None, seed: int = 13) -> list[tuple
     document without that sentence (title kept, on its first line) as its passage."""
     rng = random.Random(seed)
     docs = sorted(docs, key=lambda d: d.doc_id)
-    split = {d.doc_id: [s.strip() for s in _SENTENCE_END.split(d.text.strip()) if s.strip()] for d in docs}
+    split = {d.doc_id: split_sentences(d.text) for d in docs}
     # boilerplate ("This package contains the debugging symbols") names no one document: such a query has
     # many right answers and one label, so sentences found in more than one document are never drawn
     seen = Counter(" ".join(_words(s)) for sentences in split.values() for s in set(sentences))

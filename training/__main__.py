@@ -33,11 +33,12 @@ def _overview() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def parse(argv: list[str]):
+    """``(the job's module, its parsed arguments)``, or ``(None, 2)`` when the job is unknown or missing;
+    a usage error exits 2 as argparse does. ``gpu/dryrun.sh`` calls this alone to check a GPU job's commands."""
     if not argv or argv[0] not in JOBS:
         _overview().parse_args(argv[:1])  # --help prints the jobs; anything else is a usage error
-        return 2
+        return None, 2
     job = argv[0]
     module_name, help_text = JOBS[job]
     try:
@@ -46,11 +47,18 @@ def main(argv: list[str] | None = None) -> int:
         if not (exc.name and module_name.startswith(exc.name)):
             raise
         print(f"error: the {job!r} job is not in this checkout ({module_name})", file=sys.stderr)
-        return 2
+        return None, 2
     parser = argparse.ArgumentParser(prog=f"python -m training {job}", description=help_text)
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
     args.job = job
+    return module, args
+
+
+def main(argv: list[str] | None = None) -> int:
+    module, args = parse(list(sys.argv[1:] if argv is None else argv))
+    if module is None:
+        return args
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(module.run(args) or 0)
 

@@ -26,7 +26,7 @@ R=${RES:-$GPU_WORK/res}; mkdir -p "$R/scores"
 DEADLINE_S=${DEADLINE_S:-520}
 ( sleep "$DEADLINE_S"; echo "deadline of ${DEADLINE_S}s: partial results to \$OUT, runs stopped"
   tar -cf - -C "$R" . | xz -T8 > "$OUT/results-partial.tar.xz"; pkill -TERM -f "m training (cross-encoder|adapt)"; pkill -TERM -P $$ ) &  # never put that pattern in the device command line: it would stop the command itself
-watchdog=$!
+watchdog=$!; disown "$watchdog"  # out of the job table: the `wait`s below must not wait for it
 SHIPPED=""
 # the shipped reranker (int8 pack, 21 MiB) comes packed, or staged by one earlier call to the warm machine:
 #   python3 -m training.dense.compact_weights pack --model models/ce-minilm --out .cache/ce-base-q8 && cp -r models/ce-minilm/2_Dense .cache/ce-base-q8/

@@ -40,7 +40,20 @@ def _ints(text: str) -> list[int]:
     return sorted({int(x) for x in text.split(",") if x.strip()})
 
 
-def score_cache(exp: Experiment, raw: dict, candidates: Results, length: int, path: Path, batch: int = 8) -> dict:
+WORDS_PER_TOKEN = 0.7  # word pieces per word run about 1.3-1.5 on English prose: a window's words for a token budget
+
+
+def windowed_texts(stage, query, doc_ids, length: int) -> dict[str, str]:
+    """The query-aware window (:mod:`pipeline.scorers.passage_window`) of each candidate, sized for ``length``."""
+    from pipeline.scorers.passage_window import query_window
+
+    docs = stage.passages.docs.get_many(list(doc_ids))
+    words = max(int(length * WORDS_PER_TOKEN) - len(query.text.split()), 16)
+    return {i: query_window(query.text, docs[i].title, docs[i].text, words) if i in docs else "" for i in doc_ids}
+
+
+def score_cache(exp: Experiment, raw: dict, candidates: Results, length: int, path: Path, batch: int = 8,
+                window: bool = False) -> dict:
     """``{qid: {"scores": [...], "seconds": s}}`` for every query's candidates at ``max_length=length``;
     read from ``path`` where present, the rest scored (timed per query) and appended as it goes."""
     done: dict = {}
@@ -61,8 +74,9 @@ def score_cache(exp: Experiment, raw: dict, candidates: Results, length: int, pa
             chunk = todo[i : i + batch]
             for q in chunk:
                 hits = candidates[q.query_id]
-                texts = stage.passages.texts(sorted({h.doc_id for h in hits}))
-                start = time.process_time()
+                ids = sorted({h.doc_id for h in hits})
+                start = time.process_time()  # the window costs CPU too: inside the timed part
+                texts = windowed_texts(stage, q, ids, length) if window else stage.passages.texts(ids)
                 scores = stage.scorer.score_batch([q], [[texts[h.doc_id] for h in hits]])[0]
                 row = {"qid": q.query_id, "scores": [float(s) for s in scores], "seconds": time.process_time() - start}
                 done[q.query_id] = row
@@ -104,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models-dir", type=Path, default=Path("models"))
     p.add_argument("--depths", type=_ints, default=[10, 20, 30, 50, 100])
     p.add_argument("--lengths", type=_ints, default=[384, 256, 192])
+    p.add_argument("--window-lengths", type=_ints, default=[],
+                   help="also score query-aware passage windows sized for these max_length values")
     p.add_argument("--max-queries", type=int, default=None)
     p.add_argument("--cache", type=Path, default=Path(".cache/tradeoff"))
     p.add_argument("--json", type=Path, default=None, help="also write the table here")
@@ -125,20 +141,23 @@ def main(argv: list[str] | None = None) -> int:
     folder = args.cache / f"{dataset_name(args.dataset)}-{args.split}-{args.max_queries or 'all'}"
     rows = []
     configured = (raw.get("top_n", 100), raw.get("max_length", 384))
-    for length in args.lengths:
-        cache = score_cache(exp, raw, candidates, length, folder / f"{args.pipeline.replace('>', '')}-L{length}.jsonl")
+    grid = [(length, False) for length in args.lengths] + [(length, True) for length in args.window_lengths]
+    for length, window in grid:
+        name = f"{args.pipeline.replace('>', '')}-{'W' if window else 'L'}{length}.jsonl"
+        cache = score_cache(exp, raw, candidates, length, folder / name, window=window)
         for depth in args.depths:
             run = remove_self_hits(point(candidates, cache, depth, raw.get("interpolate"), raw.get("name", "ce")))
             metrics = evaluate(exp.qrels, {q: {h.doc_id: h.score for h in hits} for q, hits in run.items()})
-            rows.append({"depth": depth, "max_length": length, **metrics, "cpu_s_per_query": seconds_at(cache, depth)})
-    base = next((r for r in rows if (r["depth"], r["max_length"]) == configured), rows[0])
+            rows.append({"depth": depth, "max_length": length, "window": window, **metrics,
+                         "cpu_s_per_query": seconds_at(cache, depth)})
+    base = next((r for r in rows if (r["depth"], r["max_length"]) == configured and not r["window"]), rows[0])
     print(f"{dataset_name(args.dataset)} {args.split} {args.pipeline}: {len(exp.queries)} queries; "
           f"baseline = depth {base['depth']}, max_length {base['max_length']} (the configured stage)")
-    print("depth  max_len  nDCG@10   delta    CPU s/query  speedup")
+    print("depth  max_len  window  nDCG@10   delta    CPU s/query  speedup")
     for r in rows:
         r["speedup"] = base["cpu_s_per_query"] / r["cpu_s_per_query"] if r["cpu_s_per_query"] else None
         r["delta"] = r["nDCG@10"] - base["nDCG@10"]
-        print(f"{r['depth']:5d}  {r['max_length']:7d}  {r['nDCG@10']:.4f}  {r['delta']:+.4f}  "
+        print(f"{r['depth']:5d}  {r['max_length']:7d}  {'query' if r['window'] else 'first':>6}  {r['nDCG@10']:.4f}  {r['delta']:+.4f}  "
               f"{r['cpu_s_per_query']:11.3f}  {r['speedup'] or 0:6.2f}x")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

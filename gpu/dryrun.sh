@@ -12,7 +12,7 @@ script=gpu/jobs/$job.sh; case "$job" in *.sh) script=$(realpath "$job") ;; esac
 [ -f "$script" ] || { echo "no $script" >&2; exit 2; }
 real=$(command -v python3); [ -x .venv/bin/python ] && real=$PWD/.venv/bin/python
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-mkdir -p "$tmp/bin" "$tmp/work" "$tmp/out"
+mkdir -p "$tmp/bin" "$tmp/work" "$tmp/out"; : > "$tmp/calls"
 cat > "$tmp/bin/python3" <<STANDIN
 #!/usr/bin/env bash
 echo "python3 \$*" >> "$tmp/calls"

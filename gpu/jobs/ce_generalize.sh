@@ -4,10 +4,16 @@
 # for the blend study, the shipped reranker evaluated beside them, and the adaptation job on Cranfield's corpus.
 # Pack first (here; data preparation in results/2026-12-04-ce-generalize/README.md). Everything together is
 # 73.4 MiB (measured 2026-12-04: bundles 27, the shipped reranker as int8 21, MiniLM 21, wheels 3, code 2.3),
-# over the 64 MiB a call carries, so it takes two calls; the job runs what its inputs allow and says what it skipped:
-#   call 1 (ablation, 52 MiB):  bash gpu/pack.sh .cache/ce/{scifact,xquad-en,cranfield,manpages-titles,scifact-titles,debian-titles,scifact-sents,debian-sents}
-#   call 2 (the shipped reranker trained further, and the adaptation job): pack .cache/ce-base-q8 and
-#          .cache/adapt/cranfield/bundle with the bundles of the data mix chosen in call 1
+# over the 64 MiB a call carries, so the shipped reranker is staged by one short call first (below); the job runs
+# what its inputs allow and says what it skipped. Tried this way on 2026-12-04 (one keep call, then the job):
+#   bash gpu/stage.sh ce-base .cache/ce-base-q8
+#   bash gpu/pack.sh .cache/ce/{scifact,xquad-en,cranfield,manpages-titles,scifact-titles,debian-titles,scifact-sents,debian-sents} [.cache/adapt/cranfield/bundle]
+#   SKIP_TITLES=1 ONLY_TRAIN=1 bash gpu/dryrun.sh ce_generalize      # here, always, before the device calls
+#   bash gpu/tree.sh slim; device: "bash gpu/run.sh keep" carry [".gpu-stage/ce-base/1"], then at once
+#   "SKIP_TITLES=1 ONLY_TRAIN=1 ONE_MODEL=1 TRAIN_S=150 bash gpu/run.sh ce_generalize" carry [".gpu"]; bash gpu/tree.sh restore
+# ONLY_TRAIN=1 skips the shipped reranker's evaluation and the adaptation (their results are in
+# results/2026-12-04-ce-generalize), SKIP_TITLES=1 the `titles` run, ONE_MODEL=1 returns only the best continued run.
+# How long the runs' evaluation takes on the GPU is not known yet: keep TRAIN_S low; DEADLINE_S returns what finished.
 # Variants (each its own process, in parallel on the one GPU; "real" = SciFact train + XQuAD-R en training articles):
 #   titles               real (x4) + SciFact and Debian title pseudo-queries, from the packaged MiniLM
 #   titles+sents         the same + SciFact and Debian sentence (inverse-cloze) pseudo-queries

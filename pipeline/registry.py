@@ -27,7 +27,7 @@ from pipeline.core.errors import ConfigError, UnknownPipelineError
 from pipeline.core.stage import Pipeline
 
 __all__ = ["BuildContext", "StageType", "build_pipeline", "build_stage", "load_config", "parse_config",
-           "parse_stage", "register_stage", "required_indexes", "stage_indexes", "stage_types"]
+           "parse_stage", "register_stage", "required_indexes", "routed_pipelines", "stage_indexes", "stage_types"]
 
 
 def stage_types() -> dict[str, StageType]:
@@ -64,6 +64,12 @@ def parse_config(raw: Any, source: str = "config") -> ServiceConfig:
                     f"pipelines.{name}.stages[{i}].index: {index!r} is not declared under 'indexes' "
                     f"(declared: {sorted(config.indexes)})"
                 )
+            for target in getattr(parsed, "pipeline_refs", lambda: [])():  # a routing stage (by_language)
+                if target not in config.pipelines:
+                    raise ConfigError(f"pipelines.{name}.stages[{i}]: route {target!r} is not a configured pipeline "
+                                      f"(configured: {sorted(config.pipelines)})")
+                if any(s.get("type") == stage.get("type") for s in config.pipelines[target].stages):
+                    raise ConfigError(f"pipelines.{name}.stages[{i}]: route {target!r} routes again")
     return config
 
 
@@ -96,7 +102,22 @@ def required_indexes(config: ServiceConfig, pipeline: str) -> list[str]:
     out: list[str] = []
     for raw in config.pipelines[pipeline].stages:
         stage_indexes(raw, out)
+        for target, first_only in _routes(raw):  # a by_language stage reads its routes' indexes
+            for routed in config.pipelines[target].stages[: 1 if first_only else None]:
+                stage_indexes(routed, out)
     return out
+
+
+def routed_pipelines(config: ServiceConfig, pipeline: str) -> list[str]:
+    """Names of the pipelines a pipeline's routing stages (by_language) run; [] for a plain pipeline."""
+    return list(dict.fromkeys(t for raw in config.pipelines[pipeline].stages for t, _ in _routes(raw)))
+
+
+def _routes(raw: dict[str, Any]) -> list[tuple[str, bool]]:
+    """``(pipeline, first stage only)`` for each pipeline a routing stage runs; [] for any other stage."""
+    parsed = parse_stage("stage", raw)
+    refs = getattr(parsed, "pipeline_refs", None)
+    return [(t, bool(getattr(parsed, "first_stage_only", False))) for t in refs()] if refs else []
 
 
 def standalone_stage(raw: dict[str, Any], index_root: Path, collection: str,

@@ -25,7 +25,7 @@ from pipeline.core.config import ServiceConfig
 from pipeline.core.errors import PipelineError, UnknownCollectionError, UnknownPipelineError
 from pipeline.core.stage import Pipeline, PipelineRun, Stage
 from pipeline.core.types import Document, Query, Results
-from pipeline.registry import BuildContext, build_pipeline, load_config, required_indexes
+from pipeline.registry import BuildContext, build_pipeline, load_config, required_indexes, routed_pipelines
 from pipeline.storage.docstore import FILENAME as DOCSTORE
 from pipeline.storage.docstore import DocStore
 from pipeline.storage.index_store import check_name, index_dir, pinned
@@ -223,6 +223,8 @@ class Engine:
             "pipeline": self.config.pipelines[pipeline].model_dump(),
             "indexes": {i: self.config.indexes.get(i) for i in required_indexes(self.config, pipeline)},
         }
+        if routes := routed_pipelines(self.config, pipeline):  # a routing pipeline: its routes' stages too
+            spec["routes"] = {r: self.config.pipelines[r].model_dump() for r in routes}
         return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def _observed(self, pipe: Pipeline) -> Pipeline:

@@ -69,6 +69,7 @@ class LanguageInfo(BaseModel):
     module: str = Field(description="'adapter:de' / 'sftm:de', or 'none (unsupported)' when the base reranker ran.")
     modules: list[str] = Field(default_factory=list, description="Modules applied, in order.")
     supported: bool = Field(description="False when the language has no module (fallback to the base reranker).")
+    route: str | None = Field(default=None, description="Pipeline the query was routed to (routing pipelines such as 'ml').")
 
 
 class SearchResponse(BaseModel):

@@ -44,8 +44,8 @@ WORDS_PER_TOKEN = 0.7  # word pieces per word run about 1.3-1.5 on English prose
 
 
 def windowed_texts(stage, query, doc_ids, length: int) -> dict[str, str]:
-    """The query-aware window (:mod:`pipeline.scorers.passage_window`) of each candidate, sized for ``length``."""
-    from pipeline.scorers.passage_window import query_window
+    """The query-aware window (:mod:`eval.passage_window`) of each candidate, sized for ``length``."""
+    from eval.passage_window import query_window
 
     docs = stage.passages.docs.get_many(list(doc_ids))
     words = max(int(length * WORDS_PER_TOKEN) - len(query.text.split()), 16)

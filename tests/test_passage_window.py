@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from pipeline.core.types import Document, Query
-from pipeline.scorers.passage_window import query_window
+from eval.passage_window import query_window
 
 
 def test_a_text_that_fits_comes_back_whole():

@@ -3,7 +3,7 @@
 A cross-encoder truncated to its first N tokens misses what a document says late; a window of N words
 chosen for the query keeps the title and the run of words that holds most of the query's terms
 (each distinct query term counted once per window, stop words and one-letter terms ignored). Cheap: one
-pass with prefix sums per passage, no model. (Issue 23: fewer tokens per pair on a CPU; measured by ``eval.rerank_tradeoff --window-lengths``, rejected, not served.)
+sliding pass per passage, no model. (Issue 23: fewer tokens per pair on a CPU; measured by ``eval.rerank_tradeoff --window-lengths``, rejected, not served.)
 
 >>> query_window("boundary layer transition", "Flow", "a b c the boundary layer is thin . transition occurs late", 8)
 'Flow the boundary layer is thin . transition'

@@ -153,6 +153,29 @@ def test_mine_eval_only_bundle(tiny_index_root, tmp_path):
     assert {q.role for q in load_bundle(paths[0]).queries} == {"test"}
 
 
+def test_densify_adds_dense_lists_once(tmp_path, monkeypatch):
+    """A second densify leaves a densified bundle as it is (a GPU job re-runs it safely); --force recomputes."""
+    from training.cross_encoder.data import mining
+
+    encoded = []
+
+    class FakeRanker:  # stands in for MiniLM: the test is about which bundles get written
+        def __init__(self, docs, model=None, device=None):
+            encoded.append(len(docs))
+
+        def search(self, queries, depth):
+            return {q.query_id: [["d", 0.5]] for q in queries}
+
+    monkeypatch.setattr(mining, "DenseRanker", FakeRanker)
+    path = tmp_path / "train.json.gz"
+    write_json(path, {"meta": {"depth": 5, "dense": None}, "docs": {"d": "x"}, "queries": [
+        {"qid": "q", "text": "t", "role": "train", "qrels": {"d": 1}, "bm25": [["d", 1.5]], "dense": []}]})
+    assert mining.add_dense([path]) == 1
+    assert load_bundle(path).queries[0].dense == [("d", 0.5)]
+    assert mining.add_dense([path]) == 0 and encoded == [1]
+    assert mining.add_dense([path], force=True) == 1 and encoded == [1, 1]
+
+
 def test_merge_bundles_namespaces_ids_and_keeps_roles():
     a = tiny_bundle()
     b = Bundle({**a.meta, "dataset": "other", "dev_queries": 2}, dict(a.docs), list(a.queries))

@@ -11,14 +11,17 @@
 #   SKIP_TITLES=1 ONLY_TRAIN=1 bash gpu/dryrun.sh ce_generalize      # here, always, before the device calls
 #   bash gpu/tree.sh slim; device: "bash gpu/run.sh keep" carry [".gpu-stage/ce-base/1"], then at once
 #   "SKIP_TITLES=1 ONLY_TRAIN=1 ONE_MODEL=1 TRAIN_S=150 bash gpu/run.sh ce_generalize" carry [".gpu"]; bash gpu/tree.sh restore
+# RUNS="a b" picks the runs (default: all but ship+all); NEG=15 takes 15 negatives per group instead of 31 (half the
+# pairs per step). Bundles densified here beforehand (`cross-encoder densify`, CPU, ~10 min) skip that step on the GPU.
 # ONLY_TRAIN=1 skips the shipped reranker's evaluation and the adaptation (their results are in
-# results/2026-12-04-ce-generalize), SKIP_TITLES=1 the `titles` run, ONE_MODEL=1 returns only the best continued run.
+# results/2026-12-04-ce-generalize), SKIP_TITLES=1 the `titles` run, ONE_MODEL=1 returns only the best continued run, as it was measured (bf16 folder, ~45 MB, in 15 MB parts).
 # How long the runs' evaluation takes on the GPU is not known yet: keep TRAIN_S low; DEADLINE_S returns what finished.
 # Variants (each its own process, in parallel on the one GPU; "real" = SciFact train + XQuAD-R en training articles):
 #   titles               real (x4) + SciFact and Debian title pseudo-queries, from the packaged MiniLM
 #   titles+sents         the same + SciFact and Debian sentence (inverse-cloze) pseudo-queries
 #   titles+sents+teacher the same + KL towards the zero-shot hybrid
-#   ship+all+teacher     the shipped reranker trained further on real (x2) + all pseudo-queries + teacher, lr 2e-5
+#   ship+all             the shipped reranker trained further on real (x2) + all pseudo-queries, lr 2e-5
+#   ship+all+teacher     the same + teacher
 #   ship+all+teacher-r4  the same with the human labels counted 4x (how much in-domain weight keeps SciFact)
 # Never trained on or used for a choice: Cranfield (reported); the manual pages are a held-out domain (dev for choices).
 set -uo pipefail
@@ -59,7 +62,7 @@ sents=($CE/scifact-sents $CE/debian-sents)
 train() {  # name, then the training arguments (--variants ... included)
   local name=$1; shift
   timeout $((TRAIN_S + 240)) python3 -m training cross-encoder train --out "$GPU_WORK/ce/$name" \
-    --dump-scores "$GPU_WORK/dump-$name" "${common[@]}" "$@" > "$R/$name.log" 2>&1
+    --dump-scores "$GPU_WORK/dump-$name" "${common[@]}" --epochs 1 --max-steps "$STEPS" "${neg[@]}" "$@" > "$R/$name.log" 2>&1
   cp "$GPU_WORK/ce/$name/training_report.json" "$R/$name.json" 2>/dev/null
   for f in "$GPU_WORK/dump-$name"/*--*.json; do [ -e "$f" ] && mv "$f" "$R/scores/$name--${f##*--}"; done
 }
@@ -79,16 +82,28 @@ if [ -n "$SHIPPED" ] && [ -z "${ONLY_TRAIN:-}" ]; then   # ONLY_TRAIN=1: the tra
   shipped &
   if [ -d .cache/adapt/cranfield/bundle ]; then adapt & else echo "SKIPPED: adaptation (.cache/adapt/cranfield/bundle not packed)"; fi
 fi
-lists=(--variants listwise+curriculum+dense-negs --epochs 1 --max-steps "$STEPS")
+# RUNS: which variants run (side by side on the one GPU: fewer runs, more steps each); NEG: negatives per group
+RUNS=${RUNS:-titles titles+sents titles+sents+teacher ship+all+teacher ship+all+teacher-r4}
+[ -n "${SKIP_TITLES:-}" ] && RUNS=$(echo " $RUNS " | sed 's/ titles / /')
+neg=(); [ -n "${NEG:-}" ] && neg=(--negatives "$NEG")
 have() { for b in "$@"; do [ -d "$b" ] || { echo "SKIPPED: needs $b"; return 1; }; done; }
-[ -z "${SKIP_TITLES:-}" ] && have "${real[@]}" "${titles[@]}" && train titles "${lists[@]}" --bundle "${real[@]}" "${titles[@]}" --repeat 4 4 1 1 &
-sleep 2; have "${real[@]}" "${titles[@]}" "${sents[@]}" && train titles+sents "${lists[@]}" --bundle "${real[@]}" "${titles[@]}" "${sents[@]}" --repeat 4 4 1 1 1 1 &
-sleep 2; have "${real[@]}" "${titles[@]}" "${sents[@]}" && train titles+sents+teacher --variants listwise+curriculum+dense-negs+teacher --epochs 1 --max-steps "$STEPS" \
-  --bundle "${real[@]}" "${titles[@]}" "${sents[@]}" --repeat 4 4 1 1 1 1 &
-sleep 2; [ -n "$SHIPPED" ] && have "${real[@]}" "${titles[@]}" "${sents[@]}" && train ship+all+teacher --variants listwise+curriculum+dense-negs+teacher --epochs 1 --max-steps "$STEPS" \
-  --init-model "$SHIPPED" --lr 2e-5 --bundle "${real[@]}" "${titles[@]}" "${sents[@]}" --repeat 2 2 1 1 1 1 &
-sleep 2; [ -n "$SHIPPED" ] && have "${real[@]}" "${titles[@]}" "${sents[@]}" && train ship+all+teacher-r4 --variants listwise+curriculum+dense-negs+teacher --epochs 1 --max-steps "$STEPS" \
-  --init-model "$SHIPPED" --lr 2e-5 --bundle "${real[@]}" "${titles[@]}" "${sents[@]}" --repeat 4 4 1 1 1 1 &
+variant() {  # NAME: one run of the ablation (see the list at the top)
+  local plain=listwise+curriculum+dense-negs teach=listwise+curriculum+dense-negs+teacher
+  local all=("${real[@]}" "${titles[@]}" "${sents[@]}")
+  case "$1" in
+    titles) have "${real[@]}" "${titles[@]}" && train titles --variants $plain --bundle "${real[@]}" "${titles[@]}" --repeat 4 4 1 1 ;;
+    titles+sents) have "${all[@]}" && train titles+sents --variants $plain --bundle "${all[@]}" --repeat 4 4 1 1 1 1 ;;
+    titles+sents+teacher) have "${all[@]}" && train titles+sents+teacher --variants $teach --bundle "${all[@]}" --repeat 4 4 1 1 1 1 ;;
+    ship+all) [ -n "$SHIPPED" ] && have "${all[@]}" && train ship+all --variants $plain --init-model "$SHIPPED" --lr 2e-5 \
+      --bundle "${all[@]}" --repeat 2 2 1 1 1 1 ;;
+    ship+all+teacher) [ -n "$SHIPPED" ] && have "${all[@]}" && train ship+all+teacher --variants $teach --init-model "$SHIPPED" \
+      --lr 2e-5 --bundle "${all[@]}" --repeat 2 2 1 1 1 1 ;;
+    ship+all+teacher-r4) [ -n "$SHIPPED" ] && have "${all[@]}" && train ship+all+teacher-r4 --variants $teach --init-model "$SHIPPED" \
+      --lr 2e-5 --bundle "${all[@]}" --repeat 4 4 1 1 1 1 ;;
+    *) echo "unknown run $1 (RUNS)" ;;
+  esac
+}
+for name in $RUNS; do variant "$name" & sleep 2; done
 wait
 echo "training done at ${SECONDS}s"
 grep -h -E "model: |time budget|Error|error|Traceback" "$R"/*.log | cut -c1-300
@@ -107,8 +122,9 @@ cat "$R/chosen.txt"
 # the best continued-from-shipped run and the best other one (by the dev-only mean above)
 for name in $( (grep -v adapt "$R/chosen.txt" | grep '^ship+' | head -1; [ -n "${ONE_MODEL:-}" ] || grep -v adapt "$R/chosen.txt" | grep -v '^ship' | head -1) | cut -d' ' -f1); do
   m=$GPU_WORK/ce/$name
-  python3 -m training.dense.compact_weights pack --model "$m" --out "$GPU_WORK/ret/$name" > /dev/null \
-    && cp -r "$m/2_Dense" "$m/training_report.json" "$m/MODEL_CARD.md" "$GPU_WORK/ret/$name/"
+  if [ -n "${ONE_MODEL:-}" ]; then mkdir -p "$GPU_WORK/ret" && cp -r "$m" "$GPU_WORK/ret/$name"  # as measured (bf16, ~45 MB)
+  else python3 -m training.dense.compact_weights pack --model "$m" --out "$GPU_WORK/ret/$name" > /dev/null \
+    && cp -r "$m/2_Dense" "$m/training_report.json" "$m/MODEL_CARD.md" "$GPU_WORK/ret/$name/"; fi
 done
 tar -cf - -C "$GPU_WORK/ret" . | split -b 15m - "$OUT/models.tar.part-"
 tar -cf - -C "$R" . | xz -T8 > "$OUT/results.tar.xz"

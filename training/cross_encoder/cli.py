@@ -97,6 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     densify.add_argument("--bundle", type=Path, required=True, help="folder of *.json.gz bundles")
     densify.add_argument("--model", type=Path, default=None, help="MiniLM folder (default: the packaged one)")
     densify.add_argument("--device", default=None)
+    densify.add_argument("--force", action="store_true", help="recompute bundles that already have dense lists")
 
     train = sub.add_parser("train", help="train (and optionally ablate) the cross-encoder")
     train.add_argument("--bundle", type=Path, nargs="+", required=True,
@@ -242,7 +243,8 @@ def _densify(args) -> int:
     paths = sorted(args.bundle.glob("*.json.gz"))
     if not paths:
         raise FileNotFoundError(f"no *.json.gz bundles in {args.bundle}: run `python -m training cross-encoder mine` first")
-    add_dense(paths, args.model, args.device)
+    written = add_dense(paths, args.model, args.device, force=args.force)
+    print(f"{written} of {len(paths)} bundles densified (the others had dense lists already)")
     return 0
 
 

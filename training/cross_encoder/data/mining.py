@@ -140,11 +140,18 @@ def mine_xquad(root: Path, lang: str, out: Path, index_root: Path, dev_queries: 
     return path
 
 
-def add_dense(paths: Sequence[Path], model: Path | None = None, device: str | None = None) -> None:
-    """Add each query's dense top-``depth`` (all-MiniLM-L6-v2, exact search over the whole corpus) to bundles."""
-    ranker = None
+def add_dense(paths: Sequence[Path], model: Path | None = None, device: str | None = None, force: bool = False) -> int:
+    """Add each query's dense top-``depth`` (all-MiniLM-L6-v2, exact search over the whole corpus) to bundles.
+
+    A bundle that already has dense lists is left as it is unless ``force`` (a re-run costs nothing, so a GPU job
+    can densify whatever was not densified beforehand); returns how many bundles were written.
+    """
+    ranker, written = None, 0
     for path in paths:
         bundle = read_json(path)
+        if bundle["meta"].get("dense") and not force:
+            logger.info("%s already has dense lists (%s): left as it is", path, bundle["meta"]["dense"])
+            continue
         if ranker is None:
             ranker = DenseRanker(bundle["docs"], model=model, device=device)
         queries = [Query(r["qid"], r["text"]) for r in bundle["queries"]]
@@ -153,7 +160,9 @@ def add_dense(paths: Sequence[Path], model: Path | None = None, device: str | No
             row["dense"] = lists[row["qid"]]
         bundle["meta"]["dense"] = "all-MiniLM-L6-v2, exact inner product over normalised vectors"
         write_json(path, bundle)
+        written += 1
         logger.info("added dense lists to %s", path)
+    return written
 
 
 def write_json(path: Path, data) -> None:

@@ -614,3 +614,14 @@ def test_scorer_on_cuda_ranks_the_top_10_as_on_cpu():
         top = sorted(range(len(a)), key=lambda i: -a[i])[:10]
         assert np.corrcoef(a, b)[0, 1] > 0.99
         assert len(set(sorted(range(len(b)), key=lambda i: -b[i])[:10]) & set(top)) >= 9  # bf16 may swap a near-tie
+
+
+def test_pad_pairs_pads_to_a_multiple_and_masks_the_padding():
+    import torch
+
+    from pipeline.scorers.tokenization import pad_pairs
+
+    ids, types, mask = pad_pairs([([101, 7, 102, 5, 102], [0, 0, 0, 1, 1]), ([101, 8, 102], [0, 0, 0])], 0, torch, "cpu")
+    assert ids.dtype == types.dtype == mask.dtype == torch.long and ids.shape == (2, 8)
+    assert ids[0].tolist() == [101, 7, 102, 5, 102, 0, 0, 0] and ids[1].tolist() == [101, 8, 102, 0, 0, 0, 0, 0]
+    assert types[0].tolist() == [0, 0, 0, 1, 1, 0, 0, 0] and mask.sum(dim=1).tolist() == [5, 3]

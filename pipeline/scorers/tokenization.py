@@ -47,22 +47,24 @@ def round_up(n: int, multiple: int) -> int:
 
 
 def pad_pairs(rows, pad_id: int, torch, device: str, multiple: int = 8):
-    """``(ids, types, mask)`` long tensors of encoded pairs, padded to a multiple of ``multiple``."""
+    """``(ids, types, mask)`` long tensors of encoded pairs, padded to a multiple of ``multiple``.
+
+    Filled as numpy arrays (a per-row ``torch.tensor`` cost ~0.2 ms a row: 56 ms for 256 pairs, which made
+    the trainer's evaluation CPU-bound at about 1,000 pairs/s on the H200; numpy takes 7 ms).
+    """
     width = round_up(max(len(ids) for ids, _ in rows), multiple)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    types = torch.zeros((len(rows), width), dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    types = np.zeros((len(rows), width), dtype=np.int64)
+    lengths = np.fromiter((len(row_ids) for row_ids, _ in rows), dtype=np.int64, count=len(rows))
     for r, (row_ids, row_types) in enumerate(rows):
         n = len(row_ids)
-        ids[r, :n] = torch.tensor(row_ids)
-        types[r, :n] = torch.tensor(row_types)
-        mask[r, :n] = 1
+        ids[r, :n] = row_ids
+        types[r, :n] = row_types
+    mask = (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)
+    out = tuple(torch.from_numpy(a) for a in (ids, types, mask))
     if device != "cpu":
-        return (ids.pin_memory().to(device, non_blocking=True), types.pin_memory().to(device, non_blocking=True),
-                mask.pin_memory().to(device, non_blocking=True))
-    return ids, types, mask
-
-
+        return tuple(t.pin_memory().to(device, non_blocking=True) for t in out)
+    return out
 
 
 def batch_arrays(rows: Sequence[tuple[np.ndarray, np.ndarray]], cls_id: int, sep_id: int, pad_id: int,

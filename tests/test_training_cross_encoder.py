@@ -386,3 +386,36 @@ def test_cli_time_budget_stops_training_and_still_saves(tiny_base, tmp_path):
                  "--max-seconds", "1e-9"]) == 0
     report = json.loads((tmp_path / "m" / "training_report.json").read_text())
     assert report["chosen"]["steps"] == 0 and (tmp_path / "m" / "2_Dense" / "model.safetensors").is_file()
+
+
+def test_model_is_saved_before_the_reports(tiny_base, tmp_path, monkeypatch):
+    """A run stopped during its (long) evaluations still leaves the trained model (a GPU call's deadline)."""
+    from training.cross_encoder import ablation
+    from training.cross_encoder.trainer import TrainConfig
+
+    def stopped(*args, **kwargs):
+        assert (tmp_path / "m" / "2_Dense" / "model.safetensors").is_file()  # saved already
+        raise TimeoutError("deadline")
+
+    monkeypatch.setattr(ablation, "evaluate_report", stopped)
+    cfg = TrainConfig(negatives=3, rank_to=11, epochs=1, groups_per_batch=2, max_length=64, device="cpu",
+                      base_model=str(tiny_base))
+    bundle = tiny_bundle()
+    with pytest.raises(TimeoutError):
+        ablation.run_ablation(cfg, ["listwise"], bundle, bundle, tmp_path / "m")
+
+
+def test_report_scores_each_pair_once_and_matches_per_stage_scoring(trained):
+    """evaluate_report scores the union of the stages' lists once; each stage's run equals scoring it alone."""
+    from training.cross_encoder.ablation import first_stages
+    from training.cross_encoder.trainer import evaluate_report, rerank_scores
+
+    cfg, result = trained
+    bundle = tiny_bundle()
+    stages = first_stages(bundle, depth=5)
+    report = evaluate_report(result, cfg, bundle, stages, depth=5)
+    for name, lists in stages.items():
+        alone = rerank_scores(result.module, result.cache, bundle.docs, bundle.queries, lists, cfg, "cpu", 5)
+        qrels = {q.qid: q.qrels for q in bundle.queries}
+        from training.cross_encoder.ranking_metrics import ndcg_at_k
+        assert report[f"{name}>>ce"] == pytest.approx(ndcg_at_k(qrels, alone), abs=1e-6)

@@ -14,7 +14,7 @@
 # RUNS="a b" picks the runs (default: all but ship+all); NEG=15 takes 15 negatives per group instead of 31 (half the
 # pairs per step). Bundles densified here beforehand (`cross-encoder densify`, CPU, ~10 min) skip that step on the GPU.
 # ONLY_TRAIN=1 skips the shipped reranker's evaluation and the adaptation (their results are in
-# results/2026-12-04-ce-generalize), SKIP_TITLES=1 the `titles` run, ONE_MODEL=1 returns only the best continued run, as it was measured (bf16 folder, ~45 MB, in 15 MB parts).
+# results/2026-12-04-ce-generalize), SKIP_TITLES=1 the `titles` run, ONE_MODEL=1 returns only the best run by that dev-only mean, as it was measured (bf16 folder, ~45 MB, in 15 MB parts).
 # How long the runs' evaluation takes on the GPU is not known yet: keep TRAIN_S low; DEADLINE_S returns what finished.
 # Variants (each its own process, in parallel on the one GPU; "real" = SciFact train + XQuAD-R en training articles):
 #   titles               real (x4) + SciFact and Debian title pseudo-queries, from the packaged MiniLM
@@ -86,6 +86,7 @@ fi
 RUNS=${RUNS:-titles titles+sents titles+sents+teacher ship+all+teacher ship+all+teacher-r4}
 [ -n "${SKIP_TITLES:-}" ] && RUNS=$(echo " $RUNS " | sed 's/ titles / /')
 neg=(); [ -n "${NEG:-}" ] && neg=(--negatives "$NEG")
+SHIP_LR=${SHIP_LR:-2e-5}  # learning rate of the runs that continue from the shipped reranker
 have() { for b in "$@"; do [ -d "$b" ] || { echo "SKIPPED: needs $b"; return 1; }; done; }
 variant() {  # NAME: one run of the ablation (see the list at the top)
   local plain=listwise+curriculum+dense-negs teach=listwise+curriculum+dense-negs+teacher
@@ -94,12 +95,12 @@ variant() {  # NAME: one run of the ablation (see the list at the top)
     titles) have "${real[@]}" "${titles[@]}" && train titles --variants $plain --bundle "${real[@]}" "${titles[@]}" --repeat 4 4 1 1 ;;
     titles+sents) have "${all[@]}" && train titles+sents --variants $plain --bundle "${all[@]}" --repeat 4 4 1 1 1 1 ;;
     titles+sents+teacher) have "${all[@]}" && train titles+sents+teacher --variants $teach --bundle "${all[@]}" --repeat 4 4 1 1 1 1 ;;
-    ship+all) [ -n "$SHIPPED" ] && have "${all[@]}" && train ship+all --variants $plain --init-model "$SHIPPED" --lr 2e-5 \
+    ship+all) [ -n "$SHIPPED" ] && have "${all[@]}" && train ship+all --variants $plain --init-model "$SHIPPED" --lr "$SHIP_LR" \
       --bundle "${all[@]}" --repeat 2 2 1 1 1 1 ;;
     ship+all+teacher) [ -n "$SHIPPED" ] && have "${all[@]}" && train ship+all+teacher --variants $teach --init-model "$SHIPPED" \
-      --lr 2e-5 --bundle "${all[@]}" --repeat 2 2 1 1 1 1 ;;
+      --lr "$SHIP_LR" --bundle "${all[@]}" --repeat 2 2 1 1 1 1 ;;
     ship+all+teacher-r4) [ -n "$SHIPPED" ] && have "${all[@]}" && train ship+all+teacher-r4 --variants $teach --init-model "$SHIPPED" \
-      --lr 2e-5 --bundle "${all[@]}" --repeat 4 4 1 1 1 1 ;;
+      --lr "$SHIP_LR" --bundle "${all[@]}" --repeat 4 4 1 1 1 1 ;;
     *) echo "unknown run $1 (RUNS)" ;;
   esac
 }
@@ -119,14 +120,18 @@ for v, s in sorted(score.items(), key=lambda kv: -kv[1]):
     print(v, f"{s:.4f}")
 PY
 cat "$R/chosen.txt"
-# the best continued-from-shipped run and the best other one (by the dev-only mean above)
-for name in $( (grep -v adapt "$R/chosen.txt" | grep '^ship+' | head -1; [ -n "${ONE_MODEL:-}" ] || grep -v adapt "$R/chosen.txt" | grep -v '^ship' | head -1) | cut -d' ' -f1); do
+picks() {  # ONE_MODEL: the best run by the dev-only mean; else the best continued run and the best other one
+  if [ ! -s "$R/chosen.txt" ]; then ls "$GPU_WORK/ce" 2>/dev/null | head -1  # no dev means (a run cut short): any saved one
+  elif [ -n "${ONE_MODEL:-}" ]; then grep -v adapt "$R/chosen.txt" | head -1
+  else grep -v adapt "$R/chosen.txt" | grep '^ship+' | head -1; grep -v adapt "$R/chosen.txt" | grep -v '^ship' | head -1; fi
+}
+for name in $(picks | cut -d' ' -f1); do
   m=$GPU_WORK/ce/$name
   if [ -n "${ONE_MODEL:-}" ]; then mkdir -p "$GPU_WORK/ret" && cp -r "$m" "$GPU_WORK/ret/$name"  # as measured (bf16, ~45 MB)
   else python3 -m training.dense.compact_weights pack --model "$m" --out "$GPU_WORK/ret/$name" > /dev/null \
     && cp -r "$m/2_Dense" "$m/training_report.json" "$m/MODEL_CARD.md" "$GPU_WORK/ret/$name/"; fi
 done
-tar -cf - -C "$GPU_WORK/ret" . | split -b 15m - "$OUT/models.tar.part-"
+mkdir -p "$GPU_WORK/ret"; tar -cf - -C "$GPU_WORK/ret" . | split -b 15m - "$OUT/models.tar.part-"
 tar -cf - -C "$R" . | xz -T8 > "$OUT/results.tar.xz"
 ls -la "$OUT"
 kill "$watchdog" 2>/dev/null

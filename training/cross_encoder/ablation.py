@@ -39,10 +39,17 @@ def first_stages(bundle: Bundle, depth: int = 100) -> dict[str, dict[str, list]]
 
 
 def run_variant(name: str, cfg: TrainConfig, train_bundle: Bundle, eval_bundle: Bundle | None,
-                extra_evals: dict[str, Bundle] | None = None, dump_dir: Path | None = None) -> tuple[dict, TrainResult]:
-    """Train one variant and report it; ``dump_dir`` gets every reported run's raw scores (dev included)."""
+                extra_evals: dict[str, Bundle] | None = None, dump_dir: Path | None = None,
+                on_trained: Callable[[TrainResult], None] | None = None) -> tuple[dict, TrainResult]:
+    """Train one variant and report it; ``dump_dir`` gets every reported run's raw scores (dev included).
+
+    ``on_trained(result)`` runs between training and the reports (the caller saves the model there, so a run
+    stopped during its long evaluations still leaves the trained model behind).
+    """
     logger.info("variant %s: %s", name, cfg.to_dict())
     result = train(cfg, train_bundle)
+    if on_trained is not None:
+        on_trained(result)
 
     def dump(tag: str) -> Path | None:
         return dump_dir / f"{name}--{tag}.json" if dump_dir else None
@@ -76,11 +83,16 @@ def run_ablation(base: TrainConfig, names: list[str], train_bundle: Bundle, eval
     for name in names:
         cfg = dataclasses.replace(base, **VARIANTS[name])
         cfg.__post_init__()
-        row, result = run_variant(name, cfg, train_bundle, eval_bundle, extra_evals, dump_dir)
+        best_dev = best[0]["dev_ndcg10"] if best else None
+
+        def save_if_best(result: TrainResult, best_dev=best_dev) -> None:  # the dev score is known once trained
+            if save_to is not None and (best_dev is None or result.best_dev > best_dev):
+                write_module(result.module, result.tokenizer, save_to, dtype=dtype)
+                logger.info("saved %s (dev nDCG@10 %.4f) to %s before its reports", name, result.best_dev, save_to)
+
+        row, result = run_variant(name, cfg, train_bundle, eval_bundle, extra_evals, dump_dir, on_trained=save_if_best)
         rows.append(row)
         if best is None or row["dev_ndcg10"] > best[0]["dev_ndcg10"]:
-            if save_to is not None:
-                write_module(result.module, result.tokenizer, save_to, dtype=dtype)
             best = (row, result)
         if on_variant is not None:
             on_variant({"variants": rows, "chosen": best[0]})

@@ -282,9 +282,13 @@ def evaluate_report(result: TrainResult, cfg: TrainConfig, bundle: Bundle, first
     cache = TokenCache(result.tokenizer, texts, cfg.max_length)
     out, dumped = {}, {}
     qrels = {q.qid: q.qrels for q in bundle.queries}
+    # the stages' lists overlap (BM25, RRF and z-score hybrids of the same two lists): each pair is scored once
+    union = {q.qid: list({d: 0.0 for lists in first_stages.values() for d, _ in lists[q.qid][:depth]}.items())
+             for q in bundle.queries}
+    scored = rerank_scores(result.module, cache, bundle.docs, bundle.queries, union, cfg, device, depth * len(first_stages))
     for name, lists in first_stages.items():
         out[f"{name}_first_stage"] = ndcg_at_k(qrels, {qid: dict(r[:depth]) for qid, r in lists.items()})
-        run = rerank_scores(result.module, cache, bundle.docs, bundle.queries, lists, cfg, device, depth)
+        run = {qid: {d: scored[qid][d] for d, _ in lists[qid][:depth]} for qid in lists}
         out[f"{name}>>ce"] = ndcg_at_k(qrels, run)
         dumped[name] = {qid: [[d, s, run[qid][d]] for d, s in lists[qid][:depth]] for qid in run}
     if dump is not None:

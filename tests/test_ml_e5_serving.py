@@ -99,3 +99,32 @@ def test_the_loaded_base_survives_a_service_reload(tiny_index_root, counted_load
     keys = [k for k in ctx._shared if isinstance(k, tuple) and k[0] == "modular_ce"]
     words = {"xquad-r-de", "docstore", *config.indexes}
     assert len(keys) == 3 and not any(_mentions(k, words, str(tiny_index_root.resolve())) for k in keys)
+
+
+def test_split_views_give_eval_the_heldout_and_dev_questions(tmp_path):
+    """``training.language_modules.split_views``: qrels/heldout.tsv + dev.tsv next to links to the data."""
+    from eval.runner import judged_queries
+    from pipeline.storage.collection import dataset_name
+    from training.language_modules.split_views import main
+    from training.language_modules.xquad import load_language, question_split
+
+    data = tmp_path / "data" / "xquad-r"
+    for lang in ("de", "es"):
+        folder = data / lang
+        (folder / "qrels").mkdir(parents=True)
+        ids = [(f"q{a}{i}", f"{a}-0-{i}") for a in range(6) for i in range(5)]  # 6 articles, 5 questions each
+        (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": s, "title": "", "text": f"{lang} {s}"}) + "\n"
+                                                     for _, s in ids))
+        (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": f"{lang} {q}?"}) + "\n" for q, _ in ids))
+        (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{s}\t1\n" for q, s in ids))
+    out = tmp_path / "splits" / "xquad-r"
+    assert main(["--data", str(data), "--out", str(out), "--langs", "de,es", "--dev", "4"]) == 0
+
+    _, heldout = question_split(load_language(data, "de"))
+    queries, qrels = judged_queries(out / "de", "heldout")
+    assert [q.query_id for q in queries] == heldout and len(heldout) == 10  # 2 of 6 articles
+    assert queries[0].text == f"de {heldout[0]}?" and dataset_name(out / "de") == "xquad-r-de"
+    _, dev = judged_queries(out / "es", "dev")
+    assert len(dev) == 4 and not set(dev) & set(heldout)  # dev: training articles only
+    assert (out / "de" / "corpus.jsonl").resolve() == (data / "de" / "corpus.jsonl").resolve()
+    assert main(["--data", str(data), "--out", str(out), "--langs", "de"]) == 0  # rewriting is fine

@@ -194,13 +194,24 @@ def test_config_rejects_bad_routes(route, message):
         parse_config(raw)
 
 
-def test_multilingual_config_has_ml_and_ml_fusion_over_every_route():
+def test_multilingual_config_routes_ml_and_ml_fusion_to_the_e5_pipelines():
     config = load_config(REPO / "configs" / "multilingual.yaml")
     for name, first_only in (("ml", False), ("ml-fusion", True)):
         (stage,) = config.pipelines[name].stages
-        assert stage["type"] == "by_language" and stage["default"] == "ml-generic"
+        assert stage["type"] == "by_language" and stage["default"] == "ml-e5-generic"
         assert stage["first_stage_only"] is first_only
-        assert stage["routes"] == {lang: f"ml-{lang}" for lang in ("en", "de", "es", "ar", "zh", "ru")}
+        assert stage["routes"] == {lang: f"ml-e5-{lang}" for lang in ("en", "de", "es", "ar", "zh", "ru")}
+    for route in [f"ml-e5-{x}" for x in ("en", "de", "es", "ar", "zh", "ru", "generic")]:
+        fusion, rerank = config.pipelines[route].stages
+        assert fusion["type"] == "fusion" and fusion["cutoff"] == 30
+        # the served module (models/ml-modules/MODEL_CARD.md) at its dev-chosen alpha, for every language
+        assert {k: rerank[k] for k in ("type", "model", "modules", "kind", "ranking", "languages", "fallback",
+                                       "interpolate")} == {
+            "type": "modular_ce", "model": "e5", "modules": "ml-modules", "kind": "lora", "ranking": None,
+            "languages": [], "fallback": ["ranking-all"], "interpolate": 0.6}
+    for lang in ("en", "de", "es", "ar", "zh", "ru"):  # the MiniLM pipelines stay as they were
+        assert config.pipelines[f"ml-{lang}"].stages[-1]["model"] == "ce-minilm-scifact"
+    assert config.pipelines["ml-generic"].stages[-1]["model"] == "ce-minilm-scifact"
     indexes = set(required_indexes(config, "ml"))
     assert indexes == {*(f"lucene-{x}" for x in ("en", "de", "es", "ar", "zh", "ru", "generic")), "e5"}
     assert required_indexes(config, "ml-fusion") == required_indexes(config, "ml")

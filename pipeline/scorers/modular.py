@@ -139,7 +139,8 @@ class ModularScorer(PairScorer):
 
     def __init__(self, registry: ModuleRegistry, tokenizer,
                  language_modules: Mapping[str, Sequence[str]], fallback: Sequence[str] = (), kind: str = "lora",
-                 detector: LanguageDetector | None = None, max_length: int = 256, batch_size: int = 32):
+                 detector: LanguageDetector | None = None, max_length: int = 256, batch_size: int = 32,
+                 tokenizer_lock: threading.Lock | None = None):
         for lang, names in language_modules.items():
             missing = [n for n in names if n not in registry]
             if missing:
@@ -149,7 +150,8 @@ class ModularScorer(PairScorer):
         self.fallback = tuple(fallback)
         self.kind, self.detector = kind, detector
         self.max_length, self.batch_size = max_length, batch_size
-        self._tokenizer_lock = threading.Lock()  # fast tokenizers refuse concurrent use
+        # fast tokenizers refuse concurrent use: scorers sharing a tokenizer must share this lock too
+        self._tokenizer_lock = tokenizer_lock or threading.Lock()
 
     @functools.lru_cache(maxsize=8192)  # noqa: B019 - one stage per process; bounded
     def _detect(self, text: str):

@@ -6,6 +6,10 @@ final score is, per query over its candidates, ``alpha * minmax(reranker) + (1 -
 score)``; the hit keeps the raw reranker logit under ``modular_ce`` and the mix under
 ``modular_ce_interpolated``.
 
+Stages share what they can through the build context: one base + modules per (model, modules folder, kind,
+module names, device, merge mode), and one scorer per identical scoring config, so stages that differ only in
+their index (the six ``ml-e5-<lang>`` stages and ``ml-e5-generic``) hold one model between them.
+
 Config example::
 
     - {type: modular_ce, index: lucene-de, model: ce-minilm-scifact, modules: lang-modules, kind: lora,
@@ -14,6 +18,7 @@ Config example::
 
 from __future__ import annotations
 
+import threading
 from typing import Literal
 
 from pydantic import Field
@@ -51,19 +56,42 @@ class ModularCEConfig(StageConfig):
     """``alpha``: final = alpha * minmax(reranker) + (1 - alpha) * minmax(first stage), per query (None: reranker only)."""
 
 
+def module_names(cfg: ModularCEConfig) -> list[str]:
+    """Every module a stage needs loaded: its languages', its fallback and its ranking module."""
+    return sorted({*(normalize_lang(x) for x in cfg.languages), *cfg.fallback, *([cfg.ranking] if cfg.ranking else [])})
+
+
+def registry_key(cfg: ModularCEConfig, device: str | None) -> tuple:
+    """Build-context key of the loaded base + modules: every stage with the same model, modules folder, kind,
+    module names, device and merge mode shares one copy, whatever its index (e.g. the six ``ml-e5-<lang>`` stages).
+
+    Each part is labelled (``model=e5``), so no part equals an index name (``e5`` is one): the service keeps
+    models across a reload and rebuilds only what names an index (``service.engine._mentions``)."""
+    return ("modular_ce", f"model={cfg.model}", f"modules={cfg.modules}/{cfg.kind}",
+            f"names={','.join(module_names(cfg))}", f"device={device}", f"merge_lora={cfg.merge_lora}")
+
+
+def scorer_key(cfg: ModularCEConfig, device: str | None) -> tuple:
+    """Key of the scorer: stages that differ only in their index share one :class:`ModularScorer`."""
+    return (*registry_key(cfg, device), "scorer", f"ranking={cfg.ranking}",
+            f"languages={','.join(normalize_lang(x) for x in cfg.languages)}", f"fallback={','.join(cfg.fallback)}",
+            f"detect={cfg.detect}", f"max_length={cfg.max_length}", f"batch_size={cfg.batch_size}")
+
+
 def _build(cfg: ModularCEConfig, ctx: BuildContext) -> RerankStage:
     folder, _ = resolve(ctx.index_root, ctx.collection, cfg.index)
     store = DocStore(folder / DOCSTORE)
-    langs = [normalize_lang(x) for x in cfg.languages]
-    names = sorted({*langs, *cfg.fallback, *([cfg.ranking] if cfg.ranking else [])})
-    key = ("modular_ce", cfg.model, cfg.modules, cfg.kind, tuple(names), ctx.device, cfg.merge_lora)
-    registry, tokenizer = ctx.shared(key, lambda: load_registry(cfg.model, ctx.models_dir, cfg.modules, cfg.kind,
-                                                               names, ctx.device, cfg.merge_lora))
-    ranking = [cfg.ranking] if cfg.ranking else []
+    # no factory below calls ctx.shared itself (its lock is not re-entrant)
+    registry, tokenizer = ctx.shared(registry_key(cfg, ctx.device), lambda: load_registry(
+        cfg.model, ctx.models_dir, cfg.modules, cfg.kind, module_names(cfg), ctx.device, cfg.merge_lora))
     detector = ctx.shared("language-detector", LanguageDetector) if cfg.detect else None
-
-    scorer = ModularScorer(registry, tokenizer, {lang: [*ranking, lang] for lang in langs}, fallback=cfg.fallback,
-                           kind=cfg.kind, detector=detector, max_length=cfg.max_length, batch_size=cfg.batch_size)
+    # every scorer over this registry's tokenizer takes the same lock (fast tokenizers refuse concurrent calls)
+    tokenizer_lock = ctx.shared((*registry_key(cfg, ctx.device), "tokenizer-lock"), threading.Lock)
+    ranking = [cfg.ranking] if cfg.ranking else []
+    langs = [normalize_lang(x) for x in cfg.languages]
+    scorer = ctx.shared(scorer_key(cfg, ctx.device), lambda: ModularScorer(
+        registry, tokenizer, {lang: [*ranking, lang] for lang in langs}, fallback=cfg.fallback, kind=cfg.kind,
+        detector=detector, max_length=cfg.max_length, batch_size=cfg.batch_size, tokenizer_lock=tokenizer_lock))
     passages = Passages(store, titles=False)  # the text alone, as the language modules were trained
     return RerankStage(scorer, passages, top_n=None, interpolate=cfg.interpolate, name="modular_ce")
 

@@ -64,6 +64,8 @@ def main() -> int:
     parser.add_argument("--depth", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--base", default="ce-minilm-scifact")
+    parser.add_argument("--families", default="lora-merge,lora-hook,sftm",
+                        help="module families to time (e.g. lora-merge,lora-hook for a base with LoRA modules only)")
     parser.add_argument("--synthetic", action="store_true", help="random modules of the trained shapes (see above)")
     parser.add_argument("--ml-config", type=Path, help="also time this config's ml-<lang> pipelines (section 5)")
     parser.add_argument("--only-ml", action="store_true", help="run section 5 only")
@@ -87,6 +89,7 @@ def main() -> int:
         ml_latency(args, lang)
         return 0
     families = {"lora-merge": ("lora", True), "lora-hook": ("lora", False), "sftm": ("sftm", True)}
+    families = {k: v for k, v in families.items() if k in args.families.split(",")}
     names = ["ranking", lang]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, language {lang}")
 
@@ -99,7 +102,7 @@ def main() -> int:
         with registry.activated(modules):
             pass
 
-    empty = timed(lambda: swap(registries["sftm"][0], []), args.repeats)
+    empty = timed(lambda: swap(next(iter(registries.values()))[0], []), args.repeats)
     describe("baseline: empty activation", empty)
     for family in families:
         registry = registries[family][0]
@@ -107,9 +110,9 @@ def main() -> int:
         describe(f"{family}: ranking + {lang}", timed(lambda r=registry: swap(r, ["ranking", lang]), args.repeats), empty)
 
     print("\n# 2. memory per module")
-    base_bytes = sum(p.numel() * p.element_size() for p in registries["sftm"][0].model.parameters())
+    base_bytes = sum(p.numel() * p.element_size() for p in next(iter(registries.values()))[0].model.parameters())
     print(f"{'base model (fp32 parameters)':<44} {base_bytes / 2**20:9.2f} MiB")
-    for family in ("lora-merge", "sftm"):
+    for family in [f for f in ("lora-merge", "sftm") if f in families]:
         kind, registry = families[family][0], registries[family][0]
         for name in names:
             module = registry.get(name)

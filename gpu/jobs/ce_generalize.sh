@@ -8,11 +8,15 @@
 # what its inputs allow and says what it skipped. Tried this way on 2026-12-04 (one keep call, then the job):
 #   bash gpu/stage.sh ce-base .cache/ce-base-q8
 #   bash gpu/pack.sh .cache/ce/{scifact,xquad-en,cranfield,manpages-titles,scifact-titles,debian-titles,scifact-sents,debian-sents} [.cache/adapt/cranfield/bundle]
-#   SKIP_TITLES=1 ONLY_TRAIN=1 bash gpu/dryrun.sh ce_generalize      # here, always, before the device calls
+#   E="RUNS='titles+sents+teacher ship+all+teacher-r4' SHIP_LR=1e-5 NEG=15 ONLY_TRAIN=1 ONE_MODEL=1 TRAIN_S=330 STEPS=3000 DEADLINE_S=510"
+#   env $E bash gpu/dryrun.sh ce_generalize      # here, always, before the device calls
 #   bash gpu/tree.sh slim; device: "bash gpu/run.sh keep" carry [".gpu-stage/ce-base/1"], then at once
-#   "SKIP_TITLES=1 ONLY_TRAIN=1 ONE_MODEL=1 TRAIN_S=150 bash gpu/run.sh ce_generalize" carry [".gpu"]; bash gpu/tree.sh restore
+#   "$E bash gpu/run.sh ce_generalize" carry [".gpu"]; bash gpu/tree.sh restore
+# That call (4th session of 2026-12-04): two runs of 3,000 steps in 234 s, every report in ~45 s, job 510 s, the
+# dev-chosen model back as bf16 (three 15 MB parts). Pack with the pseudo bundles NOT densified: densified ones
+# bring the call to 63.8 of 64 MiB; densify on the GPU takes ~50 s in parallel (on this CPU: ~8 min a corpus).
 # RUNS="a b" picks the runs (default: all but ship+all); NEG=15 takes 15 negatives per group instead of 31 (half the
-# pairs per step). Bundles densified here beforehand (`cross-encoder densify`, CPU, ~10 min) skip that step on the GPU.
+# pairs per step); SHIP_LR the learning rate of the ship+ runs (2e-5). Bundles already densified skip that step.
 # ONLY_TRAIN=1 skips the shipped reranker's evaluation and the adaptation (their results are in
 # results/2026-12-04-ce-generalize), SKIP_TITLES=1 the `titles` run, ONE_MODEL=1 returns only the best run by that dev-only mean, as it was measured (bf16 folder, ~45 MB, in 15 MB parts).
 # How long the runs' evaluation takes on the GPU is not known yet: keep TRAIN_S low; DEADLINE_S returns what finished.

@@ -8,10 +8,10 @@
 # what its inputs allow and says what it skipped. Tried this way on 2026-12-04 (one keep call, then the job):
 #   bash gpu/stage.sh ce-base .cache/ce-base-q8
 #   bash gpu/pack.sh .cache/ce/{scifact,xquad-en,cranfield,manpages-titles,scifact-titles,debian-titles,scifact-sents,debian-sents} [.cache/adapt/cranfield/bundle]
-#   E="RUNS='titles+sents+teacher ship+all+teacher-r4' SHIP_LR=1e-5 NEG=15 ONLY_TRAIN=1 ONE_MODEL=1 TRAIN_S=330 STEPS=3000 DEADLINE_S=510"
-#   env $E bash gpu/dryrun.sh ce_generalize      # here, always, before the device calls
+#   export RUNS="titles+sents+teacher ship+all+teacher-r4" SHIP_LR=1e-5 NEG=15 ONLY_TRAIN=1 ONE_MODEL=1 TRAIN_S=330 STEPS=3000 DEADLINE_S=510
+#   bash gpu/dryrun.sh ce_generalize      # here, always, before the device calls
 #   bash gpu/tree.sh slim; device: "bash gpu/run.sh keep" carry [".gpu-stage/ce-base/1"], then at once
-#   "$E bash gpu/run.sh ce_generalize" carry [".gpu"]; bash gpu/tree.sh restore
+#   the same assignments followed by "bash gpu/run.sh ce_generalize" carry [".gpu"]; bash gpu/tree.sh restore
 # That call (4th session of 2026-12-04): two runs of 3,000 steps in 234 s, every report in ~45 s, job 510 s, the
 # dev-chosen model back as bf16 (three 15 MB parts). Pack with the pseudo bundles NOT densified: densified ones
 # bring the call to 63.8 of 64 MiB; densify on the GPU takes ~50 s in parallel (on this CPU: ~8 min a corpus).

@@ -102,7 +102,8 @@ def main() -> int:
         with registry.activated(modules):
             pass
 
-    empty = timed(lambda: swap(next(iter(registries.values()))[0], []), args.repeats)
+    any_registry = next(iter(registries.values()))[0]  # the same base under every family
+    empty = timed(lambda: swap(any_registry, []), args.repeats)
     describe("baseline: empty activation", empty)
     for family in families:
         registry = registries[family][0]
@@ -110,7 +111,7 @@ def main() -> int:
         describe(f"{family}: ranking + {lang}", timed(lambda r=registry: swap(r, ["ranking", lang]), args.repeats), empty)
 
     print("\n# 2. memory per module")
-    base_bytes = sum(p.numel() * p.element_size() for p in next(iter(registries.values()))[0].model.parameters())
+    base_bytes = sum(p.numel() * p.element_size() for p in any_registry.model.parameters())
     print(f"{'base model (fp32 parameters)':<44} {base_bytes / 2**20:9.2f} MiB")
     for family in [f for f in ("lora-merge", "sftm") if f in families]:
         kind, registry = families[family][0], registries[family][0]

@@ -50,7 +50,7 @@ def pad_pairs(rows, pad_id: int, torch, device: str, multiple: int = 8):
     """``(ids, types, mask)`` long tensors of encoded pairs, padded to a multiple of ``multiple``.
 
     Filled as numpy arrays (a per-row ``torch.tensor`` cost ~0.2 ms a row: 56 ms for 256 pairs, which made
-    the trainer's evaluation CPU-bound at about 1,000 pairs/s on the H200; numpy takes 7 ms).
+    the trainer's evaluation CPU-bound at about 1,000 pairs/s on the H200; numpy takes 5 ms).
     """
     width = round_up(max(len(ids) for ids, _ in rows), multiple)
     ids = np.full((len(rows), width), pad_id, dtype=np.int64)

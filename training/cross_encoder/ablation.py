@@ -85,7 +85,7 @@ def run_ablation(base: TrainConfig, names: list[str], train_bundle: Bundle, eval
         cfg.__post_init__()
         best_dev = best[0]["dev_ndcg10"] if best else None
 
-        def save_if_best(result: TrainResult, best_dev=best_dev) -> None:  # the dev score is known once trained
+        def save_if_best(result: TrainResult, best_dev=best_dev, name=name) -> None:  # dev is known once trained
             if save_to is not None and (best_dev is None or result.best_dev > best_dev):
                 write_module(result.module, result.tokenizer, save_to, dtype=dtype)
                 logger.info("saved %s (dev nDCG@10 %.4f) to %s before its reports", name, result.best_dev, save_to)

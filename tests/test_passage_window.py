@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from pipeline.core.types import Document, Query
 from eval.passage_window import query_window
+from pipeline.core.types import Document, Query
 
 
 def test_a_text_that_fits_comes_back_whole():

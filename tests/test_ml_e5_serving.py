@@ -128,3 +128,11 @@ def test_split_views_give_eval_the_heldout_and_dev_questions(tmp_path):
     assert len(dev) == 4 and not set(dev) & set(heldout)  # dev: training articles only
     assert (out / "de" / "corpus.jsonl").resolve() == (data / "de" / "corpus.jsonl").resolve()
     assert main(["--data", str(data), "--out", str(out), "--langs", "de"]) == 0  # rewriting is fine
+
+
+def test_split_views_refuses_a_folder_that_is_not_xquad_r(tmp_path, capsys):
+    from training.language_modules.split_views import main
+
+    assert main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "views")]) == 2
+    assert "not an XQuAD-R folder" in capsys.readouterr().err
+    assert not (tmp_path / "views").exists()  # nothing half-made

@@ -27,6 +27,10 @@ def write_split_views(data: Path, out: Path, langs=LANGUAGES, heldout_share: flo
     """Write ``out/<lang>/{corpus.jsonl, queries.jsonl, qrels/heldout.tsv, qrels/dev.tsv}``; questions per split."""
     from training.language_modules.interpolation import dev_questions
 
+    missing = [str(Path(data) / lang / name) for lang in langs for name in ("corpus.jsonl", "queries.jsonl")
+               if not (Path(data) / lang / name).is_file()]
+    if missing:  # checked before anything is written: no half-made views
+        raise FileNotFoundError(f"not an XQuAD-R folder (one BEIR folder per language): missing {', '.join(missing[:3])}")
     counts = {}
     for lang in langs:
         source, folder = (Path(data) / lang).resolve(), Path(out) / lang
@@ -55,7 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dev", type=int, default=100)
     parser.add_argument("--seed", type=int, default=13)
     args = parser.parse_args(argv)
-    counts = write_split_views(args.data, args.out, args.langs.split(","), args.heldout_share, args.seed, args.dev)
+    try:
+        counts = write_split_views(args.data, args.out, args.langs.split(","), args.heldout_share, args.seed, args.dev)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     for lang, row in counts.items():
         print(f"{args.out / lang}\t" + "\t".join(f"{split} {n}" for split, n in row.items()))
     return 0

@@ -129,9 +129,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="stop taking steps after this many seconds of training (then evaluate and save as usual)")
     train.add_argument("--init-model", default=None,
                        help="cross-encoder folder (encoder and head) to train further, e.g. models/ce-minilm")
-    train.add_argument("--teacher", default="none", choices=["none", "hybrid"],
-                       help="hybrid: also distil the zero-shot BM25+MiniLM fusion's ranking of each group (KL)")
+    train.add_argument("--teacher", default="none", choices=["none", "hybrid", "model"],
+                       help="hybrid: also distil the zero-shot BM25+MiniLM fusion's ranking of each group (KL); "
+                            "model: a frozen cross-encoder's (--teacher-model), e.g. into a --student-layers student")
+    train.add_argument("--teacher-model", default=None, help="cross-encoder folder of --teacher model")
     train.add_argument("--distill-weight", type=float, default=defaults.distill_weight)
+    train.add_argument("--distill-temperature", type=float, default=defaults.distill_temperature)
+    train.add_argument("--label-weight", type=float, default=defaults.label_weight,
+                       help="weight of the ranking loss on the labels (0 with a teacher: pure distillation)")
+    train.add_argument("--student-layers", type=int, default=None,
+                       help="keep this many of the starting model's layers (evenly spaced, last kept): a faster student")
     train.add_argument("--repeat", type=int, nargs="*", default=[],
                        help="per --bundle: how many times its train queries count in an epoch (default 1 each)")
     train.add_argument("--dump-scores", type=Path, default=None,
@@ -261,7 +268,9 @@ def _train(args) -> int:
         weight_decay=args.weight_decay, warmup_fraction=args.warmup_fraction, groups_per_batch=args.groups_per_batch,
         max_length=args.max_length, query_max_tokens=args.query_max_tokens, eval_depth=args.eval_depth,
         patience=args.patience, seed=args.seed, device=args.device, max_steps=args.max_steps, max_seconds=args.max_seconds,
-        base_model=args.base_model, init_model=args.init_model, teacher=args.teacher, distill_weight=args.distill_weight)
+        base_model=args.base_model, init_model=args.init_model, teacher=args.teacher, teacher_model=args.teacher_model,
+        distill_weight=args.distill_weight, distill_temperature=args.distill_temperature, label_weight=args.label_weight,
+        student_layers=args.student_layers)
     names = list(VARIANTS) if args.variants == "all" else [v.strip() for v in args.variants.split(",") if v.strip()]
     if args.repeat and len(args.repeat) != len(args.bundle):
         raise ValueError(f"--repeat takes one count per --bundle ({len(args.bundle)}), got {len(args.repeat)}")

@@ -60,19 +60,33 @@ class TrainConfig:
     """A saved cross-encoder folder to continue from (encoder and head; domain adaptation), instead of a new head."""
     teacher: str = "none"
     """``hybrid``: add a KL term towards the zero-shot hybrid's (BM25 + MiniLM, z-score 0.6/0.4) softmax over
-    each group, the strongest out-of-domain signal the project has (GPL-style soft labels); ``none``: labels only."""
+    each group, the strongest out-of-domain signal the project has (GPL-style soft labels); ``model``: towards a
+    frozen cross-encoder's (``teacher_model``; knowledge distillation into a smaller student); ``none``: labels only."""
+    teacher_model: str | None = None
+    """The cross-encoder folder that scores each group when ``teacher == "model"`` (same tokenizer as the student)."""
     distill_weight: float = 1.0
     distill_temperature: float = 1.0
+    label_weight: float = 1.0
+    """Weight of the ranking loss on the labels (0 with a teacher: pure distillation)."""
+    student_layers: int | None = None
+    """Keep only this many of the starting model's transformer layers, evenly spaced, the last one always kept
+    (a shallower, faster student to distil into; issue 23)."""
 
     def __post_init__(self):
         self.loss, self.heuristic = Loss(self.loss), Heuristic(self.heuristic)
         self.retrievers = tuple(self.retrievers)
         if self.negatives < 1 or self.epochs < 1 or self.groups_per_batch < 1:
             raise ValueError("negatives, epochs and groups_per_batch must be >= 1")
-        if self.teacher not in ("none", "hybrid"):
-            raise ValueError(f"unknown teacher {self.teacher!r} (none, hybrid)")
+        if self.teacher not in ("none", "hybrid", "model"):
+            raise ValueError(f"unknown teacher {self.teacher!r} (none, hybrid, model)")
+        if (self.teacher == "model") != bool(self.teacher_model):
+            raise ValueError("teacher 'model' and teacher_model go together (the teacher's cross-encoder folder)")
         if self.distill_temperature <= 0:
             raise ValueError("distill_temperature must be > 0")
+        if self.label_weight < 0 or self.distill_weight < 0:
+            raise ValueError("label_weight and distill_weight must be >= 0")
+        if self.student_layers is not None and self.student_layers < 1:
+            raise ValueError("student_layers must be >= 1")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -179,14 +193,35 @@ def hybrid_teacher(queries: Sequence[BundleQuery]) -> dict[str, tuple[dict[str, 
 def distill_loss(scores, batch: Sequence[Group], teacher: dict, temperature: float):
     """KL(teacher softmax || student softmax) over each group (positive first, as ``scores``)."""
     import torch
-    import torch.nn.functional as F
 
     rows = []
     for g in batch:
         table, floor = teacher[g.qid]
         rows.append([table.get(c.doc_id, floor) for c in (g.positive, *g.negatives)])
-    target = F.softmax(torch.tensor(rows, device=scores.device, dtype=torch.float32) / temperature, dim=-1)
-    return F.kl_div(F.log_softmax(scores.float(), dim=-1), target, reduction="batchmean")
+    return kl_to_teacher(scores, torch.tensor(rows, device=scores.device, dtype=torch.float32), temperature)
+
+
+def kl_to_teacher(scores, teacher_scores, temperature: float):
+    """KL(softmax(teacher / T) || softmax(student / T)) per group, times T^2 (Hinton et al.), batch mean."""
+    import torch.nn.functional as F
+
+    t = float(temperature)
+    target = F.softmax(teacher_scores.float() / t, dim=-1)
+    return F.kl_div(F.log_softmax(scores.float() / t, dim=-1), target, reduction="batchmean") * (t * t)
+
+
+def keep_layers(module, n: int) -> list[int]:
+    """Cut the module's encoder to ``n`` of its layers, evenly spaced with the last kept; returns their indices."""
+    import torch
+
+    layers = module.encoder.encoder.layer
+    total = len(layers)
+    if n > total:
+        raise ValueError(f"student_layers {n} > the model's {total} layers")
+    kept = sorted({round((i + 1) * total / n) - 1 for i in range(n)})
+    module.encoder.encoder.layer = torch.nn.ModuleList([layers[i] for i in kept])
+    module.encoder.config.num_hidden_layers = len(kept)
+    return kept
 
 
 def train(cfg: TrainConfig, bundle: Bundle, log_every: int = 20) -> TrainResult:
@@ -200,7 +235,15 @@ def train(cfg: TrainConfig, bundle: Bundle, log_every: int = 20) -> TrainResult:
     device = resolve_device(cfg.device)
     rng = random.Random(cfg.seed)
     module, tokenizer = read_module(cfg.init_model) if cfg.init_model else new_model(cfg.base_model, seed=cfg.seed)
+    if cfg.student_layers:
+        logger.info("student: layers %s of the starting model", keep_layers(module, cfg.student_layers))
     module.to(device).train()
+    teacher_module = None
+    if cfg.teacher == "model":
+        teacher_module, teacher_tok = read_module(cfg.teacher_model)
+        if teacher_tok.get_vocab() != tokenizer.get_vocab():
+            raise ValueError(f"the teacher {cfg.teacher_model} does not share the student's tokenizer")
+        teacher_module.to(device).eval().requires_grad_(False)
     train_q, dev_q = bundle.role("train"), bundle.role("dev")
     if not train_q:
         raise ValueError("the bundle has no train queries")
@@ -238,13 +281,18 @@ def train(cfg: TrainConfig, bundle: Bundle, log_every: int = 20) -> TrainResult:
             ids, types, mask = _batch_tensors(batch, queries, bundle.docs, cache, cfg, device)
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.startswith("cuda")):
                 scores = module(ids, types, mask).view(len(batch), 1 + cfg.negatives)
+                if teacher_module is not None:
+                    with torch.no_grad():
+                        target = teacher_module(ids, types, mask).view(len(batch), 1 + cfg.negatives)
             if cfg.loss is Loss.POINTWISE:
                 w = torch.tensor([pair_weights(g, step, anneal_steps, cfg.heuristic) for g in batch], device=device)
             else:
                 w = torch.tensor([group_weight(g, step, anneal_steps, cfg.heuristic) for g in batch], device=device)
-            loss = ranking_loss(cfg.loss, scores, w)
+            loss = cfg.label_weight * ranking_loss(cfg.loss, scores, w)
             if teacher is not None:
                 loss = loss + cfg.distill_weight * distill_loss(scores, batch, teacher, cfg.distill_temperature)
+            if teacher_module is not None:
+                loss = loss + cfg.distill_weight * kl_to_teacher(scores, target, cfg.distill_temperature)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), 1.0)
             optim.step()

@@ -14,7 +14,9 @@
 # pseudo-queries of issue 19 (SciFact and Debian titles and sentences); no test query is read for training or choice.
 # Env: STUDENTS ("NAME:LAYERS:LABEL_WEIGHT:DISTILL_WEIGHT ..."), TRAIN_S (s of stepping per run), STEPS, NEG,
 # DEADLINE_S (what $R holds goes to $OUT then), BENCH=1 (throughput after training; BENCH_MODELS "teacher s3 s2"), LR.
-# $OUT: results.tar.xz (reports, logs, dumps, blend.json), models.tar.part-* (each student as an int8 pack + head).
+# $OUT: results.tar.xz.part-* (reports, logs, dumps, blend.json; 19 MB on 2026-12-04), models.tar.part-* (each
+# student as an int8 pack + head). Measured: 4 students x 240 s + reports + the teacher's bench filled 530 s
+# (results/2026-12-04-ce-student); benchmark the students in a call of their own (BENCH_MODELS) to keep it clean.
 set -uo pipefail
 TRAIN_S=${TRAIN_S:-300}
 STEPS=${STEPS:-6000}
@@ -78,6 +80,6 @@ if [ -n "${BENCH:-}" ]; then  # forward and end-to-end pairs/s, padded (+ passag
   done
 fi
 mkdir -p "$GPU_WORK/ret"; tar -cf - -C "$GPU_WORK/ret" . | split -b 15m - "$OUT/models.tar.part-"
-tar -cf - -C "$R" . | xz -T8 > "$OUT/results.tar.xz"
+tar -cf - -C "$R" . | xz -T8 | split -b 15m - "$OUT/results.tar.xz.part-"  # one file may bring back 16 MiB
 ls -la "$OUT"
 kill "$watchdog" 2>/dev/null

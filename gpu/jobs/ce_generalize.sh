@@ -27,6 +27,8 @@
 #   ship+all             the shipped reranker trained further on real (x2) + all pseudo-queries, lr 2e-5
 #   ship+all+teacher     the same + teacher
 #   ship+all+teacher-r4  the same with the human labels counted 4x (how much in-domain weight keeps SciFact)
+#   ship+all+self        ship+all anchored to the shipped reranker itself (KL to its scores on every group, weight 1:
+#                        self-distillation, so new domains are learnt without forgetting SciFact); -0.3: weight 0.3
 # Never trained on or used for a choice: Cranfield (reported); the manual pages are a held-out domain (dev for choices).
 set -uo pipefail
 TRAIN_S=${TRAIN_S:-300}     # seconds of stepping per run (then evaluation and saving): the call has 600 s in all
@@ -105,6 +107,10 @@ variant() {  # NAME: one run of the ablation (see the list at the top)
       --lr "$SHIP_LR" --bundle "${all[@]}" --repeat 2 2 1 1 1 1 ;;
     ship+all+teacher-r4) [ -n "$SHIPPED" ] && have "${all[@]}" && train ship+all+teacher-r4 --variants $teach --init-model "$SHIPPED" \
       --lr "$SHIP_LR" --bundle "${all[@]}" --repeat 4 4 1 1 1 1 ;;
+    ship+all+self) [ -n "$SHIPPED" ] && have "${all[@]}" && train ship+all+self --variants $plain --init-model "$SHIPPED" \
+      --lr "$SHIP_LR" --bundle "${all[@]}" --repeat 2 2 1 1 1 1 --teacher model --teacher-model "$SHIPPED" --distill-weight 1 ;;
+    ship+all+self-0.3) [ -n "$SHIPPED" ] && have "${all[@]}" && train ship+all+self-0.3 --variants $plain --init-model "$SHIPPED" \
+      --lr "$SHIP_LR" --bundle "${all[@]}" --repeat 2 2 1 1 1 1 --teacher model --teacher-model "$SHIPPED" --distill-weight 0.3 ;;
     *) echo "unknown run $1 (RUNS)" ;;
   esac
 }

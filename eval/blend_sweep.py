@@ -66,18 +66,16 @@ def ndcg_at(files: list[dict], alpha: float | None) -> float:
 
 
 def _run(args) -> int:
-    from eval.runner import run_eval
+    from eval.runner import judged_queries, run_eval
     from pipeline.registry import load_config
 
     config = load_config(args.config)
+    _, qrels = judged_queries(args.dataset, args.split)  # a wrong split fails here, before any index is loaded
     res = run_eval(args.dataset, args.split, args.pipeline, config, args.index_root, args.models_dir,
                    collection=args.collection)
     heads = {qid: head_of(hits, args.stage) for qid, hits in res.results.items()}
     if not any(heads.values()):
         raise ValueError(f"no hit of {args.pipeline!r} carries a {args.stage!r} score: is that the reranking stage's name?")
-    from eval.runner import judged_queries
-
-    _, qrels = judged_queries(args.dataset, args.split)
     payload = {"pipeline": args.pipeline, "stage": args.stage, "dataset": res.dataset, "split": args.split,
                "served_ndcg10": res.metrics.get("nDCG@10"), "heads": heads, "qrels": qrels}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -100,7 +98,8 @@ def _choose(args) -> int:
     ties = [a for a, v in curve.items() if v >= best - 1e-12]
     chosen = args.configured if args.configured in ties else min(ties)
     out = {"dev_files": [str(p) for p in args.dev], "dev_curve": curve, "configured": args.configured, "chosen": chosen,
-           "dev_at_configured": curve.get(args.configured, ndcg_at(dev, args.configured)), "dev_at_chosen": curve[chosen]}
+           "dev_at_configured": curve[args.configured] if args.configured in curve else ndcg_at(dev, args.configured),
+           "dev_at_chosen": curve[chosen]}
     print(f"dev (pooled, {sum(len(f['qrels']) for f in dev)} queries): "
           + " ".join(f"{a}:{v:.4f}" for a, v in curve.items()))
     print(f"chosen alpha {chosen} (dev {curve[chosen]:.4f}; configured {args.configured}: {out['dev_at_configured']:.4f})")
@@ -140,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     choose.add_argument("--configured", type=float, required=True, help="the alpha the config has now")
     choose.add_argument("--json-out", type=Path)
     args = p.parse_args(argv)
+    if args.action == "choose" and not 0.0 <= args.configured <= 1.0:
+        p.error(f"--configured must be in [0, 1], got {args.configured}")
     try:
         return _run(args) if args.action == "run" else _choose(args)
     except (ValueError, FileNotFoundError, KeyError) as exc:

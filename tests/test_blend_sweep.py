@@ -75,3 +75,13 @@ def test_run_rejects_a_stage_name_no_hit_carries(tiny_index_root, tmp_path, caps
     code = main(["run", "--dataset", str(TINY), "--split", "test", "--pipeline", "bm25", "--stage", "ce",
                  "--out", str(tmp_path / "x.json"), "--index-root", str(tiny_index_root)])
     assert code == 2 and "carries a 'ce' score" in capsys.readouterr().err
+
+
+def test_choose_refuses_an_alpha_outside_0_1_and_a_corrupt_file(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["choose", "--dev", str(tmp_path / "x.json"), "--configured", "1.5"])
+    assert exc.value.code == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    assert main(["choose", "--dev", str(bad), "--configured", "0.5"]) == 2
+    assert "error:" in capsys.readouterr().err

@@ -231,3 +231,24 @@ def test_adapt_queries_phase_can_use_generated_questions(tmp_path, monkeypatch):
     monkeypatch.setattr(query_generation, "load_generator", None)            # a re-run does not generate again
     assert main(argv) == 0
     assert main([*argv, "--force"]) == 0                        # nor does a forced one: the candidates log is kept
+
+
+def test_a_time_budget_filters_what_was_generated_and_a_rerun_continues(tmp_path):
+    import time
+
+    src, out, calls = _corpus(tmp_path), tmp_path / "out", []
+    slow = fake_generate(calls)
+
+    def generate(docs, batch_seed):
+        time.sleep(0.2)
+        return slow(docs, batch_seed)
+
+    info = gq.write_generated_dataset(src, out, batch_size=4, first_stage="bm25", keep_top=1, generate=generate,
+                                      max_seconds=0.1)
+    assert [len(c) for c in calls] == [4]                                  # the second batch never started
+    assert info["counts"]["documents_asked"] == 4 and info["counts"]["candidates"] == 4
+    again = gq.write_generated_dataset(src, out, batch_size=4, first_stage="bm25", keep_top=1, generate=generate)
+    assert [len(c) for c in calls] == [4, 2] and again["counts"]["documents_asked"] == 6
+    with pytest.raises(ValueError, match="time budget"):
+        gq.write_generated_dataset(src, tmp_path / "none", batch_size=4, first_stage="bm25", generate=generate,
+                                   max_seconds=0.0)

@@ -92,6 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     gen.add_argument("--dense-model", type=Path, default=None, help="MiniLM folder (default: the packaged one)")
     gen.add_argument("--progress-every", type=int, default=100, help="log progress every N documents")
     gen.add_argument("--seed", type=int, default=13)
+    gen.add_argument("--max-seconds", type=float, default=None,
+                     help="stop generating after this long and filter what is done (a re-run continues)")
 
     densify = sub.add_parser("densify", help="add dense (all-MiniLM-L6-v2) candidate lists to mined bundles (GPU if any)")
     densify.add_argument("--bundle", type=Path, required=True, help="folder of *.json.gz bundles")
@@ -237,7 +239,8 @@ def _generate(args) -> int:
     try:
         info = write_generated_dataset(args.dataset, args.out, args.limit, args.per_doc, args.device,
                                        args.batch_size, args.keep_top, args.seed, args.first_stage,
-                                       args.temperature, args.progress_every, args.model, args.dense_model)
+                                       args.temperature, args.progress_every, args.model, args.dense_model,
+                                       max_seconds=args.max_seconds)
     except PipelineError as exc:  # a missing model package, a bad corpus line
         raise ValueError(str(exc)) from exc
     print(json.dumps({k: info[k] for k in ("source", "queries", "counts", "generation", "filter")}))

@@ -59,8 +59,12 @@ def read_candidates(path: Path) -> dict[str, list[str]]:
     return done
 
 
-def generate_missing(docs: Sequence, generate: Generate, log: Path, batch_size: int, progress_every: int) -> float:
-    """Generate for the documents not yet in ``log`` (shortest prompts first, batched); returns seconds spent."""
+def generate_missing(docs: Sequence, generate: Generate, log: Path, batch_size: int, progress_every: int,
+                     max_seconds: float | None = None) -> float:
+    """Generate for the documents not yet in ``log`` (shortest prompts first, batched); returns seconds spent.
+
+    ``max_seconds``: stop starting new batches after that long (what is done stays in ``log``; a re-run continues).
+    """
     done = read_candidates(log)
     todo = sorted((d for d in docs if d.doc_id not in done), key=lambda d: len(passage_text(d)))
     if not todo:
@@ -69,6 +73,10 @@ def generate_missing(docs: Sequence, generate: Generate, log: Path, batch_size: 
     started, last_report = time.perf_counter(), 0
     with open(log, "a", encoding="utf-8") as f:
         for start in range(0, len(todo), batch_size):
+            if max_seconds is not None and time.perf_counter() - started > max_seconds:
+                logger.info("time budget of %.0f s reached after %d of %d documents: filtering those", max_seconds,
+                            start, len(todo))
+                break
             batch = todo[start:start + batch_size]
             questions = generate([(d.title, d.text) for d in batch], start // batch_size)
             for doc, qs in zip(batch, questions, strict=True):
@@ -115,10 +123,11 @@ def write_generated_dataset(dataset: Path, out: Path, limit: int | None = None, 
                             device: str | None = None, batch_size: int = 64, keep_top: int = 20, seed: int = 13,
                             first_stage: str = "hybrid", temperature: float = 0.0, progress_every: int = 100,
                             model: str = "smollm2-135m", dense_model: Path | None = None,
-                            generate: Generate | None = None) -> dict:
+                            generate: Generate | None = None, max_seconds: float | None = None) -> dict:
     """Generate, filter and write the dataset; returns the manifest (also written as ``pseudo.json``).
 
-    ``generate`` replaces the LM (tests); ``first_stage`` ``none`` keeps every non-degenerate question.
+    ``generate`` replaces the LM (tests); ``first_stage`` ``none`` keeps every non-degenerate question;
+    ``max_seconds`` bounds the generation (the documents not reached are left out, a re-run adds them).
     """
     dataset, out = Path(dataset), Path(out)
     docs = list(iter_corpus(dataset))
@@ -130,8 +139,11 @@ def write_generated_dataset(dataset: Path, out: Path, limit: int | None = None, 
     log = out / f"candidates-{settings.digest()}.jsonl"
     if generate is None:
         generate = _lazy_generator(settings, device, model)
-    gen_seconds = generate_missing(chosen, generate, log, batch_size, progress_every)
+    gen_seconds = generate_missing(chosen, generate, log, batch_size, progress_every, max_seconds)
     candidates = read_candidates(log)
+    chosen = [d for d in chosen if d.doc_id in candidates]
+    if not chosen:
+        raise ValueError(f"no document got a question within the time budget of {max_seconds} s")
 
     started = time.perf_counter()
     stage = None

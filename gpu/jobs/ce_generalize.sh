@@ -27,6 +27,8 @@
 #   ship+all             the shipped reranker trained further on real (x2) + all pseudo-queries, lr 2e-5
 #   ship+all+teacher     the same + teacher
 #   ship+all+teacher-r4  the same with the human labels counted 4x (how much in-domain weight keeps SciFact)
+#   ship+all+gen+self-0.3  ship+all+self-0.3 plus the SmolLM2 questions of SciFact's and Debian's corpora
+#   ship+all+gen+teacher   the same data with the hybrid teacher instead of the shipped model
 #   ship+all+self        ship+all anchored to the shipped reranker itself (KL to its scores on every group, weight 1:
 #                        self-distillation, so new domains are learnt without forgetting SciFact); -0.3: weight 0.3
 # Never trained on or used for a choice: Cranfield (reported); the manual pages are a held-out domain (dev for choices).
@@ -54,20 +56,22 @@ if [ -d .cache/ce-base-q8 ]; then
     && cp -r .cache/ce-base-q8/2_Dense "$GPU_WORK/shipped/" && SHIPPED=$GPU_WORK/shipped
 fi
 [ -n "$SHIPPED" ] || echo "SKIPPED: the shipped reranker's runs (continued training, adaptation, its evaluation): .cache/ce-base-q8 not packed"
-for b in scifact xquad-en cranfield manpages-titles scifact-titles debian-titles scifact-sents debian-sents; do
+for b in scifact xquad-en cranfield manpages-titles scifact-titles debian-titles scifact-sents debian-sents \
+         scifact-gen debian-gen; do
   [ -d $CE/$b ] || { echo "MISSING: $CE/$b (pack it)"; continue; }
   timeout 200 python3 -m training cross-encoder densify --bundle $CE/$b --model "$MINILM" --device cuda > "$R/densify-$b.log" 2>&1 &
 done
 wait
 echo "densify done at ${SECONDS}s"
 common=(--extra-eval $CE/cranfield/eval-test.json.gz $CE/manpages-titles/eval-train.json.gz --base-model "$MINILM"
-        --max-seconds "$TRAIN_S" --code-commit "${CODE_COMMIT:-unknown}")
+        --code-commit "${CODE_COMMIT:-unknown}")
 real=($CE/scifact $CE/xquad-en)
 titles=($CE/scifact-titles $CE/debian-titles)
 sents=($CE/scifact-sents $CE/debian-sents)
-train() {  # name, then the training arguments (--variants ... included)
+gen=($CE/scifact-gen $CE/debian-gen)   # SmolLM2 questions, round-trip filtered (gpu/jobs/generate_queries.sh)
+train() {  # name, then the training arguments (--variants ... included); MAXS: seconds of stepping (default TRAIN_S)
   local name=$1; shift
-  timeout $((TRAIN_S + 240)) python3 -m training cross-encoder train --out "$GPU_WORK/ce/$name" \
+  timeout $((TRAIN_S + 240)) python3 -m training cross-encoder train --out "$GPU_WORK/ce/$name" --max-seconds "${MAXS:-$TRAIN_S}" \
     --dump-scores "$GPU_WORK/dump-$name" "${common[@]}" --epochs 1 --max-steps "$STEPS" "${neg[@]}" "$@" > "$R/$name.log" 2>&1
   cp "$GPU_WORK/ce/$name/training_report.json" "$R/$name.json" 2>/dev/null
   for f in "$GPU_WORK/dump-$name"/*--*.json; do [ -e "$f" ] && mv "$f" "$R/scores/$name--${f##*--}"; done
@@ -111,12 +115,36 @@ variant() {  # NAME: one run of the ablation (see the list at the top)
       --lr "$SHIP_LR" --bundle "${all[@]}" --repeat 2 2 1 1 1 1 --teacher model --teacher-model "$SHIPPED" --distill-weight 1 ;;
     ship+all+self-0.3) [ -n "$SHIPPED" ] && have "${all[@]}" && train ship+all+self-0.3 --variants $plain --init-model "$SHIPPED" \
       --lr "$SHIP_LR" --bundle "${all[@]}" --repeat 2 2 1 1 1 1 --teacher model --teacher-model "$SHIPPED" --distill-weight 0.3 ;;
+    ship+all+gen+self-0.3) [ -n "$SHIPPED" ] && have "${all[@]}" "${gen[@]}" && train ship+all+gen+self-0.3 --variants $plain \
+      --init-model "$SHIPPED" --lr "$SHIP_LR" --bundle "${all[@]}" "${gen[@]}" --repeat 2 2 1 1 1 1 1 1 \
+      --teacher model --teacher-model "$SHIPPED" --distill-weight 0.3 ;;
+    ship+all+gen+teacher) [ -n "$SHIPPED" ] && have "${all[@]}" "${gen[@]}" && train ship+all+gen+teacher --variants $teach \
+      --init-model "$SHIPPED" --lr "$SHIP_LR" --bundle "${all[@]}" "${gen[@]}" --repeat 2 2 1 1 1 1 1 1 ;;
     *) echo "unknown run $1 (RUNS)" ;;
   esac
 }
 for name in $RUNS; do variant "$name" & sleep 2; done
 wait
 echo "training done at ${SECONDS}s"
+# SOUPS="name=a+b[@wa,wb] ...": weight averages of runs continued from the shipped reranker (model soups, WiSE-FT;
+# "shipped" names the starting model), each evaluated like a run (a training run of no steps from the soup)
+soup_run() {
+  local spec=$1 name parts models=() weights=() m
+  name=${spec%%=*}; parts=${spec#*=}
+  for m in $(echo "${parts%%@*}" | tr '+' ' '); do
+    if [ "$m" = shipped ]; then models+=("$SHIPPED"); else models+=("$GPU_WORK/ce/$m"); fi
+  done
+  case "$parts" in *@*) weights=(--weights $(echo "${parts#*@}" | tr ',' ' ')) ;; esac
+  python3 -m training cross-encoder soup --models "${models[@]}" "${weights[@]}" --out "$GPU_WORK/soup/$name" \
+    > "$R/soup-$name.log" 2>&1 || { echo "soup $name failed (soup-$name.log)"; return; }
+  MAXS=0.001 train "$name" --variants listwise+curriculum+dense-negs --init-model "$GPU_WORK/soup/$name" \
+    --bundle "${real[@]}" "${titles[@]}" "${sents[@]}"
+}
+if [ -n "${SOUPS:-}" ] && [ -n "$SHIPPED" ]; then
+  for spec in $SOUPS; do soup_run "$spec" & sleep 1; done
+  wait
+  echo "soups done at ${SECONDS}s"
+fi
 grep -h -E "model: |time budget|Error|error|Traceback" "$R"/*.log | cut -c1-300
 python3 -m training cross-encoder blend --dumps "$R/scores" --out "$R/blend.json" | grep -E " bm25 | zhybrid " | cut -c1-160
 # the dev-only choice: mean nDCG@10 of the reranker alone over BM25's top-100 on SciFact dev, XQuAD-R dev and the

@@ -163,6 +163,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     blend.add_argument("--dumps", type=Path, required=True, help="folder written by train --dump-scores")
     blend.add_argument("--out", type=Path, default=None, help="JSON report (default: print only)")
 
+    soup = sub.add_parser("soup", help="weighted mean of the weights of rerankers continued from one model (WiSE-FT)")
+    soup.add_argument("--models", type=Path, nargs="+", required=True, help="cross-encoder folders (two or more)")
+    soup.add_argument("--weights", type=float, nargs="*", default=None, help="one per model (default: uniform)")
+    soup.add_argument("--out", type=Path, required=True, help="folder for the averaged reranker")
+
     card = sub.add_parser("card", help="(re)write MODEL_CARD.md of a model folder from its training report")
     card.add_argument("--model", type=Path, required=True)
     card.add_argument("--report", type=Path, help="training_report.json (default: the model folder's)")
@@ -189,6 +194,11 @@ def run(args: argparse.Namespace) -> int:
             return _train(args)
         if args.action == "blend":
             return _blend(args)
+        if args.action == "soup":
+            from training.cross_encoder.soup import make_soup
+
+            print(json.dumps(make_soup(args.models, args.weights, args.out)))
+            return 0
         if args.action == "interpolate":
             from training.cross_encoder.interpolation import run as interpolate
 

@@ -126,18 +126,18 @@ variant() {  # NAME: one run of the ablation (see the list at the top)
 for name in $RUNS; do variant "$name" & sleep 2; done
 wait
 echo "training done at ${SECONDS}s"
-# SOUPS="name=a+b[@wa,wb] ...": weight averages of runs continued from the shipped reranker (model soups, WiSE-FT;
+# SOUPS="name=a,b[@wa:wb] ...": weight averages of runs continued from the shipped reranker (model soups, WiSE-FT;
 # "shipped" names the starting model), each evaluated like a run (a training run of no steps from the soup)
 soup_run() {
   local spec=$1 name parts models=() weights=() m
   name=${spec%%=*}; parts=${spec#*=}
-  for m in $(echo "${parts%%@*}" | tr '+' ' '); do
+  for m in $(echo "${parts%%@*}" | tr ',' ' '); do
     if [ "$m" = shipped ]; then models+=("$SHIPPED"); else models+=("$GPU_WORK/ce/$m"); fi
   done
-  case "$parts" in *@*) weights=(--weights $(echo "${parts#*@}" | tr ',' ' ')) ;; esac
+  case "$parts" in *@*) weights=(--weights $(echo "${parts#*@}" | tr ':' ' ')) ;; esac
   python3 -m training cross-encoder soup --models "${models[@]}" "${weights[@]}" --out "$GPU_WORK/soup/$name" \
     > "$R/soup-$name.log" 2>&1 || { echo "soup $name failed (soup-$name.log)"; return; }
-  MAXS=0.001 train "$name" --variants listwise+curriculum+dense-negs --init-model "$GPU_WORK/soup/$name" \
+  MAXS=1e-9 train "$name" --variants listwise+curriculum+dense-negs --init-model "$GPU_WORK/soup/$name" \
     --bundle "${real[@]}" "${titles[@]}" "${sents[@]}"
 }
 if [ -n "${SOUPS:-}" ] && [ -n "$SHIPPED" ]; then

@@ -37,12 +37,13 @@ TRAIN_S=${TRAIN_S:-300}     # seconds of stepping per run (then evaluation and s
 STEPS=${STEPS:-1500}
 CE=.cache/ce
 R=${RES:-$GPU_WORK/res}; mkdir -p "$R/scores"
-# A deadline inside the call: at DEADLINE_S seconds whatever $R holds goes to $OUT (results-partial.tar.xz) and the
+# A deadline inside the call: at DEADLINE_S seconds whatever $R holds goes to $OUT (results-partial.tar.xz.part-*; here: cat the parts | tar -xJf -) and the
 # job's runs are stopped, so a slow evaluation can no longer cost the whole call (2026-12-04: a call ran out its
 # 600 s and returned nothing; the next was stopped from outside and returned an empty archive).
 DEADLINE_S=${DEADLINE_S:-520}
 ( sleep "$DEADLINE_S"; echo "deadline of ${DEADLINE_S}s: partial results to \$OUT, runs stopped"
-  tar -cf - -C "$R" . | xz -T8 > "$OUT/results-partial.tar.xz"; pkill -TERM -f "m training (cross-encoder|adapt)"; pkill -TERM -P $$ ) &  # never put that pattern in the device command line: it would stop the command itself
+  touch "$GPU_WORK/past-deadline"   # the job's own steps after the runs check it and stop (a call ran out its 600 s)
+  tar -cf - -C "$R" . | xz -T8 | split -b 15m - "$OUT/results-partial.tar.xz.part-"; pkill -TERM -f "m training (cross-encoder|adapt)"; pkill -TERM -P $$ ) &  # never put that pattern in the device command line: it would stop the command itself
 watchdog=$!; disown "$watchdog"  # out of the job table: the `wait`s below must not wait for it
 SHIPPED=""
 # the shipped reranker (int8 pack, 21 MiB) comes packed, or staged by one earlier call to the warm machine:
@@ -146,6 +147,7 @@ if [ -n "${SOUPS:-}" ] && [ -n "$SHIPPED" ]; then
   echo "soups done at ${SECONDS}s"
 fi
 grep -h -E "model: |time budget|Error|error|Traceback" "$R"/*.log | cut -c1-300
+if [ -e "$GPU_WORK/past-deadline" ]; then echo "past the deadline: the partial results are in \$OUT"; exit 0; fi
 python3 -m training cross-encoder blend --dumps "$R/scores" --out "$R/blend.json" | grep -E " bm25 | zhybrid " | cut -c1-160
 # the dev-only choice: mean nDCG@10 of the reranker alone over BM25's top-100 on SciFact dev, XQuAD-R dev and the
 # never-trained-on manual pages; the best two come back as int8 packs (about 23 MB each; $OUT takes 64 MB)
@@ -170,6 +172,7 @@ for name in $(picks | cut -d' ' -f1); do
     && cp -r "$m/2_Dense" "$m/training_report.json" "$m/MODEL_CARD.md" "$GPU_WORK/ret/$name/"; fi
 done
 mkdir -p "$GPU_WORK/ret"; tar -cf - -C "$GPU_WORK/ret" . | split -b 15m - "$OUT/models.tar.part-"
-tar -cf - -C "$R" . | xz -T8 > "$OUT/results.tar.xz"
+# split: a file over 16 MiB does not come back from a call (2026-12-04: a 19 MB archive was left out)
+tar -cf - -C "$R" . | xz -T8 | split -b 15m - "$OUT/results.tar.xz.part-"
 ls -la "$OUT"
 kill "$watchdog" 2>/dev/null

@@ -21,6 +21,12 @@ def test_adapted_config_serves_the_adapted_model_beside_the_shipped_one():
     config = load_config(REPO / "configs" / "adapted.yaml")
     models = {name: [s.get("model") for s in p.stages if isinstance(s, dict)] for name, p in config.pipelines.items()}
     assert "ce-adapted" in models["hybrid>>ce-adapted"] and "ce-minilm" in models["hybrid>>ce"]
+    # the comparison it exists for: the shipped pipeline exactly as configs/pipelines.yaml serves it, and the adapted
+    # model blended at the same weight (2026-12-04: the copy had kept an older weight)
+    shipped = load_config(REPO / "configs" / "pipelines.yaml").pipelines["hybrid>>ce"].stages
+    assert config.pipelines["hybrid>>ce"].stages == shipped
+    adapted = config.pipelines["hybrid>>ce-adapted"].stages
+    assert adapted[:-1] == shipped[:-1] and {**adapted[-1], "model": "ce-minilm"} == shipped[-1]
 
 
 @pytest.mark.parametrize(

@@ -34,12 +34,19 @@ import numpy as np
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+REFERENCE = "reference fp32"  # eager fp32 (no TF32): what every variant's scores approximate
 GPU_BASE = dict(precision="bf16", batch_size=512, batch_tokens=512 * 512, pad_multiple=64)
 VARIANTS = {  # name: scorer options on top of the device's base, and whether a "cached" row follows
     "padded": (dict(packing="off", compile=True, passage_cache=0), True),
     "packed": (dict(packing="on", compile=True, passage_cache=0), True),
     "packed eager": (dict(packing="on", compile=False, passage_cache=0), False),
+    "padded fp16": (dict(packing="off", compile=True, passage_cache=0, precision="fp16"), False),
+    "packed fp16": (dict(packing="on", compile=True, passage_cache=0, precision="fp16"), True),
+    "packed 256k": (dict(packing="on", compile=True, passage_cache=0, packed_tokens=262144), True),
+    "packed autotune": (dict(packing="on", compile=True, passage_cache=0, compile_mode="max-autotune-no-cudagraphs"), True),
+    REFERENCE: (dict(packing="off", compile=False, passage_cache=0, precision="fp32"), False),
 }
+DEFAULT_VARIANTS = ["padded", "packed", "packed eager"]
 
 
 def sync() -> None:
@@ -71,14 +78,17 @@ def run_variant(name: str, options: dict, cached: bool, args, pairs) -> list[dic
 
     start = time.perf_counter()
     scorer = CrossEncoderScorer(args.model, device=args.device, max_length=args.max_length,
-                                packed_tokens=args.packed_tokens, **options)
+                                **{"packed_tokens": args.packed_tokens, **options})
     warm = pairs[: args.warm_pairs]
     scorer.score_pairs(warm)  # compile, tokenizer child, allocator
     scorer.score_pairs(warm)
     ready_s = time.perf_counter() - start
     encoded = scorer.encode(pairs)
-    fwd, _ = times(lambda: scorer.score_encoded(encoded), args.repeats)
-    e2e, scores = times(lambda: scorer.score_pairs(pairs), args.repeats)
+    repeats = 1 if name == REFERENCE else args.repeats
+    fwd, _ = times(lambda: scorer.score_encoded(encoded), repeats)
+    e2e, scores = times(lambda: scorer.score_pairs(pairs), repeats)
+    if args.profile and name == "packed":
+        profile(scorer, encoded[: args.profile])
     rows = [{"variant": name, "fast_path": scorer.fast_path(), "ready_s": round(ready_s, 1),
              "forward_pairs_per_s": rates(len(pairs), fwd), "end_to_end_pairs_per_s": rates(len(pairs), e2e),
              "scores": list(scores)}]
@@ -94,6 +104,18 @@ def run_variant(name: str, options: dict, cached: bool, args, pairs) -> list[dic
             row["note"] = scorer.precision_note
         print(json.dumps({k: v for k, v in row.items() if k != "scores"}), flush=True)
     return rows  # the scorer goes with this frame (main collects before the next variant)
+
+
+def profile(scorer, encoded) -> None:
+    """The CUDA kernels of one ``score_encoded`` call over ``encoded`` pairs, by total time (top 20)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        scorer.score_encoded(encoded)
+        sync()
+    print(f"profile of {len(encoded)} pairs ({scorer.fast_path()}):")
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=20, max_name_column_width=70), flush=True)
 
 
 def compare(owners, base: list[float], other: list[float], k: int = 10) -> dict:
@@ -132,7 +154,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warm-pairs", type=int, default=8192)
     p.add_argument("--packed-tokens", type=int, default=131072, help="real tokens per packed forward pass")
-    p.add_argument("--variants", nargs="*", default=None, help=f"a subset of {list(VARIANTS)} (padded always runs)")
+    p.add_argument("--variants", nargs="*", default=None,
+                   help=f"a subset of {list(VARIANTS)} (padded always runs; default {DEFAULT_VARIANTS})")
+    p.add_argument("--profile", type=int, default=0, help="profile the packed variant's kernels over this many pairs")
     p.add_argument("--no-cached", action="store_true", help="skip the warm passage cache rows")
     p.add_argument("--json-out", type=Path)
     args = p.parse_args(argv)
@@ -145,7 +169,10 @@ def main(argv: list[str] | None = None) -> dict:
     pairs, owners, qrels = load_pairs(args.bundle, args.queries, depth=args.depth)
     gpu = args.device == "cuda"
     base = GPU_BASE if gpu else dict(precision="fp32", batch_size=8)
-    names = ["padded", *[n for n in (args.variants or VARIANTS) if n != "padded"]]
+    names = ["padded", *[n for n in (args.variants or DEFAULT_VARIANTS) if n != "padded"]]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        p.error(f"unknown variants {unknown}: choose from {list(VARIANTS)}")
     result: dict = {"device": torch.cuda.get_device_name(0) if gpu else "cpu", "torch": torch.__version__,
                     "cpus": len(os.sched_getaffinity(0)), "pairs": len(pairs), "queries": len(qrels),
                     "attention": attention_kind(args.device, torch.bfloat16 if gpu else torch.float32), "rows": []}
@@ -173,6 +200,10 @@ def main(argv: list[str] | None = None) -> dict:
                 for kind in ("forward_pairs_per_s", "end_to_end_pairs_per_s"):
                     row[kind.replace("pairs_per_s", "vs_padded")] = round(row[kind]["median"] / ref[kind]["median"], 3)
                 row["ranking_vs_padded"] = compare(owners, scores["padded"], scores[row["variant"]])
+        if REFERENCE in scores:  # how far each variant (the baseline too) is from the fp32 scores
+            for row in result["rows"]:
+                if row["variant"] in scores and row["variant"] != REFERENCE:
+                    row["ranking_vs_reference"] = compare(owners, scores[REFERENCE], scores[row["variant"]])
         try:
             result["ndcg10"] = {n: round(ndcg(owners, s, qrels), 4) for n, s in scores.items()}
         except Exception as exc:  # noqa: BLE001 - ir-measures missing: the rankings above still compare
@@ -187,7 +218,8 @@ def main(argv: list[str] | None = None) -> dict:
 
 def print_table(result: dict) -> None:
     print(f"\n{result['pairs']} pairs, {result['device']}, torch {result['torch']}, attention {result['attention']}")
-    print(f"{'variant':<15} {'forward med/best':>18} {'e2e med/best':>16} {'fwd x':>6} {'e2e x':>6}  top10 same set/order  max|diff|")
+    print(f"{'variant':<15} {'forward med/best':>18} {'e2e med/best':>16} {'fwd x':>6} {'e2e x':>6}  "
+          "top10 same set/order  max|diff|  (vs padded, then vs fp32 when measured)")
     for row in result["rows"]:
         if "failed" in row:
             print(f"{row['variant']:<15} failed: {row['failed'][:100]}")
@@ -195,6 +227,8 @@ def print_table(result: dict) -> None:
         f, e = row["forward_pairs_per_s"], row["end_to_end_pairs_per_s"]
         r = row.get("ranking_vs_padded")
         rank = f"{r['top10_same_set']}/{r['top10_same_order']} of {r['queries']}  {r['max_abs_score_diff']:.4f}" if r else "(baseline)"
+        ref = row.get("ranking_vs_reference")
+        rank += f"  vs fp32: {ref['top10_same_set']}/{ref['top10_same_order']} {ref['max_abs_score_diff']:.4f}" if ref else ""
         print(f"{row['variant']:<15} {f['median']:>8}/{f['best']:<9} {e['median']:>7}/{e['best']:<8} "
               f"{row.get('forward_vs_padded', 1.0):>6} {row.get('end_to_end_vs_padded', 1.0):>6}  {rank}", flush=True)
 

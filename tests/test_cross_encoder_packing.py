@@ -77,6 +77,27 @@ def test_packed_bf16_ranks_like_padded_bf16(pairs):
     assert np.corrcoef(want, got)[0, 1] > 0.999
 
 
+def test_bf16_logits_are_not_rounded_to_bf16(padded, pairs):
+    """The head runs in fp32 after an fp32 mean: bf16 weights, yet scores off the bf16 grid (fewer ties)."""
+    torch = pytest.importorskip("torch")
+    from pipeline.scorers.cross_encoder import CrossEncoderScorer
+
+    for packing in ("off", "on"):
+        scores = torch.tensor(CrossEncoderScorer(MODEL, device="cpu", precision="bf16", max_length=128,
+                                                 packing=packing).score_pairs(pairs))
+        assert (scores != scores.to(torch.bfloat16).float()).sum() >= len(pairs) // 2, packing
+
+
+def test_fp16_precision_is_closer_to_fp32_than_bf16(padded, pairs):
+    from pipeline.scorers.cross_encoder import CrossEncoderScorer
+
+    want = np.array(padded.score_pairs(pairs))
+    err = {p: np.max(np.abs(want - CrossEncoderScorer(MODEL, device="cpu", precision=p, max_length=128,
+                                                      packing="on").score_pairs(pairs))) for p in ("fp16", "bf16")}
+    assert CrossEncoderScorer(MODEL, device="cpu", precision="fp16", max_length=128).precision == "fp16"
+    assert err["fp16"] < 0.02 and err["fp16"] < err["bf16"] / 2, err
+
+
 def test_packed_arrays_lay_out_pairs_back_to_back():
     from pipeline.scorers.packed_bert import packed_arrays
 

@@ -18,8 +18,9 @@ a linear head; ``CrossEncoder(folder).predict`` gives the same scores) trained b
 * **passage ids cache**: ``passage_cache`` texts' word pieces kept across calls (:mod:`pipeline.scorers.token_cache`;
   default 100,000 on a GPU, none on a CPU), so a query tokenizes only itself and the passages it has not seen.
 * **precision**: ``auto`` runs bf16 on a GPU and on a CPU with native bf16 (AVX512-BF16/AMX,
-  measured once: :mod:`pipeline.scorers.cpu_precision`), else fp32; ``fp32``, ``bf16`` or ``int8`` force
-  one. ``int8`` is the CPU path: every encoder ``nn.Linear`` in W8A8 (:mod:`pipeline.scorers.int8_linear`),
+  measured once: :mod:`pipeline.scorers.cpu_precision`), else fp32; ``fp32``, ``bf16``, ``fp16`` or ``int8`` force
+  one. ``fp16`` is a GPU option (as fast as bf16 there, 8x finer rounding: rankings closer to fp32). The fast
+  modules pool and apply the head in fp32 whatever the precision. ``int8`` is the CPU path: every encoder ``nn.Linear`` in W8A8 (:mod:`pipeline.scorers.int8_linear`),
   the head in fp32. Not chosen by ``auto`` (see :func:`~pipeline.scorers.cpu_precision.default_precision`).
 * **format**: :mod:`pipeline.scorers.cross_encoder_folder` reads the folder; :meth:`CrossEncoderScorer.save`
   writes the model served (training writes through the same module).
@@ -75,7 +76,7 @@ class CrossEncoderOptions:
     """How the engine runs a model folder (the ``cross_encoder`` stage config sets most of these)."""
 
     device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto"
     max_length: int = 384
     query_max_tokens: int = 64
     batch_size: int | None = None
@@ -94,6 +95,9 @@ class CrossEncoderOptions:
     run_ahead: int = 0
     packing: Literal["auto", "on", "off"] = "auto"
     """Padding-free forward passes (pipeline/scorers/packing.py): auto = off for now (on opts in on a CUDA device; results/2026-12-04-ce-packed)."""
+    compile_mode: str | None = None
+    """``torch.compile`` mode (None: the default; e.g. ``max-autotune-no-cudagraphs``: Triton matrix products
+    with fused epilogues, minutes of autotuning at load; benchmarks/ce_packed.py measures it)."""
     packed_tokens: int = 131072
     """Real tokens per packed forward pass at most."""
     passage_cache: int | None = None
@@ -169,8 +173,8 @@ class CrossEncoderScorer(PairScorer):
             from pipeline.scorers.int8_linear import quantize_linears
 
             quantize_linears(model, keep=lambda name: name == "head")  # per-token W8A8 (pipeline/scorers/int8_linear.py)
-        elif precision == "bf16":
-            model = model.to(torch.bfloat16)
+        elif precision in ("bf16", "fp16"):
+            model = model.to(torch.bfloat16 if precision == "bf16" else torch.float16)
         self.model = model.to(self.device)
         self.folder = folder
         cache_size = o.passage_cache if o.passage_cache is not None else (0 if self.device == "cpu" else 100_000)
@@ -178,7 +182,7 @@ class CrossEncoderScorer(PairScorer):
         fast_module = self.model if is_fast and precision != "int8" else None
         self.packed, self.packing_note = setup_packing(self, fast_module, o.packing, o.compile, o.packed_tokens)
         if o.compile:
-            self.model = torch.compile(self.model, dynamic=True)
+            self.model = torch.compile(self.model, dynamic=True, mode=o.compile_mode)
         self._lock = threading.Lock()  # one forward at a time per model (CPU threads are shared anyway)
 
     def encode(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -361,7 +365,7 @@ class CrossEncoderScorer(PairScorer):
     def fast_path(self) -> dict:
         """How this engine runs, for ``GET /pipelines``: device, precision, packed or padded, the token cache."""
         out = {"device": self.device, "precision": self.precision, "packing": self.packed is not None,
-               "compile": self.options.compile, "passage_cache": self.token_cache.capacity}
+               "compile": self.options.compile and (self.options.compile_mode or True), "passage_cache": self.token_cache.capacity}
         if self.packed is not None:
             out["attention"] = self.packed.kind
         elif self.packing_note:

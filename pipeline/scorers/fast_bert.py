@@ -77,13 +77,23 @@ def _classes():
             key_mask = attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, keys): padding never attended
             for layer in self.layers:
                 x = layer(x, key_mask)
-            return self.head(masked_mean(x, attention_mask)).squeeze(-1)
+            return head_fp32(self.head, masked_mean(x.float(), attention_mask)).squeeze(-1)
 
     return FastBertScorer
 
 
+def head_fp32(head, pooled):
+    """The linear head applied in fp32 whatever the encoder's precision: the logits are not rounded to bf16
+    (steps of 1/32 near 4-8, i.e. ties and flips between two runs of the same model; results/2026-12-04-ce-packed)."""
+    import torch.nn.functional as F
+
+    bias = head.bias.float() if head.bias is not None else None
+    return F.linear(pooled.float(), head.weight.float(), bias)
+
+
 def masked_mean(hidden, attention_mask):
-    """Mean of the token vectors that ``attention_mask`` keeps (the pooling of every cross-encoder here)."""
+    """Mean of the token vectors that ``attention_mask`` keeps (the pooling of every cross-encoder here);
+    the fast modules hand it fp32 vectors, so the sum over a passage is not rounded to bf16."""
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 

@@ -26,6 +26,8 @@ from typing import Sequence
 
 import numpy as np
 
+from pipeline.scorers.fast_bert import head_fp32
+
 MAX_SEQLEN_MULTIPLE = 64  # the max_seqlen handed to the kernels is rounded up to this (fewer compiled variants)
 
 
@@ -127,15 +129,14 @@ def _classes():
             return self.head_of_segments(x, cu_seqlens)
 
         def head_of_segments(self, x, cu_seqlens):
-            """Mean of each segment's token vectors (summed in fp32), then the linear head: one logit per pair."""
+            """Mean of each segment's token vectors (summed in fp32), then the linear head in fp32: one logit per pair."""
             cu = cu_seqlens.long()
             lengths = cu[1:] - cu[:-1]
             segment = torch.repeat_interleave(torch.arange(lengths.shape[0], device=x.device), lengths,
                                               output_size=x.shape[0])
             sums = torch.zeros(lengths.shape[0], x.shape[1], dtype=torch.float32, device=x.device)
             sums.index_add_(0, segment, x.float())
-            pooled = (sums / lengths.clamp(min=1)[:, None]).to(x.dtype)
-            return self.fast.head(pooled).squeeze(-1)
+            return head_fp32(self.fast.head, sums / lengths.clamp(min=1)[:, None]).squeeze(-1)
 
     return PackedBertScorer
 

@@ -81,7 +81,7 @@ def setup_packing(scorer, fast_module, mode: str, compile_: bool, batch_tokens: 
         problem = self_check(scorer, path, fast_module)
         if not problem:
             if compile_:
-                path.module = torch.compile(path.module, dynamic=True)
+                path.module = torch.compile(path.module, dynamic=True, mode=scorer.options.compile_mode)
             return path, ""
         problems.append(f"{kind}: {problem}")
         logger.warning("cross-encoder %s: packed attention %s failed its self-check: %s", scorer.folder, kind, problem)

@@ -50,7 +50,7 @@ class CrossEncoderConfig(StageConfig):
     batch_tokens: int | None = Field(default=None, ge=512)
     """Padded tokens per forward pass at most; None: ``batch_size`` x 512."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto"
     threads: int | None = Field(default=None, ge=1, le=256)
     compile: bool = False
     """``torch.compile`` the forward pass, at load time (the stage warms it up): on an H200 +9-15% end to end

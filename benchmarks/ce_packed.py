@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--warm-pairs", type=int, default=8192)
     p.add_argument("--packed-tokens", type=int, default=131072, help="real tokens per packed forward pass")
     p.add_argument("--variants", nargs="*", default=None,
-                   help=f"a subset of {list(VARIANTS)} (padded always runs; default {DEFAULT_VARIANTS})")
+                   help=f"a subset of {list(VARIANTS)}, '-' for ' ' (padded always runs; default {DEFAULT_VARIANTS})")
     p.add_argument("--profile", type=int, default=0, help="profile the packed variant's kernels over this many pairs")
     p.add_argument("--no-cached", action="store_true", help="skip the warm passage cache rows")
     p.add_argument("--json-out", type=Path)
@@ -169,7 +169,8 @@ def main(argv: list[str] | None = None) -> dict:
     pairs, owners, qrels = load_pairs(args.bundle, args.queries, depth=args.depth)
     gpu = args.device == "cuda"
     base = GPU_BASE if gpu else dict(precision="fp32", batch_size=8)
-    names = ["padded", *[n for n in (args.variants or DEFAULT_VARIANTS) if n != "padded"]]
+    wanted = [n.replace("-", " ").replace("_", " ") for n in (args.variants or DEFAULT_VARIANTS)]  # packed-fp16 = "packed fp16"
+    names = ["padded", *[n for n in wanted if n != "padded"]]
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         p.error(f"unknown variants {unknown}: choose from {list(VARIANTS)}")

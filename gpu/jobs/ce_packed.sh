@@ -6,7 +6,8 @@
 # Pack (here): MINILM=0 bash gpu/pack.sh models/ce-minilm .cache/ce/scifact/eval-test.json.gz && bash gpu/tree.sh slim
 #   (the bundle: python -m indexer build --dataset ../shared/data/scifact --index lucene
 #    then python -m training cross-encoder mine --dataset ../shared/data/scifact --out .cache/ce/scifact)
-# Env: MODEL (models/ce-minilm), BENCH_S (360), ARGS (more benchmark flags, e.g. "--packed-tokens 262144")
+# Env: MODEL (models/ce-minilm), BENCH_S (360), ARGS (more benchmark flags, e.g. "--variants packed packed-fp16
+#   reference-fp32 --profile 4096": names with - for spaces)
 # $OUT: packed.json (every row, rankings, nDCG@10), versions.txt
 set -uo pipefail
 MODEL=${MODEL:-models/ce-minilm}

@@ -44,6 +44,11 @@ VARIANTS = {  # name: scorer options on top of the device's base, and whether a 
     "packed fp16": (dict(packing="on", compile=True, passage_cache=0, precision="fp16"), True),
     "packed 256k": (dict(packing="on", compile=True, passage_cache=0, packed_tokens=262144), True),
     "packed autotune": (dict(packing="on", compile=True, passage_cache=0, compile_mode="max-autotune-no-cudagraphs"), True),
+    "packed flex": (dict(packing="on", compile=True, passage_cache=0, packed_attention="flex"), True),
+    "packed cudnn": (dict(packing="on", compile=True, passage_cache=0, packed_attention="nested-cudnn"), True),
+    "packed efficient": (dict(packing="on", compile=True, passage_cache=0, packed_attention="nested-efficient"), True),
+    "packed gelu": (dict(packing="on", compile=True, passage_cache=0, packed_gelu_epilogue=True), True),
+    "packed fp16 gelu": (dict(packing="on", compile=True, passage_cache=0, precision="fp16", packed_gelu_epilogue=True), True),
     REFERENCE: (dict(packing="off", compile=False, passage_cache=0, precision="fp32"), False),
 }
 DEFAULT_VARIANTS = ["padded", "packed", "packed eager"]

@@ -100,6 +100,11 @@ class CrossEncoderOptions:
     with fused epilogues, minutes of autotuning at load; benchmarks/ce_packed.py measures it)."""
     packed_tokens: int = 131072
     """Real tokens per packed forward pass at most."""
+    packed_attention: str | None = None
+    """Force the packed path's attention (``varlen``, ``nested``, ``reference`` or a measured kind of
+    :data:`pipeline.scorers.packed_bert.FORCED`); None: the first that this torch offers and that passes the self-check."""
+    packed_gelu_epilogue: bool = False
+    """Packed path: the FFN's bias + GELU inside the matrix product (cuBLASLt epilogue, tanh GELU; measured, not default)."""
     passage_cache: int | None = None
     """Passages whose token ids are kept across calls (LRU); None: 100,000 on a GPU, 0 on a CPU."""
 
@@ -368,6 +373,8 @@ class CrossEncoderScorer(PairScorer):
                "compile": self.options.compile and (self.options.compile_mode or True), "passage_cache": self.token_cache.capacity}
         if self.packed is not None:
             out["attention"] = self.packed.kind
+            if self.options.packed_gelu_epilogue:
+                out["gelu"] = "epilogue (tanh)"
         elif self.packing_note:
             out["packing_note"] = self.packing_note
         return out

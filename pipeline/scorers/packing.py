@@ -75,9 +75,13 @@ def setup_packing(scorer, fast_module, mode: str, compile_: bool, batch_tokens: 
     dtype = next(fast_module.parameters()).dtype
     first = attention_kind(scorer.device, dtype)
     kinds = [first, *(["nested"] if first == "varlen" else [])]  # varlen failing its self-check: try nested
+    if scorer.options.packed_attention:
+        kinds = [scorer.options.packed_attention]
+    gelu_epilogue = scorer.options.packed_gelu_epilogue
     problems = []
     for kind in kinds:
-        path = PackedPath(packed_bert_scorer(fast_module, kind).eval(), kind, batch_tokens, max(scorer.batch_size, 4096))
+        module = packed_bert_scorer(fast_module, kind, gelu_epilogue).eval()
+        path = PackedPath(module, kind, batch_tokens, max(scorer.batch_size, 4096))
         problem = self_check(scorer, path, fast_module)
         if not problem:
             if compile_:

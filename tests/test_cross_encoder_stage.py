@@ -183,6 +183,23 @@ def test_pipelined_scoring_matches_one_pass(tiny_model):
         assert eager.score_pairs(pairs) == pytest.approx(one_pass.score_pairs(pairs), abs=1e-5)
 
 
+def test_cached_passages_skip_the_slices(tiny_model, monkeypatch):
+    """With the passages in the ids cache only the queries are left to tokenize (at most one text per 8 pairs):
+    one pass, every batch full, the same scores; with a cold cache the slices still run."""
+    from pipeline.scorers.token_cache import TokenCache
+
+    passages = [f"passage {i} about " + "lava " * (i % 7) for i in range(40)]
+    pairs = [(f"query {i % 3}", p) for i in range(3) for p in passages]  # 120 pairs, 43 texts
+    want = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64).score_pairs(pairs)
+    piped = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64, first_slice=4, chunk_pairs=16)
+    piped.pipelined, piped.token_cache = True, TokenCache(1000)
+    sliced = []
+    monkeypatch.setattr(piped, "_ready_chunks", lambda *a, **k: sliced.append(1) or CrossEncoderScorer._ready_chunks(piped, *a, **k))
+    assert piped.score_pairs(pairs) == pytest.approx(want, abs=1e-5) and sliced  # cold: 43 texts for 120 pairs
+    sliced.clear()
+    assert piped.score_pairs(pairs) == pytest.approx(want, abs=1e-5) and not sliced  # warm: 3 queries for 120 pairs
+
+
 def test_dead_tokenizer_process_falls_back_to_this_process(tiny_model):
     from concurrent.futures import Future
     from concurrent.futures.process import BrokenProcessPool

@@ -13,8 +13,8 @@ a linear head; ``CrossEncoder(folder).predict`` gives the same scores) trained b
 * **forward pass**: :mod:`pipeline.scorers.fast_bert` (fused QKV, no host sync per batch, same scores);
   ``fast=False`` or a non-BERT encoder runs the ``transformers`` module. On a GPU, ``packing: on`` runs it
   padding-free: each batch one stream of real tokens, attention per pair (:mod:`pipeline.scorers.packing`,
-  :mod:`pipeline.scorers.packed_bert`); ``auto`` (the default) keeps the padded path until the packed one's
-  rankings are shown equal (results/2026-12-04-ce-packed); on a CPU always the padded path, unchanged.
+  :mod:`pipeline.scorers.packed_bert`); ``auto`` (the default) packs on a GPU (after a load-time self-check; its
+  rankings are as close to fp32 as the padded path's, results/2026-12-04-ce-packed); on a CPU always padded.
 * **passage ids cache**: ``passage_cache`` texts' word pieces kept across calls (:mod:`pipeline.scorers.token_cache`;
   default 100,000 on a GPU, none on a CPU), so a query tokenizes only itself and the passages it has not seen.
 * **precision**: ``auto`` runs bf16 on a GPU and on a CPU with native bf16 (AVX512-BF16/AMX,
@@ -94,7 +94,7 @@ class CrossEncoderOptions:
     slices_ahead: int = 1
     run_ahead: int = 0
     packing: Literal["auto", "on", "off"] = "auto"
-    """Padding-free forward passes (pipeline/scorers/packing.py): auto = off for now (on opts in on a CUDA device; results/2026-12-04-ce-packed)."""
+    """Padding-free forward passes (pipeline/scorers/packing.py): auto = on a CUDA device after a self-check, off on a CPU."""
     compile_mode: str | None = None
     """``torch.compile`` mode (None: the default; e.g. ``max-autotune-no-cudagraphs``: Triton matrix products
     with fused epilogues, minutes of autotuning at load; benchmarks/ce_packed.py measures it)."""
@@ -103,8 +103,8 @@ class CrossEncoderOptions:
     packed_attention: str | None = None
     """Force the packed path's attention (``varlen``, ``nested``, ``reference`` or a measured kind of
     :data:`pipeline.scorers.packed_bert.FORCED`); None: the first that this torch offers and that passes the self-check."""
-    packed_gelu_epilogue: bool = False
-    """Packed path: the FFN's bias + GELU inside the matrix product (cuBLASLt epilogue, tanh GELU; measured, not default)."""
+    packed_gelu_epilogue: bool | None = None
+    """Packed path: the FFN's bias + GELU inside the matrix product (cuBLASLt epilogue, tanh GELU); None: on a GPU."""
     passage_cache: int | None = None
     """Passages whose token ids are kept across calls (LRU); None: 100,000 on a GPU, 0 on a CPU."""
 
@@ -273,6 +273,8 @@ class CrossEncoderScorer(PairScorer):
         if not self.pipelined or len(pairs) <= self.first_slice:
             return self.score_encoded(self.encode(pairs), deadline)
         table = self.token_cache.get_many(dict.fromkeys(p for _, p in pairs))  # {} without a cache
+        if self._few_to_tokenize(pairs, table):  # e.g. cached passages: every batch full, no slices to wait for
+            return self.score_encoded(self.encode(pairs), deadline)
         chunks = self._ready_chunks(pairs, table)
         pending = []
         ahead = self.slices_ahead if self.slices_ahead > 0 else len(chunks)
@@ -290,6 +292,13 @@ class CrossEncoderScorer(PairScorer):
                 for j, score in zip(members, self._collect(len(members), launched), strict=True):
                     out[j] = score
         return out
+
+    @staticmethod
+    def _few_to_tokenize(pairs: list[tuple[str, str]], table: dict) -> bool:
+        """At most one text to tokenize per 8 pairs (the passages cached, the queries not): tokenizing them
+        at once costs less than the partly filled batches of slice-by-slice pipelining (results/2026-12-04-ce-packed)."""
+        missing = sum(1 for t in dict.fromkeys(t for pair in pairs for t in pair) if t not in table)
+        return missing * 8 <= len(pairs)
 
     def _submit(self, pool: ThreadPoolExecutor, texts: list[str]) -> Future:
         """Tokenize a slice in the child process (started on first use), else in ``pool``'s thread."""
@@ -373,7 +382,7 @@ class CrossEncoderScorer(PairScorer):
                "compile": self.options.compile and (self.options.compile_mode or True), "passage_cache": self.token_cache.capacity}
         if self.packed is not None:
             out["attention"] = self.packed.kind
-            if self.options.packed_gelu_epilogue:
+            if self.packed.module.gelu_epilogue:
                 out["gelu"] = "epilogue (tanh)"
         elif self.packing_note:
             out["packing_note"] = self.packing_note

@@ -182,7 +182,6 @@ def _flex(cuda: bool):
 
 def _forced_attention(kind: str, q, k, v, cu, max_seqlen: int, prepared):
     """The forced kinds, outside any compiled graph (a backend forced by a context manager; flex compiled alone)."""
-    import torch
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
 

@@ -615,7 +615,7 @@ def test_cpu_scorer_after_service_start_keeps_the_tamed_allocator(tiny_model, mo
 @pytest.mark.gpu
 @pytest.mark.skipif(not (TRAINED / "2_Dense" / "model.safetensors").is_file(), reason="models/ce-minilm not built")
 def test_scorer_on_cuda_ranks_the_top_10_as_on_cpu():
-    """The served GPU path (bf16, pipelined tokenization in a child process) ranks like the CPU in fp32.
+    """The served GPU path (bf16, packed, pipelined tokenization in a child process) and fp16 rank like the CPU in fp32.
 
     Run on the GPU machine: ``bash gpu/run.sh pytest`` (gpu/README.md). The passages come from the tiny
     collection's file, not from an index: the GPU machine has no Java to build one.
@@ -627,13 +627,18 @@ def test_scorer_on_cuda_ranks_the_top_10_as_on_cpu():
     passages = [f"{passages[i % len(passages)]} (part {i})" for i in range(300)]  # distinct; over first_slice: pipelined
     queries = ["volcano lava", "ocean tides and the moon", "how do plants make glucose"]
     cpu = CrossEncoderScorer(TRAINED, device="cpu", precision="fp32")
-    gpu = CrossEncoderScorer(TRAINED, device="cuda", precision="auto")  # bf16
+    gpu = CrossEncoderScorer(TRAINED, device="cuda", precision="auto")  # bf16, packed, GELU epilogue
+    fp16 = CrossEncoderScorer(TRAINED, device="cuda", precision="fp16")
     assert gpu.precision == "bf16" and gpu.pipelined
+    path = gpu.fast_path()
+    assert path["packing"] is True and path["attention"] in ("varlen", "nested") and path["gelu"] == "epilogue (tanh)"
     for q in queries:
-        a, b = cpu.score(q, passages), gpu.score(q, passages)
+        a = cpu.score(q, passages)
         top = sorted(range(len(a)), key=lambda i: -a[i])[:10]
-        assert np.corrcoef(a, b)[0, 1] > 0.99
-        assert len(set(sorted(range(len(b)), key=lambda i: -b[i])[:10]) & set(top)) >= 9  # bf16 may swap a near-tie
+        for scorer in (gpu, fp16):
+            b = scorer.score(q, passages)
+            assert np.corrcoef(a, b)[0, 1] > 0.99
+            assert len(set(sorted(range(len(b)), key=lambda i: -b[i])[:10]) & set(top)) >= 9  # a near-tie may swap
 
 
 def test_pad_pairs_pads_to_a_multiple_and_masks_the_padding():

@@ -101,8 +101,8 @@ class CrossEncoderOptions:
     packed_tokens: int = 131072
     """Real tokens per packed forward pass at most."""
     packed_attention: str | None = None
-    """Force the packed path's attention (``varlen``, ``nested``, ``reference`` or a measured kind of
-    :data:`pipeline.scorers.packed_bert.FORCED`); None: the first that this torch offers and that passes the self-check."""
+    """Force the packed path's attention (``varlen``, ``nested`` or ``reference``); None: the first that this torch
+    offers and that passes the self-check (other kernels were slower: benchmarks/attention_kernels.py)."""
     packed_gelu_epilogue: bool | None = None
     """Packed path: the FFN's bias + GELU inside the matrix product (cuBLASLt epilogue, tanh GELU); None: on a GPU."""
     passage_cache: int | None = None

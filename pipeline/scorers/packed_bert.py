@@ -93,15 +93,10 @@ def _classes():
     import torch
     import torch.nn.functional as F
 
-    forced_attention = torch.compiler.disable(_forced_attention)  # graph breaks around them, the rest compiled
-    prepare_forced = torch.compiler.disable(_prepare_forced)
-
-    def attention(kind: str, q, k, v, cu, max_seqlen: int, prepared=None):
+    def attention(kind: str, q, k, v, cu, max_seqlen: int):
         """``(T, heads, dim)`` queries, keys and values of packed segments -> ``(T, heads, dim)``."""
         if kind == "varlen":
             return _varlen_attn()(q, k, v, cu, cu, max_seqlen, max_seqlen)
-        if kind in FORCED:
-            return forced_attention(kind, q, k, v, cu, max_seqlen, prepared)
         if kind == "nested":
             offsets = cu.long()
             nested = [_jagged(x.contiguous(), offsets, max_seqlen).transpose(1, 2) for x in (q, k, v)]
@@ -126,10 +121,9 @@ def _classes():
             ids, types, positions = tokens.long().unbind(0)
             x = f.emb_ln(f.word(ids) + f.token_type(types) + f.position(positions))
             t, h = x.shape
-            prepared = prepare_forced(self.kind, cu_seqlens, t) if self.kind in FORCED else None
             for layer in f.layers:
                 qkv = layer.qkv(x).view(t, 3, self.heads, h // self.heads)
-                att = attention(self.kind, qkv[:, 0], qkv[:, 1], qkv[:, 2], cu_seqlens, max_seqlen, prepared)
+                att = attention(self.kind, qkv[:, 0], qkv[:, 1], qkv[:, 2], cu_seqlens, max_seqlen)
                 x = layer.ln1(x + layer.out(att.reshape(t, h)))
                 if self.gelu_epilogue:  # bias + GELU (tanh form) inside the cuBLASLt product: no separate pass
                     inner = torch._addmm_activation(layer.ffn_in.bias, x, layer.ffn_in.weight.t(), use_gelu=True)
@@ -151,51 +145,6 @@ def _classes():
     return PackedBertScorer
 
 
-FORCED = ("nested-cudnn", "nested-efficient", "nested-flash", "flex")  # measured kinds (benchmarks/attention_kernels.py)
-
-
-def _prepare_forced(kind: str, cu, t: int):
-    """What a forced kind needs once per batch (the six layers share it): flex's document block mask."""
-    return _flex_mask(cu, t) if kind == "flex" else None
-
-
-def _flex_mask(cu, t: int):
-    import torch
-    from torch.nn.attention.flex_attention import create_block_mask
-
-    lengths = cu[1:] - cu[:-1]
-    doc = torch.repeat_interleave(torch.arange(lengths.shape[0], device=cu.device), lengths, output_size=t)
-
-    def same_pair(b, h, qi, ki):
-        return doc[qi] == doc[ki]
-    return create_block_mask(same_pair, None, None, t, t, device=cu.device)
-
-
-@functools.cache
-def _flex(cuda: bool):
-    """flex_attention, compiled on a GPU (eager elsewhere: the CPU compiler of torch 2.13 fails on its dynamic shapes)."""
-    import torch
-    from torch.nn.attention.flex_attention import flex_attention
-
-    return torch.compile(flex_attention, dynamic=True) if cuda else flex_attention
-
-
-def _forced_attention(kind: str, q, k, v, cu, max_seqlen: int, prepared):
-    """The forced kinds, outside any compiled graph (a backend forced by a context manager; flex compiled alone)."""
-    import torch.nn.functional as F
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    if kind == "flex":
-        x = [y.transpose(0, 1)[None] for y in (q, k, v)]  # (1, heads, T, dim)
-        return _flex(q.is_cuda)(*x, block_mask=prepared)[0].transpose(0, 1)
-    backend = {"nested-cudnn": SDPBackend.CUDNN_ATTENTION, "nested-efficient": SDPBackend.EFFICIENT_ATTENTION,
-               "nested-flash": SDPBackend.FLASH_ATTENTION}[kind]
-    offsets = cu.long()
-    nested = [_jagged(x.contiguous(), offsets, max_seqlen).transpose(1, 2) for x in (q, k, v)]
-    with sdpa_kernel([backend]):
-        return F.scaled_dot_product_attention(*nested).transpose(1, 2).values()
-
-
 def _jagged(x, offsets, max_seqlen: int):
     import torch
 
@@ -207,7 +156,7 @@ def _jagged(x, offsets, max_seqlen: int):
 
 def packed_bert_scorer(fast, kind: str, gelu_epilogue: bool = False):
     """A padding-free module over ``fast`` (a FastBertScorer from :func:`pipeline.scorers.fast_bert.fast_bert_scorer`);
-    ``kind``: the attention (:func:`attention_kind`, or one of ``FORCED``: measured, not chosen automatically);
+    ``kind``: the attention (:func:`attention_kind`; other kernels measured slower: benchmarks/attention_kernels.py);
     ``gelu_epilogue``: the FFN's bias and GELU in the first product's epilogue (tanh GELU: not bit-equal)."""
     return _classes()(fast, kind, gelu_epilogue)
 

@@ -78,6 +78,8 @@ def setup_packing(scorer, fast_module, mode: str, compile_: bool, batch_tokens: 
     first = attention_kind(scorer.device, dtype)
     kinds = [first, *(["nested"] if first == "varlen" else [])]  # varlen failing its self-check: try nested
     if scorer.options.packed_attention:
+        if scorer.options.packed_attention not in ("varlen", "nested", "reference"):
+            raise ValueError(f"packed_attention must be varlen, nested or reference, not {scorer.options.packed_attention!r}")
         kinds = [scorer.options.packed_attention]
     gelu_epilogue = scorer.options.packed_gelu_epilogue
     if gelu_epilogue is None:  # on a GPU: +14% forward, rankings as close to fp32 as the padded path's (ce-packed results)

@@ -110,6 +110,13 @@ def test_packed_gelu_epilogue_is_close_to_erf(padded, pairs):
     assert "gelu" not in plain.fast_path()  # off where not asked for, on a CPU
 
 
+def test_unknown_packed_attention_is_refused_at_load():
+    from pipeline.scorers.cross_encoder import CrossEncoderScorer
+
+    with pytest.raises(ValueError, match="packed_attention must be"):
+        CrossEncoderScorer(MODEL, device="cpu", precision="fp32", max_length=128, packing="on", packed_attention="flex")
+
+
 def test_packed_arrays_lay_out_pairs_back_to_back():
     from pipeline.scorers.packed_bert import packed_arrays
 

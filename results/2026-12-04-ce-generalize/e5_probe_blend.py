@@ -39,7 +39,7 @@ def main(run_dir, qrels_path):
         if i and q in queries:
             qrels.append(ir_measures.Qrel(q, doc, int(rel)))
     for weights in WEIGHTS:
-        w = dict(zip(("hybrid", "ce", "e5"), weights))
+        w = dict(zip(("hybrid", "ce", "e5"), weights, strict=True))
         scored = []
         for q in queries:
             docs = list(runs["ce"][q])

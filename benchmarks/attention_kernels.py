@@ -20,6 +20,7 @@ the end.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -133,7 +134,7 @@ def kernels(kinds: list[str]):
     return out
 
 
-def reference(q, k, v, lengths, cu) -> "object":
+def reference(q, k, v, lengths, cu):
     """fp32 attention per pair (the math every kernel approximates)."""
     import torch
     import torch.nn.functional as F
@@ -167,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
     dtype = torch.bfloat16 if args.device == "cuda" else torch.float32
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(t, HEADS, DIM, generator=gen).to(args.device, dtype) for _ in range(3))
-    cu = torch.tensor([0, *__import__("itertools").accumulate(lengths)], dtype=torch.int32, device=args.device)
+    cu = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32, device=args.device)
     max_seqlen = -(-max(lengths) // 64) * 64
     want = reference(q, k, v, lengths, cu)
     result = {"device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu", "torch": torch.__version__,

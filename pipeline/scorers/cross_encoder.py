@@ -37,9 +37,9 @@ import time
 import weakref
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -60,6 +60,7 @@ from pipeline.scorers.cross_encoder_folder import (
     weights_stamp,
     write_module,
 )
+from pipeline.scorers.cross_encoder_options import CrossEncoderOptions
 from pipeline.scorers.fast_bert import fast_bert_scorer
 from pipeline.scorers.fast_bert import supports as supports_fast
 from pipeline.scorers.packing import setup_packing
@@ -70,43 +71,6 @@ logger = logging.getLogger(__name__)
 
 BUILD_COMMAND = "python -m training cross-encoder train --help  (see models/ce-minilm/MODEL_CARD.md)"
 
-
-@dataclass(frozen=True)
-class CrossEncoderOptions:
-    """How the engine runs a model folder (the ``cross_encoder`` stage config sets most of these)."""
-
-    device: str = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto"
-    max_length: int = 384
-    query_max_tokens: int = 64
-    batch_size: int | None = None
-    """Pairs per forward pass; None: 8 on a CPU, 512 on a GPU."""
-    batch_tokens: int | None = None
-    """Padded tokens per forward pass at most; None: ``batch_size`` x 512."""
-    threads: int | None = None
-    compile: bool = False
-    chunk_pairs: int = 1024
-    attn_implementation: str | None = None
-    pad_multiple: int = 8
-    first_slice: int = 128
-    fast: bool = True
-    tokenize_process: bool = True
-    slices_ahead: int = 1
-    run_ahead: int = 0
-    packing: Literal["auto", "on", "off"] = "auto"
-    """Padding-free forward passes (pipeline/scorers/packing.py): auto = on a CUDA device after a self-check, off on a CPU."""
-    compile_mode: str | None = None
-    """``torch.compile`` mode (None: the default; e.g. ``max-autotune-no-cudagraphs``: Triton matrix products
-    with fused epilogues, minutes of autotuning at load; benchmarks/ce_packed.py measures it)."""
-    packed_tokens: int = 131072
-    """Real tokens per packed forward pass at most."""
-    packed_attention: str | None = None
-    """Force the packed path's attention (``varlen``, ``nested`` or ``reference``); None: the first that this torch
-    offers and that passes the self-check (other kernels were slower: benchmarks/attention_kernels.py)."""
-    packed_gelu_epilogue: bool | None = None
-    """Packed path: the FFN's bias + GELU inside the matrix product (cuBLASLt epilogue, tanh GELU); None: on a GPU."""
-    passage_cache: int | None = None
-    """Passages whose token ids are kept across calls (LRU); None: 100,000 on a GPU, 0 on a CPU."""
 
 
 class CrossEncoderScorer(PairScorer):
@@ -185,7 +149,7 @@ class CrossEncoderScorer(PairScorer):
         cache_size = o.passage_cache if o.passage_cache is not None else (0 if self.device == "cpu" else 100_000)
         self.token_cache = TokenCache(cache_size)
         fast_module = self.model if is_fast and precision != "int8" else None
-        self.packed, self.packing_note = setup_packing(self, fast_module, o.packing, o.compile, o.packed_tokens)
+        self.packed, self.packing_note = setup_packing(self, fast_module)
         if o.compile:
             self.model = torch.compile(self.model, dynamic=True, mode=o.compile_mode)
         self._lock = threading.Lock()  # one forward at a time per model (CPU threads are shared anyway)
@@ -193,10 +157,14 @@ class CrossEncoderScorer(PairScorer):
     def encode(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[np.ndarray, np.ndarray]]:
         """``(query ids, passage ids)`` per pair, already cut by the truncation policy (see
         :func:`pair_token_ids`); each distinct text is tokenized once, in one parallel batch call."""
-        texts = list(dict.fromkeys([q for q, _ in pairs] + [p for _, p in pairs]))
         if not self.token_cache.capacity:
+            texts = list(dict.fromkeys([q for q, _ in pairs] + [p for _, p in pairs]))
             return self._pairs_from(pairs, self._tokenize(texts))
-        table = self.token_cache.get_many(dict.fromkeys(p for _, p in pairs))
+        return self._encode_with(pairs, self.token_cache.get_many(dict.fromkeys(p for _, p in pairs)))
+
+    def _encode_with(self, pairs: Sequence[tuple[str, str]], table: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """:meth:`encode` given the passages already found in the token cache (``table``)."""
+        texts = list(dict.fromkeys([q for q, _ in pairs] + [p for _, p in pairs]))
         missing = [t for t in texts if t not in table]
         table.update(self._cached(self._tokenize(missing) if missing else {}, pairs))
         return self._pairs_from(pairs, table)
@@ -274,7 +242,7 @@ class CrossEncoderScorer(PairScorer):
             return self.score_encoded(self.encode(pairs), deadline)
         table = self.token_cache.get_many(dict.fromkeys(p for _, p in pairs))  # {} without a cache
         if self._few_to_tokenize(pairs, table):  # e.g. cached passages: every batch full, no slices to wait for
-            return self.score_encoded(self.encode(pairs), deadline)
+            return self.score_encoded(self._encode_with(pairs, table), deadline)
         chunks = self._ready_chunks(pairs, table)
         pending = []
         ahead = self.slices_ahead if self.slices_ahead > 0 else len(chunks)
@@ -379,7 +347,7 @@ class CrossEncoderScorer(PairScorer):
     def fast_path(self) -> dict:
         """How this engine runs, for ``GET /pipelines``: device, precision, packed or padded, the token cache."""
         out = {"device": self.device, "precision": self.precision, "packing": self.packed is not None,
-               "compile": self.options.compile and (self.options.compile_mode or True), "passage_cache": self.token_cache.capacity}
+               "compile": (self.options.compile_mode or True) if self.options.compile else False, "passage_cache": self.token_cache.capacity}
         if self.packed is not None:
             out["attention"] = self.packed.kind
             if self.packed.module.gelu_epilogue:

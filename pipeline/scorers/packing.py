@@ -1,6 +1,6 @@
 """The cross-encoder scorer's padding-free path: when it runs, and how a call's pairs are launched packed.
 
-``packing`` (an option of :class:`~pipeline.scorers.cross_encoder.CrossEncoderOptions`):
+``packing`` (an option of :class:`~pipeline.scorers.cross_encoder_options.CrossEncoderOptions`):
 
 * ``auto`` (default): packed on a CUDA device when the fast BERT module runs and this torch has a
   variable-length attention (:func:`pipeline.scorers.packed_bert.attention_kind`) that passes a self-check at
@@ -62,9 +62,11 @@ class PackedPath:
         return outputs
 
 
-def setup_packing(scorer, fast_module, mode: str, compile_: bool, batch_tokens: int) -> tuple[PackedPath | None, str]:
+def setup_packing(scorer, fast_module) -> tuple[PackedPath | None, str]:
     """``(the packed path or None, why not)`` for ``scorer`` (its device, precision and tokenizer set).
     ``fast_module``: the eager FastBertScorer, or None where the transformers module runs."""
+    options = scorer.options  # packing, compile, compile_mode, packed_tokens, packed_attention, packed_gelu_epilogue
+    mode = options.packing
     torch = scorer.torch
     if mode == "off":
         return None, "packing: off"
@@ -77,21 +79,21 @@ def setup_packing(scorer, fast_module, mode: str, compile_: bool, batch_tokens: 
     dtype = next(fast_module.parameters()).dtype
     first = attention_kind(scorer.device, dtype)
     kinds = [first, *(["nested"] if first == "varlen" else [])]  # varlen failing its self-check: try nested
-    if scorer.options.packed_attention:
-        if scorer.options.packed_attention not in ("varlen", "nested", "reference"):
-            raise ValueError(f"packed_attention must be varlen, nested or reference, not {scorer.options.packed_attention!r}")
-        kinds = [scorer.options.packed_attention]
-    gelu_epilogue = scorer.options.packed_gelu_epilogue
+    if options.packed_attention:
+        if options.packed_attention not in ("varlen", "nested", "reference"):
+            raise ValueError(f"packed_attention must be varlen, nested or reference, not {options.packed_attention!r}")
+        kinds = [options.packed_attention]
+    gelu_epilogue = options.packed_gelu_epilogue
     if gelu_epilogue is None:  # on a GPU: +14% forward, rankings as close to fp32 as the padded path's (ce-packed results)
         gelu_epilogue = scorer.device.startswith("cuda")
     problems = []
     for kind in kinds:
         module = packed_bert_scorer(fast_module, kind, gelu_epilogue).eval()
-        path = PackedPath(module, kind, batch_tokens, max(scorer.batch_size, 4096))
+        path = PackedPath(module, kind, options.packed_tokens, max(scorer.batch_size, 4096))
         problem = self_check(scorer, path, fast_module)
         if not problem:
-            if compile_:
-                path.module = torch.compile(path.module, dynamic=True, mode=scorer.options.compile_mode)
+            if options.compile:
+                path.module = torch.compile(path.module, dynamic=True, mode=options.compile_mode)
             return path, ""
         problems.append(f"{kind}: {problem}")
         logger.warning("cross-encoder %s: packed attention %s failed its self-check: %s", scorer.folder, kind, problem)

@@ -16,6 +16,9 @@ restricted copy is valid on the full base. Systems (``--systems``):
 - ``lang-mlm``: an MLM language module per language (LoRA r8 on its own text; ``training.multilingual.lang_mlm``)
   and a ranking module trained over them (``--zero-shot`` left out, as ``lora``), served as language + ranking:
   ``OUT/ml-modules/lora/{en,de,...,ranking-lm}``;
+- ``lang-ft``: a ranking LoRA per language (``--lang-rank``, no head) trained on that language's questions over
+  the ranking module (``--ranking-module``, default this run's ``lora-all``), served as ``[ranking, <lang>]``:
+  ``OUT/ml-modules/lora/lang-ft/<lang>`` (:mod:`training.multilingual.lang_ranking`);
 - ``full``: full fine-tuning (word embeddings frozen) on the ``lora`` data: the upper bound (scores only).
 
 Each system reranks the fusion's top ``depth`` of the dev and held-out questions of all six languages; the
@@ -296,8 +299,17 @@ def run(args) -> dict:
             score_fn = lambda qs, ds, lang, m=model: score_pairs(m, tokenizer, qs, ds, args.eval_length, args.eval_batch)  # noqa: E731
         elif system == "lang-mlm":
             meta, score_fn = language_modules_system(base, tokenizer, bundle, trained, args, modules, identity)
+        elif system == "lang-ft":  # a ranking LoRA per language over the ranking module (lang_ranking)
+            from training.multilingual.lang_ranking import language_score_fn, train_language_modules
+
+            on = langs
+            ranking = args.ranking_module or modules / "ranking-all"
+            if not (ranking / "adapter_config.json").is_file():
+                raise SystemExit(f"lang-ft needs a ranking module at {ranking}: run lora-all first or pass --ranking-module")
+            meta = train_language_modules(base, tokenizer, bundle, ranking, on, args, modules / "lang-ft", identity)
+            score_fn = language_score_fn(copy.deepcopy(base), tokenizer, ranking, modules / "lang-ft", on, args)
         else:
-            raise ValueError(f"unknown system {system!r} (lora, lora-all, lora-no-<lang>, full, lang-mlm)")
+            raise ValueError(f"unknown system {system!r} (lora, lora-all, lora-no-<lang>, full, lang-mlm, lang-ft)")
         trained_s = time.perf_counter() - start
         dev, held = rerank(score_fn, bundle, "dev"), rerank(score_fn, bundle, "heldout")
         results["systems"][system] = {"trained_on": on, "train": meta, **report(bundle, dev, held, on)}
@@ -338,6 +350,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-batch", type=int, default=256)
     parser.add_argument("--lang-rank", type=int, default=8, help="LoRA rank of the MLM language modules (lang-mlm)")
     parser.add_argument("--lang-epochs", type=int, default=10)
+    parser.add_argument("--ranking-module", type=Path, help="lang-ft: the ranking module under the language modules "
+                        "(default: this run's lora-all)")
+    parser.add_argument("--lang-ft-epochs", type=int, default=2, help="lang-ft: epochs per language module")
+    parser.add_argument("--lang-ft-lr", type=float, default=2e-4, help="lang-ft: learning rate of the language modules")
     parser.add_argument("--limit", type=int, default=0, help="questions per split and language (smoke runs)")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--device")

@@ -113,7 +113,7 @@ def test_language_modules_train_over_the_ranking_module_and_swap_per_language(tm
     bundle = {"languages": {"en": entry(["q1", "q2"], {"q1": "s0", "q2": "s1"}),
                             "de": entry(["q3", "q4"], {"q3": "s4", "q4": "s5"})}}
     args = Namespace(lang_ft_epochs=2, batch_questions=2, lang_ft_lr=5e-3, max_length=32, seed=13, negatives=3,
-                     lang_rank=2, eval_length=32, eval_batch=8)
+                     lang_rank=2, eval_length=32, eval_batch=8, lang_sftm_lr=5e-3, lang_sftm_density=0.05)
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     meta = train_language_modules(model, tokenizer, bundle, ranking, ["en", "de"], args, tmp_path / "lang", "tiny-1")
     assert set(meta) == {"en", "de"} and all(len(m["losses"]) == 2 for m in meta.values())
@@ -127,3 +127,16 @@ def test_language_modules_train_over_the_ranking_module_and_swap_per_language(tm
     assert (with_de - alone).abs().max() > 1e-4
     only_ranking = language_score_fn(tiny_scorer(seed=5), tokenizer, ranking, tmp_path / "lang", [], args)
     torch.testing.assert_close(torch.tensor(only_ranking(qs, ds, "de")), alone, rtol=0, atol=1e-6)
+
+    # the same as sparse fine-tuning masks: the word embeddings stay frozen, the module is a share of the weights
+    meta = train_language_modules(model, tokenizer, bundle, ranking, ["de"], args, tmp_path / "sftm", "tiny-1", kind="sftm")
+    sftm = load_module(tmp_path / "sftm" / "de", "de")
+    assert sftm.kind == "sftm" and meta["de"]["density"] == 0.05
+    assert not any("word_embeddings" in n for n in sftm.deltas)
+    kept = sum(d.index.numel() for d in sftm.deltas.values())
+    trainable = sum(p.numel() for n, p in model.named_parameters() if "word_embeddings" not in n)
+    assert 0 < kept <= int(0.05 * trainable) + 1
+    score = language_score_fn(tiny_scorer(seed=5), tokenizer, ranking, tmp_path / "sftm", ["de"], args)
+    assert (torch.tensor(score(qs, ds, "de")) - alone).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="kind"):
+        train_language_modules(model, tokenizer, bundle, ranking, ["de"], args, tmp_path / "x", "tiny-1", kind="mlm")

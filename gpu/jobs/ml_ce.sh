@@ -19,6 +19,10 @@
 #   MLM language modules + a ranking module over them); one process each, an empty one is not started.
 #   ARGS_A, ARGS_B, ARGS_C: more flags for that lane alone; '|' separates runs made one after the other in the lane
 #   (e.g. SYSTEMS_A=lora-all ARGS_A="--negatives 15|--rank 32": runs a1 and a2). TRAIN_S bounds each run.
+#   Other systems: lang-ft / lang-ft-sftm (a ranking LoRA / SFTM per language over --ranking-module DIR, e.g. the
+#   served module packed as models/ml-modules/lora/ranking-all=data/ranking-all), ranking-module (that module alone).
+#   SOUPS="NAME=DIR,DIR ...": before the lanes, average carried LoRA modules into data/soups/NAME (score them with
+#   SYSTEMS_x=ranking-module ARGS_x="--ranking-module data/soups/NAME").
 # $OUT: ml-modules.tar.part00, part01... (cat the parts | tar -x): ml-NAME/ml-modules/lora/... per run (a: ranking,
 #   ranking-all; b: ranking-no-ru; c: the language modules en..ru + ranking-lm, with the default systems);
 #   results.json (every number, per process), ml-ce-results.tar.xz (raw scores per question, the logs)
@@ -27,6 +31,10 @@ lost=(); for p in data/e5-xquad.bin.xz data/e5-xquad.json data/ml-ce-bundle.json
 [ ${#lost[@]} -eq 0 ] || { echo "missing ${lost[*]} (see the pack commands at the top of gpu/jobs/ml_ce.sh)" >&2; exit 3; }
 python3 -m training.multilingual.compact_e5 unpack --packed data/e5-xquad.bin.xz --out "$GPU_WORK/e5" || exit 5
 echo "base rebuilt at ${SECONDS}s: $(cat "$GPU_WORK/e5/e5_restricted.json" | tr -d '\n ')"
+for spec in ${SOUPS:-}; do  # NAME=DIR,DIR,...: a LoRA soup of carried modules at data/soups/NAME (lang_ranking soup)
+  IFS=',' read -r -a parts <<< "${spec#*=}"
+  python3 -m training.multilingual.lang_ranking soup $(printf -- '--module %s ' "${parts[@]}") --out "data/soups/${spec%%=*}" || exit 7
+done
 run() {  # NAME SYSTEMS ARGS...: one ml_ce process, its output in ml-NAME
   local name=$1 systems=$2; shift 2
   timeout "${TRAIN_S:-400}" python3 -m training.multilingual.ml_ce --bundle data/ml-ce-bundle.json.gz --base "$GPU_WORK/e5" \

@@ -117,13 +117,17 @@ def train_lora(base: torch.nn.Module, tokenizer, groups: Sequence[Group], settin
 
 
 def train_sftm(base: torch.nn.Module, tokenizer, groups: Sequence[Group], settings: TrainSettings, density: float,
-               under: Sequence[Module] = (), full_lr: float = 3e-5) -> tuple[dict[str, Sparse], list[float]]:
-    """Two-phase sparse fine-tuning; returns the sparse difference to ``base + under`` and the losses."""
+               under: Sequence[Module] = (), full_lr: float = 3e-5,
+               frozen: Sequence[str] = ()) -> tuple[dict[str, Sparse], list[float]]:
+    """Two-phase sparse fine-tuning; returns the sparse difference to ``base + under`` and the losses.
+
+    ``frozen``: parameter names never trained (e.g. the word embeddings of a vocabulary-restricted base).
+    """
     start = with_modules(base, under)
-    reference = {n: p.detach().clone() for n, p in start.named_parameters()}
+    reference = {n: p.detach().clone() for n, p in start.named_parameters() if n not in frozen}
     full = copy.deepcopy(start)
-    for p in full.parameters():
-        p.requires_grad_(True)
+    for name, p in full.named_parameters():
+        p.requires_grad_(name not in frozen)
     train_groups(full, tokenizer, groups, TrainSettings(**{**settings.__dict__, "lr": full_lr}))
     chosen = sparse_difference(reference, dict(full.named_parameters()), density)
     del full

@@ -2,7 +2,8 @@
 
 Two ways to get more out of the ranking module of :mod:`training.multilingual.ml_ce` without a bigger base:
 
-- :func:`train_language_modules`: for each language a small LoRA (no head) trained on that language's own
+- :func:`train_language_modules`: for each language a small LoRA (no head) or a sparse fine-tuning mask
+  (``kind='sftm'``) trained on that language's own
   ranking questions with the ranking module merged underneath; served as ``[ranking, <lang>]`` by the
   modular reranker (the language module swaps per request, the base stays loaded). A language without a
   module falls back to the ranking module alone.
@@ -23,27 +24,42 @@ from pathlib import Path
 
 
 def train_language_modules(base, tokenizer, bundle: dict, ranking: Path, langs: list[str], args, out: Path,
-                           identity: str) -> dict:
-    """Train ``out/<lang>`` for each of ``langs`` over the ranking module at ``ranking``; returns their metadata."""
+                           identity: str, kind: str = "lora") -> dict:
+    """Train ``out/<lang>`` for each of ``langs`` over the ranking module at ``ranking``; returns their metadata.
+
+    ``kind`` 'lora': a LoRA of rank ``args.lang_rank`` (lr ``args.lang_ft_lr``); 'sftm': a sparse fine-tuning mask
+    of ``args.lang_sftm_density`` of the encoder's weights (full fine-tune at lr 3e-5, then only the chosen weights
+    at ``args.lang_sftm_lr``), the word embeddings frozen in both.
+    """
     import time
 
-    from pipeline.scorers.language_modules import load_module
+    from pipeline.scorers.language_modules import load_module, save_sftm
     from training.language_modules.common import write_meta
-    from training.language_modules.trainer import TrainSettings, train_lora
-    from training.multilingual.ml_ce import training_groups
+    from training.language_modules.trainer import TrainSettings, train_lora, train_sftm
+    from training.multilingual.ml_ce import WORD_EMBEDDINGS, training_groups
 
+    if kind not in ("lora", "sftm"):
+        raise ValueError(f"kind must be 'lora' or 'sftm', got {kind!r}")
     under = load_module(ranking, "ranking")
-    settings = TrainSettings(args.lang_ft_epochs, args.batch_questions, args.lang_ft_lr, args.max_length, args.seed)
+    lr = args.lang_ft_lr if kind == "lora" else args.lang_sftm_lr
+    settings = TrainSettings(args.lang_ft_epochs, args.batch_questions, lr, args.max_length, args.seed)
     meta = {}
     for lang in langs:
         start = time.perf_counter()
         groups = training_groups(bundle, [lang], args.negatives, args.seed)
-        losses = train_lora(base, tokenizer, groups, settings, out / lang, under=[under], rank=args.lang_rank,
-                            alpha=2 * args.lang_rank, train_head=False)
-        meta[lang] = {"role": "language", "kind": "lora", "base": "e5", "base_sha256": identity, "lang": lang,
-                      "over": str(ranking.name), "objective": "ranking (listwise softmax) on this language's questions",
-                      "train_questions": len(groups), "rank": args.lang_rank, "lr": args.lang_ft_lr,
-                      "epochs": args.lang_ft_epochs, "losses": losses, "seconds": round(time.perf_counter() - start, 1)}
+        info = {"role": "language", "kind": kind, "base": "e5", "base_sha256": identity, "lang": lang,
+                "over": str(ranking.name), "objective": "ranking (listwise softmax) on this language's questions",
+                "train_questions": len(groups), "lr": lr, "epochs": args.lang_ft_epochs}
+        if kind == "lora":
+            losses = train_lora(base, tokenizer, groups, settings, out / lang, under=[under], rank=args.lang_rank,
+                                alpha=2 * args.lang_rank, train_head=False)
+            info["rank"] = args.lang_rank
+        else:
+            deltas, losses = train_sftm(base, tokenizer, groups, settings, args.lang_sftm_density, under=[under],
+                                        frozen=(WORD_EMBEDDINGS,))
+            info.update(density=args.lang_sftm_density, full_lr=3e-5)
+            save_sftm(out / lang, deltas, info)
+        meta[lang] = {**info, "losses": losses, "seconds": round(time.perf_counter() - start, 1)}
         write_meta(out / lang, **meta[lang])
     return meta
 

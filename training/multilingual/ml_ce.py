@@ -18,7 +18,9 @@ restricted copy is valid on the full base. Systems (``--systems``):
   ``OUT/ml-modules/lora/{en,de,...,ranking-lm}``;
 - ``lang-ft``: a ranking LoRA per language (``--lang-rank``, no head) trained on that language's questions over
   the ranking module (``--ranking-module``, default this run's ``lora-all``), served as ``[ranking, <lang>]``:
-  ``OUT/ml-modules/lora/lang-ft/<lang>`` (:mod:`training.multilingual.lang_ranking`);
+  ``OUT/ml-modules/lora/lang-ft/<lang>`` (:mod:`training.multilingual.lang_ranking`); ``lang-ft-sftm``: the same as
+  sparse fine-tuning masks (``OUT/ml-modules/lora/lang-ft-sftm/<lang>``);
+- ``ranking-module``: no training, the ``--ranking-module`` alone scored (the served module, a soup);
 - ``full``: full fine-tuning (word embeddings frozen) on the ``lora`` data: the upper bound (scores only).
 
 Each system reranks the fusion's top ``depth`` of the dev and held-out questions of all six languages; the
@@ -299,17 +301,20 @@ def run(args) -> dict:
             score_fn = lambda qs, ds, lang, m=model: score_pairs(m, tokenizer, qs, ds, args.eval_length, args.eval_batch)  # noqa: E731
         elif system == "lang-mlm":
             meta, score_fn = language_modules_system(base, tokenizer, bundle, trained, args, modules, identity)
-        elif system == "lang-ft":  # a ranking LoRA per language over the ranking module (lang_ranking)
+        elif system in ("lang-ft", "lang-ft-sftm", "ranking-module"):  # modules over a ranking module (lang_ranking)
             from training.multilingual.lang_ranking import language_score_fn, train_language_modules
 
             on = langs
             ranking = args.ranking_module or modules / "ranking-all"
             if not (ranking / "adapter_config.json").is_file():
-                raise SystemExit(f"lang-ft needs a ranking module at {ranking}: run lora-all first or pass --ranking-module")
-            meta = train_language_modules(base, tokenizer, bundle, ranking, on, args, modules / "lang-ft", identity)
-            score_fn = language_score_fn(copy.deepcopy(base), tokenizer, ranking, modules / "lang-ft", on, args)
+                raise SystemExit(f"{system} needs a ranking module at {ranking}: run lora-all first or pass --ranking-module")
+            kind, meta, scored = ("sftm" if system.endswith("sftm") else "lora"), {"ranking_module": str(ranking)}, []
+            if system != "ranking-module":  # ranking-module: that module alone, scored (a served one, a soup)
+                meta = train_language_modules(base, tokenizer, bundle, ranking, on, args, modules / system, identity, kind)
+                scored = on
+            score_fn = language_score_fn(copy.deepcopy(base), tokenizer, ranking, modules / system, scored, args)
         else:
-            raise ValueError(f"unknown system {system!r} (lora, lora-all, lora-no-<lang>, full, lang-mlm, lang-ft)")
+            raise ValueError(f"unknown system {system!r} (lora, lora-all, lora-no-<lang>, full, lang-mlm, lang-ft, lang-ft-sftm, ranking-module)")
         trained_s = time.perf_counter() - start
         dev, held = rerank(score_fn, bundle, "dev"), rerank(score_fn, bundle, "heldout")
         results["systems"][system] = {"trained_on": on, "train": meta, **report(bundle, dev, held, on)}
@@ -354,6 +359,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(default: this run's lora-all)")
     parser.add_argument("--lang-ft-epochs", type=int, default=2, help="lang-ft: epochs per language module")
     parser.add_argument("--lang-ft-lr", type=float, default=2e-4, help="lang-ft: learning rate of the language modules")
+    parser.add_argument("--lang-sftm-lr", type=float, default=1e-4, help="lang-ft-sftm: lr of the masked phase")
+    parser.add_argument("--lang-sftm-density", type=float, default=0.01, help="lang-ft-sftm: share of weights kept")
     parser.add_argument("--limit", type=int, default=0, help="questions per split and language (smoke runs)")
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--device")

@@ -137,6 +137,20 @@ def test_module_trained_on_another_base_is_refused(models_dir, tmp_path):
         load_registry("tiny-ce", tmp_path, "lang-modules", "sftm", ["de"])
 
 
+def test_a_module_of_another_kind_is_found_in_its_own_folder(models_dir, tmp_path):
+    """A LoRA-family ranking module under SFTM language modules: the name is looked up in the other kind's folder."""
+    from pipeline.core.errors import ModelNotFoundError
+    from pipeline.scorers.modular import load_registry
+
+    shutil.copytree(models_dir / "tiny-ce", tmp_path / "tiny-ce")
+    shutil.copytree(models_dir / "lang-modules" / "sftm" / "de", tmp_path / "lang-modules" / "sftm" / "de")
+    shutil.copytree(models_dir / "lang-modules" / "sftm" / "ranking", tmp_path / "lang-modules" / "lora" / "ranking")
+    registry, _ = load_registry("tiny-ce", tmp_path, "lang-modules", "sftm", ["ranking", "de"])
+    assert registry.names == ["de", "ranking"]
+    with pytest.raises(ModelNotFoundError, match="no language module"):
+        load_registry("tiny-ce", tmp_path, "lang-modules", "sftm", ["ru"])
+
+
 def test_missing_base_names_the_command(tmp_path):
     from pipeline.core.errors import ModelNotFoundError
     from pipeline.scorers.modular import load_registry

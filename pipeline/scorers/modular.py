@@ -219,12 +219,19 @@ class ModularScorer(PairScorer):
 
 def load_registry(model: str, models_dir: Path, modules_dir: str, kind: str, names: Sequence[str],
                   device: str | None = None, merge_lora: bool = True) -> tuple[ModuleRegistry, object]:
-    """Load the base once and every named module of ``models/<modules_dir>/<kind>/``; checks they fit the base."""
+    """Load the base once and every named module of ``models/<modules_dir>/<kind>/``; checks they fit the base.
+
+    A name missing under ``kind`` is taken from the one other kind folder that has it (e.g. a LoRA ranking module
+    under SFTM language modules: ``ml-modules/lora/ranking-all`` for a ``kind: sftm`` stage).
+    """
     net, tokenizer, identity = load_base(model, models_dir, device)
     registry = ModuleRegistry(net, merge_lora=merge_lora)
     root = Path(models_dir) / modules_dir / kind
     for name in names:
         folder = root / name
+        if not folder.is_dir():
+            others = sorted(p for p in root.parent.glob(f"*/{name}") if p.is_dir())
+            folder = others[0] if len(others) == 1 else folder
         meta_path = folder / MODULE_JSON
         if meta_path.is_file():
             base = json.loads(meta_path.read_text()).get("base_sha256")

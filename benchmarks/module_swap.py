@@ -3,7 +3,7 @@
     python -m benchmarks.module_swap --language de [--repeats 50] [--requests 20] [--synthetic]
 
 ``--synthetic`` builds random-valued modules of the trained shapes (LoRA r=8 on query/key/value/
-dense; SFTM 2% ranking + 1% language) on the real base, for when models/lang-modules is not
+dense; SFTM 2% ranking + 1% language) on the real base, for when no module is
 trained yet: swap time, memory and latency depend on the shapes, not on the values.
 
 Everything is measured in this run against its own baseline:
@@ -56,14 +56,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--language", default="de")
     parser.add_argument("--models-dir", type=Path, default=REPO / "models")
-    parser.add_argument("--modules", default="lang-modules")
+    parser.add_argument("--modules", default="ml-modules")
+    parser.add_argument("--ranking", default="ranking-all", help="the ranking module under the language module")
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "xquad-r")
     parser.add_argument("--index-root", type=Path, default=REPO / "indexes")
     parser.add_argument("--repeats", type=int, default=50)
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--depth", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--base", default="ce-minilm-scifact")
+    parser.add_argument("--base", default="e5", help="e5 (the served multilingual base) or a reranker folder name")
     parser.add_argument("--families", default="lora-merge,lora-hook,sftm",
                         help="module families to time (e.g. lora-merge,lora-hook for a base with LoRA modules only)")
     parser.add_argument("--synthetic", action="store_true", help="random modules of the trained shapes (see above)")
@@ -73,6 +74,7 @@ def main() -> int:
     if args.synthetic:
         import tempfile
 
+        args.modules, args.ranking = "lang-modules", "ranking"
         args.models_dir = synthetic_modules(Path(tempfile.mkdtemp()), args.models_dir, args.base, args.language)
 
     import torch
@@ -90,7 +92,7 @@ def main() -> int:
         return 0
     families = {"lora-merge": ("lora", True), "lora-hook": ("lora", False), "sftm": ("sftm", True)}
     families = {k: v for k, v in families.items() if k in args.families.split(",")}
-    names = ["ranking", lang]
+    names = [args.ranking, lang]
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, language {lang}")
 
     print("\n# 1. swap cost (apply + exact restore, no forward pass)")
@@ -108,7 +110,7 @@ def main() -> int:
     for family in families:
         registry = registries[family][0]
         describe(f"{family}: {lang} alone", timed(lambda r=registry: swap(r, [lang]), args.repeats), empty)
-        describe(f"{family}: ranking + {lang}", timed(lambda r=registry: swap(r, ["ranking", lang]), args.repeats), empty)
+        describe(f"{family}: ranking + {lang}", timed(lambda r=registry: swap(r, names), args.repeats), empty)
 
     print("\n# 2. memory per module")
     base_bytes = sum(p.numel() * p.element_size() for p in any_registry.model.parameters())
@@ -118,6 +120,7 @@ def main() -> int:
         for name in names:
             module = registry.get(name)
             folder = args.models_dir / args.modules / kind / name
+            folder = folder if folder.is_dir() else next((args.models_dir / args.modules).glob(f"*/{name}"), folder)
             on_disk = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
             print(f"{kind + '/' + name + ' in memory / on disk':<44} {module.nbytes / 2**20:9.3f} MiB / "
                   f"{on_disk / 2**20:.3f} MiB  ({100 * module.nbytes / base_bytes:.2f}% of the base)")

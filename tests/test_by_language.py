@@ -209,9 +209,15 @@ def test_multilingual_config_routes_ml_and_ml_fusion_to_the_e5_pipelines():
                                        "interpolate")} == {
             "type": "modular_ce", "model": "e5", "modules": "ml-modules", "kind": "lora", "ranking": None,
             "languages": [], "fallback": ["ranking-all"], "interpolate": 0.6}
-    for lang in ("en", "de", "es", "ar", "zh", "ru"):  # the MiniLM pipelines stay as they were
-        assert config.pipelines[f"ml-{lang}"].stages[-1]["model"] == "ce-minilm-scifact"
-    assert config.pipelines["ml-generic"].stages[-1]["model"] == "ce-minilm-scifact"
+    for lang in ("en", "de", "es", "ar", "zh", "ru"):  # the same base and ranking module + a language module per query
+        for name, kind in ((f"ml-{lang}", "lora"), (f"ml-sftm-{lang}", "sftm")):
+            rerank = config.pipelines[name].stages[-1]
+            assert (rerank["model"], rerank["modules"], rerank["kind"], rerank["ranking"]) == ("e5", "ml-modules", kind,
+                                                                                               "ranking-all")
+            assert "languages" not in rerank and rerank["fallback"] == ["ranking-all"]  # the six, else the ranking module
+            assert (REPO / "models" / "ml-modules" / kind / lang).is_dir()
+    assert config.pipelines["ml-generic"].stages[-1] == config.pipelines["ml-e5-generic"].stages[-1]
+    assert all(stage.get("model") in (None, "e5") for pipe in config.pipelines.values() for stage in pipe.stages)
     indexes = set(required_indexes(config, "ml"))
     assert indexes == {*(f"lucene-{x}" for x in ("en", "de", "es", "ar", "zh", "ru", "generic")), "e5"}
     assert required_indexes(config, "ml-fusion") == required_indexes(config, "ml")

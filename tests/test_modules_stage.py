@@ -175,7 +175,7 @@ def ml_client(models_dir, tiny_index_root):
             "ml": {"stages": [
                 {"type": "bm25", "index": "lucene", "cutoff": 5},
                 {"type": "modular_ce", "index": "lucene", "model": "tiny-ce", "modules": "lang-modules",
-                 "kind": "sftm", "languages": ["en", "de"], "fallback": ["ranking"]},
+                 "kind": "sftm", "ranking": "ranking", "languages": ["en", "de"], "fallback": ["ranking"]},
             ]},
         },
     })

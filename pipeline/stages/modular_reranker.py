@@ -12,8 +12,8 @@ their index (the six ``ml-e5-<lang>`` stages and ``ml-e5-generic``) hold one mod
 
 Config example::
 
-    - {type: modular_ce, index: lucene-de, model: ce-minilm-scifact, modules: lang-modules, kind: lora,
-       ranking: ranking, languages: [en, de, es, ar, zh, ru], interpolate: 0.3}
+    - {type: modular_ce, index: lucene-de, model: e5, modules: ml-modules, kind: lora, ranking: ranking-all,
+       languages: [en, de, es, ar, zh, ru], fallback: [ranking-all], interpolate: 0.6}
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ class ModularCEConfig(StageConfig):
     type: str = "modular_ce"
     index: str = "lucene"
     """Index whose document store gives the candidates' texts."""
-    model: str = "ce-minilm-scifact"
+    model: str = "e5"
     """Base reranker folder under the models dir (or ``minilm``): the one the modules were trained on."""
-    modules: str = "lang-modules"
+    modules: str = "ml-modules"
     kind: Literal["lora", "sftm"] = "lora"
-    ranking: str | None = "ranking"
+    ranking: str | None = "ranking-all"
     """Ranking module applied under every language module (None: language modules alone)."""
     languages: list[str] = Field(default_factory=lambda: ["en", "de", "es", "ar", "zh", "ru"])
     fallback: list[str] = Field(default_factory=list)

@@ -15,8 +15,9 @@ from training.language_modules.xquad import LANGUAGES, load_language, question_s
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", type=Path, required=True, help="xquad-r folder (one BEIR folder per language)")
     parser.add_argument("--out", type=Path, required=True, help="modules root, e.g. models/lang-modules")
-    parser.add_argument("--base", default="ce-minilm-scifact",
-                        help="base reranker under models/ (default: the SciFact cross-encoder the shipped modules use), "
+    parser.add_argument("--base", default="ce-minilm",
+                        help="base reranker under models/ (default: the shipped English cross-encoder; the served multilingual "
+                             "modules are trained on e5 by training.multilingual.ml_ce instead), "
                              "or 'minilm' (packaged)")
     parser.add_argument("--base-folder", type=Path, help="a copy of the packaged MiniLM to load instead (e.g. on a GPU box)")
     parser.add_argument("--langs", default=",".join(LANGUAGES), help="comma-separated language modules to train")

@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--candidates", type=Path, required=True)
     parser.add_argument("--modules", type=Path, default=Path("models/lang-modules"))
-    parser.add_argument("--base", default="ce-minilm-scifact")
+    parser.add_argument("--base", default="ce-minilm")
     parser.add_argument("--base-folder", type=Path)
     parser.add_argument("--langs", default="en,de,es,ar,zh,ru")
     parser.add_argument("--first-stages", default="fusion")

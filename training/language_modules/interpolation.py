@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--data", type=Path, required=True)
     d.add_argument("--out", type=Path, required=True)
     d.add_argument("--modules", type=Path, default=Path("models/lang-modules"))
-    d.add_argument("--base", default="ce-minilm-scifact")
+    d.add_argument("--base", default="ce-minilm")
     d.add_argument("--langs", default=",".join(LANGUAGES))
     d.add_argument("--dev", type=int, default=100, help="dev questions per language (training articles)")
     d.add_argument("--depth", type=int, default=30)

@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--candidates", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--base", default="ce-minilm-scifact")
+    parser.add_argument("--base", default="ce-minilm")
     parser.add_argument("--langs", default="en,de,es,ar,zh,ru")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--sftm-epochs", type=int, default=2, help="epochs of each of the two SFTM phases")

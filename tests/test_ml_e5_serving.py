@@ -64,11 +64,21 @@ def counted_loads(monkeypatch):
 
     loads = []
 
+    class FakeRegistry(set):  # the module names it holds; the scorer needs no model until it scores
+        pass
+
     def fake_load_registry(model, models_dir, modules, kind, names, device=None, merge_lora=True):
         loads.append((model, modules, kind, tuple(names)))
-        return object(), object()  # (registry, tokenizer): the scorer needs neither until it scores
+        return FakeRegistry(names), object()  # (registry, tokenizer)
+
+    def fake_add_modules(registry, model, models_dir, modules, kind, names):
+        added = [n for n in names if n not in registry]
+        if added:
+            loads.append(("add", modules, kind, tuple(added)))
+            registry.update(added)
 
     monkeypatch.setattr(modular_reranker, "load_registry", fake_load_registry)
+    monkeypatch.setattr(modular_reranker, "add_modules", fake_add_modules)
     monkeypatch.setattr(modular_reranker, "LanguageDetector", lambda: None)
     return loads
 
@@ -86,8 +96,22 @@ def test_the_seven_e5_stages_share_one_base_and_one_scorer(tiny_index_root, coun
     assert len(counted_loads) == 1 and stage.scorer is not stages["ml-e5-de"].scorer
     assert stage.scorer._tokenizer_lock is stages["ml-e5-de"].scorer._tokenizer_lock  # one tokenizer, one lock
 
+    # a stage that needs another module shares the loaded base: the module is added, the base not loaded again
     build_stage(dict(other, fallback=["ranking"]), ctx, "another module")
-    assert counted_loads[-1] == ("e5", "ml-modules", "lora", ("ranking",)) and len(counted_loads) == 2
+    assert counted_loads[-1] == ("add", "ml-modules", "lora", ("ranking",)) and len(counted_loads) == 2
+    build_stage(dict(other, kind="sftm"), ctx, "another kind")  # another kind: its own base (module names may repeat)
+    assert counted_loads[-1] == ("e5", "ml-modules", "sftm", ("ranking-all",)) and len(counted_loads) == 3
+
+
+def test_the_served_lora_language_pipelines_share_the_e5_base(tiny_index_root, counted_loads):
+    """ml-e5-<lang> (ranking module alone) and ml-<lang> (+ a language module) hold one e5 base between them."""
+    config = load_config(REPO / "configs" / "multilingual.yaml")
+    ctx = BuildContext(tiny_index_root, "tiny", parse_config({"indexes": {"lucene": {"type": "lucene"}}, "pipelines": {}}))
+    for name in ("ml-e5-de", "ml-de", "ml-en", "ml-sftm-de", "ml-generic"):
+        build_stage(dict(config.pipelines[name].stages[-1], index="lucene"), ctx, name)
+    bases = [load for load in counted_loads if load[0] == "e5"]
+    assert [b[2] for b in bases] == ["lora", "sftm"]  # one base per module kind
+    assert ("add", "ml-modules", "lora", ("ar", "de", "en", "es", "ru", "zh")) in counted_loads
 
 
 def test_the_loaded_base_survives_a_service_reload(tiny_index_root, counted_loads):

@@ -200,6 +200,8 @@ class ModuleRegistry:
 
     def __init__(self, model: "torch.nn.Module", merge_lora: bool = True):  # noqa: F821
         self.model = model
+        self.identity: str | None = None
+        """The base's identity (set by the loader): a module recording another base is refused."""
         self.merge_lora = merge_lora
         """True: add ``B·A·scale`` into the weights on activation (a copy per swap, base-speed forward);
         False: leave the weights alone and add the low-rank term in forward hooks (free swap, slower forward)."""

@@ -26,7 +26,7 @@ from pydantic import Field
 from pipeline.core.build_context import BuildContext, register_stage
 from pipeline.core.config import StageConfig
 from pipeline.core.language import LanguageDetector, normalize_lang
-from pipeline.scorers.modular import ModularScorer, load_registry
+from pipeline.scorers.modular import ModularScorer, add_modules, load_registry
 from pipeline.scorers.passages import Passages
 from pipeline.stages.rerank import RerankStage
 from pipeline.storage.docstore import FILENAME as DOCSTORE
@@ -62,18 +62,19 @@ def module_names(cfg: ModularCEConfig) -> list[str]:
 
 
 def registry_key(cfg: ModularCEConfig, device: str | None) -> tuple:
-    """Build-context key of the loaded base + modules: every stage with the same model, modules folder, kind,
-    module names, device and merge mode shares one copy, whatever its index (e.g. the six ``ml-e5-<lang>`` stages).
+    """Build-context key of the loaded base + modules: every stage with the same model, modules folder, kind, device
+    and merge mode shares one copy, whatever its index and modules (e.g. the six ``ml-e5-<lang>`` stages and the six
+    ``ml-<lang>`` ones); a stage adds the modules it needs that the shared registry lacks.
 
     Each part is labelled (``model=e5``), so no part equals an index name (``e5`` is one): the service keeps
     models across a reload and rebuilds only what names an index (``service.engine._mentions``)."""
-    return ("modular_ce", f"model={cfg.model}", f"modules={cfg.modules}/{cfg.kind}",
-            f"names={','.join(module_names(cfg))}", f"device={device}", f"merge_lora={cfg.merge_lora}")
+    return ("modular_ce", f"model={cfg.model}", f"modules={cfg.modules}/{cfg.kind}", f"device={device}",
+            f"merge_lora={cfg.merge_lora}")
 
 
 def scorer_key(cfg: ModularCEConfig, device: str | None) -> tuple:
     """Key of the scorer: stages that differ only in their index share one :class:`ModularScorer`."""
-    return (*registry_key(cfg, device), "scorer", f"ranking={cfg.ranking}",
+    return (*registry_key(cfg, device), "scorer", f"names={','.join(module_names(cfg))}", f"ranking={cfg.ranking}",
             f"languages={','.join(normalize_lang(x) for x in cfg.languages)}", f"fallback={','.join(cfg.fallback)}",
             f"detect={cfg.detect}", f"max_length={cfg.max_length}", f"batch_size={cfg.batch_size}")
 
@@ -84,6 +85,8 @@ def _build(cfg: ModularCEConfig, ctx: BuildContext) -> RerankStage:
     # no factory below calls ctx.shared itself (its lock is not re-entrant)
     registry, tokenizer = ctx.shared(registry_key(cfg, ctx.device), lambda: load_registry(
         cfg.model, ctx.models_dir, cfg.modules, cfg.kind, module_names(cfg), ctx.device, cfg.merge_lora))
+    # a registry shared with stages that need other modules: add this stage's (a module is only ever added whole)
+    add_modules(registry, cfg.model, ctx.models_dir, cfg.modules, cfg.kind, module_names(cfg))
     detector = ctx.shared("language-detector", LanguageDetector) if cfg.detect else None
     # every scorer over this registry's tokenizer takes the same lock (fast tokenizers refuse concurrent calls)
     tokenizer_lock = ctx.shared((*registry_key(cfg, ctx.device), "tokenizer-lock"), threading.Lock)

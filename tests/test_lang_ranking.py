@@ -140,3 +140,23 @@ def test_language_modules_train_over_the_ranking_module_and_swap_per_language(tm
     assert (torch.tensor(score(qs, ds, "de")) - alone).abs().max() > 1e-4
     with pytest.raises(ValueError, match="kind"):
         train_language_modules(model, tokenizer, bundle, ranking, ["de"], args, tmp_path / "x", "tiny-1", kind="mlm")
+
+
+def test_dev_by_article_holds_whole_articles_out_of_training():
+    from training.multilingual.ce_data import split_dev_by_article
+
+    answer = {f"q{a}-{i}": f"{a}-0-{i}" for a in range(6) for i in range(3)}
+    entry = lambda: {"answer": dict(answer), "split": {"train": [q for q in answer if not q.startswith("q5")][2:],  # noqa: E731
+                                                       "dev": [q for q in answer if not q.startswith("q5")][:2],
+                                                       "heldout": [q for q in answer if q.startswith("q5")]}}
+    bundle = {"languages": {"en": entry(), "de": entry()}}
+    out = split_dev_by_article(bundle, 2, seed=1)
+    split = out["languages"]["de"]["split"]
+    assert split == out["languages"]["en"]["split"] and split["heldout"] == bundle["languages"]["de"]["split"]["heldout"]
+    dev_articles = {answer[q].split("-")[0] for q in split["dev"]}
+    train_articles = {answer[q].split("-")[0] for q in split["train"]}
+    assert len(dev_articles) == 2 and not dev_articles & train_articles and len(split["dev"]) == 6
+    assert sorted(split["train"] + split["dev"]) == sorted(q for q in answer if not q.startswith("q5"))
+    assert bundle["languages"]["de"]["split"]["dev"] == ["q0-0", "q0-1"]  # the input is not changed
+    with pytest.raises(ValueError, match="between 1 and 4"):
+        split_dev_by_article(bundle, 5)

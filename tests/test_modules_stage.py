@@ -194,6 +194,20 @@ def test_service_reports_the_module(ml_client):
     assert given["language"]["module"] == "sftm:de" and given["language"]["detected"] is False
 
 
+def test_service_scores_do_not_depend_on_the_previous_request_language(ml_client):
+    """The stage keeps a request's modules applied for the next one (no swap for a same-language stream): switching
+    languages must still give every request exactly the scores it gets on its own."""
+    def scores(lang):
+        body = ml_client.post("/search", json={"query": "plants glucose sunlight", "pipeline": "ml", "lang": lang,
+                                               "k": 4, "explain": True}).json()
+        return {h["doc_id"]: h["stage_scores"]["modular_ce"] for h in body["hits"]}
+
+    first = {lang: scores(lang) for lang in ("de", "en", "sw")}
+    assert first["de"] != first["en"] != first["sw"]  # the modules change the scores
+    for lang in ("de", "de", "en", "sw", "de", "en"):
+        assert scores(lang) == pytest.approx(first[lang], abs=1e-5)
+
+
 def test_service_unseen_language_falls_back_and_says_so(ml_client):
     r = ml_client.post("/search", json={"query": "volcano lava", "pipeline": "ml", "lang": "sw"})
     assert r.status_code == 200

@@ -212,6 +212,10 @@ class ModuleRegistry:
         self._low_rank: dict[str, list[LowRank]] = {}
         """Active LoRA terms per linear layer, read by its forward hook (only changed under the lock)."""
         self._hooked: set[str] = set()
+        self._applied: tuple[str, ...] = ()
+        """Modules applied now (left applied by ``activated(keep=True)``); the base is pristine when empty."""
+        self._undo: list = []
+        self._hooked_now: list[str] = []
 
     def add(self, module: Module) -> None:
         """Check a module against the base model and keep it (tensors moved to the model's device)."""
@@ -229,9 +233,12 @@ class ModuleRegistry:
                 raise ModuleMismatchError(f"module {module.name!r}: an index of {name} is past its {param.numel()} values")
             if isinstance(delta, LowRank) and not _is_linear_weight(self._layers, name):
                 raise ModuleMismatchError(f"module {module.name!r}: {name} is not the weight of a linear layer")
+        import torch
+
         device = next(iter(self._params.values())).device
         moved = {n: _to(d, device) for n, d in module.deltas.items()}
-        with self._lock:  # no module is active here: the saved base values are the pristine ones
+        with self._lock, torch.no_grad():
+            self._restore()  # a kept activation is undone first: the saved base values must be the pristine ones
             for name, delta in moved.items():
                 if isinstance(delta, Sparse):
                     base = self._params[name].detach().view(-1).index_select(0, delta.index).clone()
@@ -266,12 +273,17 @@ class ModuleRegistry:
         return sorted(self._modules)
 
     @contextlib.contextmanager
-    def activated(self, names: Sequence[str]) -> Iterator[None]:
+    def activated(self, names: Sequence[str], keep: bool = False) -> Iterator[None]:
         """Apply ``names`` in order for the duration of the block; the base weights come back exactly.
 
         LoRA terms are merged into the weights (``merge_lora``, the default) or, unmerged, added by
         each adapted linear layer's forward hook while active. Sparse and replaced tensors are
         changed in place and restored from saved values.
+
+        ``keep=True`` leaves the modules applied after the block, until an activation of another module
+        list (or :meth:`reset`, or :meth:`add`) restores the base first: consecutive activations of the
+        same modules (a stream of same-language requests) then cost nothing. Only code that goes through
+        ``activated`` may read the weights.
         """
         import torch
 
@@ -279,26 +291,48 @@ class ModuleRegistry:
         if missing:
             raise KeyError(f"modules not loaded: {missing} (loaded: {self.names})")
         with self._lock, torch.no_grad():
-            undo: list[tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
-            hooked: list[str] = []
+            if tuple(names) != self._applied:
+                self._restore()
+                self._apply(tuple(names))
             try:
-                for name in names:
-                    for pname, delta in self._modules[name].deltas.items():
-                        if isinstance(delta, LowRank) and not self.merge_lora:
-                            layer = pname.removesuffix(".weight")
-                            self._low_rank.setdefault(layer, []).append(delta)
-                            hooked.append(layer)
-                        else:
-                            undo.append(_apply(self._params[pname], delta))
                 yield
             finally:
-                for layer in hooked:
-                    self._low_rank[layer].pop()
-                for param, index, original in reversed(undo):  # reverse order: overlapping deltas undo exactly
-                    if index is None:
-                        param.copy_(original)
+                if not keep:
+                    self._restore()
+
+    def reset(self) -> None:
+        """Restore the base weights exactly (after a ``keep=True`` activation)."""
+        import torch
+
+        with self._lock, torch.no_grad():
+            self._restore()
+
+    def _apply(self, names: tuple[str, ...]) -> None:
+        """Apply ``names`` (lock held, base pristine); on an error, what was applied is undone."""
+        try:
+            for name in names:
+                for pname, delta in self._modules[name].deltas.items():
+                    if isinstance(delta, LowRank) and not self.merge_lora:
+                        layer = pname.removesuffix(".weight")
+                        self._low_rank.setdefault(layer, []).append(delta)
+                        self._hooked_now.append(layer)
                     else:
-                        param.view(-1).index_copy_(0, index, original)
+                        self._undo.append(_apply(self._params[pname], delta))
+        except BaseException:
+            self._restore()
+            raise
+        self._applied = names
+
+    def _restore(self) -> None:
+        """Undo every applied delta, newest first (overlapping deltas undo exactly); lock held."""
+        for layer in self._hooked_now:
+            self._low_rank[layer].pop()
+        for param, index, original in reversed(self._undo):
+            if index is None:
+                param.copy_(original)
+            else:
+                param.view(-1).index_copy_(0, index, original)
+        self._hooked_now, self._undo, self._applied = [], [], ()
 
 
 def _is_linear_weight(layers: Mapping[str, object], name: str) -> bool:

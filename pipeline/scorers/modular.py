@@ -140,7 +140,10 @@ class ModularScorer(PairScorer):
     def __init__(self, registry: ModuleRegistry, tokenizer,
                  language_modules: Mapping[str, Sequence[str]], fallback: Sequence[str] = (), kind: str = "lora",
                  detector: LanguageDetector | None = None, max_length: int = 256, batch_size: int = 32,
-                 tokenizer_lock: threading.Lock | None = None):
+                 tokenizer_lock: threading.Lock | None = None, keep_modules: bool = False):
+        """``keep_modules``: leave a group's modules applied after scoring (``registry.activated(keep=True)``), so the
+        next group or request with the same modules pays no swap; only when the registry owns its model (no other
+        registry over the same model object), as the ``modular_ce`` stage's does."""
         for lang, names in language_modules.items():
             missing = [n for n in names if n not in registry]
             if missing:
@@ -148,6 +151,7 @@ class ModularScorer(PairScorer):
         self.registry, self.tokenizer = registry, tokenizer
         self.language_modules = {normalize_lang(k): tuple(v) for k, v in language_modules.items()}
         self.fallback = tuple(fallback)
+        self.keep_modules = keep_modules
         self.kind, self.detector = kind, detector
         self.max_length, self.batch_size = max_length, batch_size
         # fast tokenizers refuse concurrent use: scorers sharing a tokenizer must share this lock too
@@ -209,7 +213,7 @@ class ModularScorer(PairScorer):
             batches.append((idx, enc))
         out = [0.0] * len(queries)
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-        with self.registry.activated(modules), torch.inference_mode(), autocast:
+        with self.registry.activated(modules, keep=self.keep_modules), torch.inference_mode(), autocast:
             for idx, enc in batches:
                 logits = pair_logits(model(**{k: v.to(device) for k, v in enc.items()})).float().cpu()
                 for j, value in zip(idx, logits.tolist(), strict=True):

@@ -94,7 +94,8 @@ def _build(cfg: ModularCEConfig, ctx: BuildContext) -> RerankStage:
     langs = [normalize_lang(x) for x in cfg.languages]
     scorer = ctx.shared(scorer_key(cfg, ctx.device), lambda: ModularScorer(
         registry, tokenizer, {lang: [*ranking, lang] for lang in langs}, fallback=cfg.fallback, kind=cfg.kind,
-        detector=detector, max_length=cfg.max_length, batch_size=cfg.batch_size, tokenizer_lock=tokenizer_lock))
+        detector=detector, max_length=cfg.max_length, batch_size=cfg.batch_size, tokenizer_lock=tokenizer_lock,
+        keep_modules=True))  # the registry's model is its own (load_registry): a same-language stream pays no swap
     passages = Passages(store, titles=False)  # the text alone, as the language modules were trained
     return RerankStage(scorer, passages, top_n=None, interpolate=cfg.interpolate, name="modular_ce")
 

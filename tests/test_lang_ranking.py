@@ -97,6 +97,7 @@ def test_soup_refuses_modules_that_do_not_mix(tmp_path, capsys):
     (c / "module.json").write_text(json.dumps({"base_sha256": "other"}))
     with pytest.raises(ValueError, match="different bases"):
         soup([a, c], tmp_path / "s2")
+    assert not (tmp_path / "s2").exists()  # refused before anything is written
 
 
 def test_language_modules_train_over_the_ranking_module_and_swap_per_language(tmp_path, tokenizer):
@@ -160,3 +161,18 @@ def test_dev_by_article_holds_whole_articles_out_of_training():
     assert bundle["languages"]["de"]["split"]["dev"] == ["q0-0", "q0-1"]  # the input is not changed
     with pytest.raises(ValueError, match="between 1 and 4"):
         split_dev_by_article(bundle, 5)
+
+
+def test_ce_data_resplit_cli_refuses_a_bad_article_count(tmp_path, capsys):
+    from training.multilingual.ce_data import main, write_bundle
+
+    answer = {f"q{a}": f"{a}-0-0" for a in range(4)}
+    write_bundle(tmp_path / "b.json.gz", {"languages": {"en": {"answer": answer, "split": {
+        "train": ["q0", "q1"], "dev": ["q2"], "heldout": ["q3"]}}}})
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--from-bundle", str(tmp_path / "b.json.gz"), "--dev-articles", "9", "--out", str(tmp_path / "o.json.gz")])
+    assert exit_info.value.code == 2 and "between 1 and 2" in capsys.readouterr().err
+    assert not (tmp_path / "o.json.gz").exists()
+    assert main(["--from-bundle", str(tmp_path / "b.json.gz"), "--dev-articles", "1", "--out", str(tmp_path / "o.json.gz")]) == 0
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "x.json.gz")])  # neither --data nor --from-bundle

@@ -125,7 +125,10 @@ def main(argv: list[str] | None = None) -> int:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.from_bundle:
-        bundle = split_dev_by_article(read_bundle(args.from_bundle), args.dev_articles, args.seed)
+        try:
+            bundle = split_dev_by_article(read_bundle(args.from_bundle), args.dev_articles, args.seed)
+        except (ValueError, OSError) as exc:
+            parser.error(str(exc))
         write_bundle(args.out, bundle)
         first = next(iter(bundle["languages"].values()))["split"]
         print(f"{bundle['dev']}: {len(first['train'])} train, {len(first['dev'])} dev, {len(first['heldout'])} held-out "

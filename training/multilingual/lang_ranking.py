@@ -112,18 +112,15 @@ def soup(folders: list[Path], out: Path) -> Path:
             merged[key] = torch.stack(parts).mean(dim=0).contiguous()
     rank = sum(int(c["r"]) for c in configs)
     config = dict(configs[0], r=rank, lora_alpha=scales.pop() * rank)
-    out.mkdir(parents=True, exist_ok=True)
+    meta = {"role": "ranking", "kind": "lora", "soup_of": [str(f) for f in folders], "rank": rank}
+    metas = [json.loads((f / "module.json").read_text()) for f in folders if (f / "module.json").is_file()]
+    if len({m.get("base_sha256") for m in metas}) > 1:
+        raise ValueError(f"modules were trained on different bases: {sorted(str(m.get('base_sha256')) for m in metas)}")
+    if metas:
+        meta.update(base_sha256=metas[0].get("base_sha256"), base=metas[0].get("base"))
+    out.mkdir(parents=True, exist_ok=True)  # every check passed: only now is anything written
     save_file(merged, str(out / "adapter_model.safetensors"))
     (out / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
-    meta = {"role": "ranking", "kind": "lora", "soup_of": [str(f) for f in folders], "rank": rank}
-    first = folders[0] / "module.json"
-    if first.is_file():
-        base = json.loads(first.read_text()).get("base_sha256")
-        others = {json.loads((f / "module.json").read_text()).get("base_sha256") for f in folders if (f / "module.json").is_file()}
-        if len(others) > 1:
-            raise ValueError(f"modules were trained on different bases: {sorted(map(str, others))}")
-        meta["base_sha256"] = base
-        meta["base"] = json.loads(first.read_text()).get("base")
     (out / "module.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
     return out
 

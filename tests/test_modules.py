@@ -134,7 +134,23 @@ def test_kept_activation_stays_until_other_modules_are_asked_for(merge_lora, mon
     assert all(torch.equal(before[k], v) for k, v in state(model).items()) and torch.equal(logits(model, IDS), base_out)
     with registry.activated(["ranking", "de"], keep=True):
         pass
+    with registry.activated(["ranking", "de"], keep=True):  # -> [ranking, es]: only de is undone, ranking stays
+        pass
     registry.add(random_module(model, "es", 3))  # add() restores the base before reading its values
+    fresh.add(random_module(model, "es", 3))
+    with fresh.activated(["ranking", "es"]):
+        expected[("ranking", "es")] = logits(fresh.model, IDS)
+    applied.clear()
+    with registry.activated(["ranking", "de"], keep=True):
+        pass
+    first = len(applied)
+    with registry.activated(["ranking", "es"], keep=True):
+        assert torch.allclose(logits(model, IDS), expected[("ranking", "es")], atol=1e-6)
+    assert len(applied) - first == len(random_module(model, "es", 3).deltas) - (0 if merge_lora else 1)
+    with registry.activated(["ranking", "de"], keep=True):
+        assert torch.allclose(logits(model, IDS), expected[("ranking", "de")], atol=1e-6)
+    registry.reset()
+    assert all(torch.equal(before[k], v) for k, v in state(model).items())
     assert all(torch.equal(before[k], v) for k, v in state(model).items())
     with registry.activated(["ranking", "de"]):
         assert torch.allclose(logits(model, IDS), expected[("ranking", "de")], atol=1e-6)

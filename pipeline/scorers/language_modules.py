@@ -59,16 +59,14 @@ class LowRank:
 
 @dataclass(frozen=True)
 class Sparse:
-    """``W.flatten()[index] += values``; ``base`` (set when loaded into a registry) keeps the base's values there."""
+    """``W.flatten()[index] += values``."""
 
     index: "torch.Tensor"  # noqa: F821
     values: "torch.Tensor"  # noqa: F821
-    base: "torch.Tensor | None" = None  # noqa: F821
 
     @property
     def nbytes(self) -> int:
-        extra = self.base.numel() * self.base.element_size() if self.base is not None else 0
-        return self.index.numel() * self.index.element_size() + self.values.numel() * self.values.element_size() + extra
+        return self.index.numel() * self.index.element_size() + self.values.numel() * self.values.element_size()
 
 
 @dataclass(frozen=True)
@@ -214,8 +212,10 @@ class ModuleRegistry:
         self._hooked: set[str] = set()
         self._applied: tuple[str, ...] = ()
         """Modules applied now (left applied by ``activated(keep=True)``); the base is pristine when empty."""
-        self._undo: list = []
-        self._hooked_now: list[str] = []
+        self._undo: list[list] = []
+        """Per applied module (in order): how to undo its tensor changes."""
+        self._hooked_now: list[list[str]] = []
+        """Per applied module: the layers whose forward hook got one of its LoRA terms."""
 
     def add(self, module: Module) -> None:
         """Check a module against the base model and keep it (tensors moved to the model's device)."""
@@ -238,11 +238,7 @@ class ModuleRegistry:
         device = next(iter(self._params.values())).device
         moved = {n: _to(d, device) for n, d in module.deltas.items()}
         with self._lock, torch.no_grad():
-            self._restore()  # a kept activation is undone first: the saved base values must be the pristine ones
-            for name, delta in moved.items():
-                if isinstance(delta, Sparse):
-                    base = self._params[name].detach().view(-1).index_select(0, delta.index).clone()
-                    moved[name] = Sparse(delta.index, delta.values, base)
+            self._restore()  # modules are added with the base pristine (a kept activation is undone first)
             for name, delta in moved.items():
                 layer = name.removesuffix(".weight")
                 if isinstance(delta, LowRank) and not self.merge_lora and layer not in self._hooked:
@@ -292,7 +288,11 @@ class ModuleRegistry:
             raise KeyError(f"modules not loaded: {missing} (loaded: {self.names})")
         with self._lock, torch.no_grad():
             if tuple(names) != self._applied:
-                self._restore()
+                keep_prefix = 0  # modules already applied in the same order stay (e.g. the ranking module)
+                while (keep_prefix < min(len(names), len(self._applied))
+                       and names[keep_prefix] == self._applied[keep_prefix]):
+                    keep_prefix += 1
+                self._restore(keep_prefix)
                 self._apply(tuple(names))
             try:
                 yield
@@ -308,31 +308,35 @@ class ModuleRegistry:
             self._restore()
 
     def _apply(self, names: tuple[str, ...]) -> None:
-        """Apply ``names`` (lock held, base pristine); on an error, what was applied is undone."""
+        """Apply the modules of ``names`` past those already applied (lock held); on an error, all is undone."""
         try:
-            for name in names:
+            for name in names[len(self._applied):]:
+                undo, hooked = [], []
+                self._undo.append(undo)
+                self._hooked_now.append(hooked)
+                self._applied = (*self._applied, name)
                 for pname, delta in self._modules[name].deltas.items():
                     if isinstance(delta, LowRank) and not self.merge_lora:
                         layer = pname.removesuffix(".weight")
                         self._low_rank.setdefault(layer, []).append(delta)
-                        self._hooked_now.append(layer)
+                        hooked.append(layer)
                     else:
-                        self._undo.append(_apply(self._params[pname], delta))
+                        undo.append(_apply(self._params[pname], delta))
         except BaseException:
             self._restore()
             raise
-        self._applied = names
 
-    def _restore(self) -> None:
-        """Undo every applied delta, newest first (overlapping deltas undo exactly); lock held."""
-        for layer in self._hooked_now:
-            self._low_rank[layer].pop()
-        for param, index, original in reversed(self._undo):
-            if index is None:
-                param.copy_(original)
-            else:
-                param.view(-1).index_copy_(0, index, original)
-        self._hooked_now, self._undo, self._applied = [], [], ()
+    def _restore(self, keep: int = 0) -> None:
+        """Undo the applied modules past the first ``keep``, newest first (overlapping deltas undo exactly)."""
+        while len(self._applied) > keep:
+            for layer in self._hooked_now.pop():
+                self._low_rank[layer].pop()
+            for param, index, original in reversed(self._undo.pop()):
+                if index is None:
+                    param.copy_(original)
+                else:
+                    param.view(-1).index_copy_(0, index, original)
+            self._applied = self._applied[:-1]
 
 
 def _is_linear_weight(layers: Mapping[str, object], name: str) -> bool:
@@ -346,7 +350,7 @@ def _apply(param: "torch.Tensor", delta: Delta):  # noqa: F821
     """Apply one delta in place; returns ``(param, index or None, saved values)`` to undo it."""
     if isinstance(delta, Sparse):
         flat, index = param.view(-1), delta.index.to(param.device)
-        saved = delta.base if delta.base is not None else flat.index_select(0, index)
+        saved = flat.index_select(0, index)  # the values now (not the base's): exact when only later modules are undone
         flat.index_add_(0, index, delta.values.to(param.device, param.dtype))
         return param, index, saved
     saved = param.detach().clone()
@@ -361,5 +365,5 @@ def _to(delta: Delta, device) -> Delta:
     if isinstance(delta, LowRank):
         return LowRank(delta.a.to(device), delta.b.to(device), delta.scale)
     if isinstance(delta, Sparse):
-        return Sparse(delta.index.to(device), delta.values.to(device), None if delta.base is None else delta.base.to(device))
+        return Sparse(delta.index.to(device), delta.values.to(device))
     return Replace(delta.values.to(device))

@@ -80,7 +80,7 @@ def main() -> int:
     import torch
 
     from pipeline.core.types import Document, Hit, Query
-    from pipeline.scorers.modular import ModularScorer, load_registry
+    from pipeline.scorers.modular import ModularScorer, load_registry, module_folder
     from pipeline.scorers.passages import InMemoryDocuments, Passages
     from pipeline.stages.rerank import RerankStage
     from training.language_modules.xquad import load_language, question_split
@@ -119,8 +119,7 @@ def main() -> int:
         kind, registry = families[family][0], registries[family][0]
         for name in names:
             module = registry.get(name)
-            folder = args.models_dir / args.modules / kind / name
-            folder = folder if folder.is_dir() else next((args.models_dir / args.modules).glob(f"*/{name}"), folder)
+            folder = module_folder(args.models_dir, args.modules, kind, name)
             on_disk = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
             print(f"{kind + '/' + name + ' in memory / on disk':<44} {module.nbytes / 2**20:9.3f} MiB / "
                   f"{on_disk / 2**20:.3f} MiB  ({100 * module.nbytes / base_bytes:.2f}% of the base)")

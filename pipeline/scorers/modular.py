@@ -238,18 +238,23 @@ def load_registry(model: str, models_dir: Path, modules_dir: str, kind: str, nam
 def add_modules(registry: ModuleRegistry, model: str, models_dir: Path, modules_dir: str, kind: str,
                 names: Sequence[str]) -> None:
     """Load the named modules that ``registry`` lacks (see :func:`load_registry`), checked against its base."""
-    root = Path(models_dir) / modules_dir / kind
+    identity = registry.identity
     for name in names:
         if name in registry:
             continue
-        folder = root / name
-        if not folder.is_dir():
-            others = sorted(p for p in root.parent.glob(f"*/{name}") if p.is_dir())
-            folder = others[0] if len(others) == 1 else folder
+        folder = module_folder(models_dir, modules_dir, kind, name)
         meta_path = folder / MODULE_JSON
-        identity = getattr(registry, "identity", None)
         if meta_path.is_file() and identity:
             base = json.loads(meta_path.read_text()).get("base_sha256")
             if base and base != identity:
                 raise ModuleMismatchError(f"module {folder} was trained on base {base}, but {model!r} is {identity}")
         registry.add(load_module(folder, name))
+
+
+def module_folder(models_dir: Path, modules_dir: str, kind: str, name: str) -> Path:
+    """``models/<modules_dir>/<kind>/<name>``, or the one other kind folder holding ``name`` (see :func:`load_registry`)."""
+    folder = Path(models_dir) / modules_dir / kind / name
+    if not folder.is_dir():
+        others = sorted(p for p in folder.parent.parent.glob(f"*/{name}") if p.is_dir())
+        folder = others[0] if len(others) == 1 else folder
+    return folder

@@ -28,8 +28,11 @@ def zscored(run: dict) -> dict:
 
 
 def mean_runs(runs: list[dict]) -> dict:
-    return {lang: {q: {d: statistics.fmean(zscored({q: r[lang][q]})[q][d] for r in runs) for d in runs[0][lang][q]}
-                   for q in runs[0][lang]} for lang in runs[0]}
+    out = {}
+    for lang in runs[0]:
+        normed = [zscored(r[lang]) for r in runs]
+        out[lang] = {q: {d: statistics.fmean(z[q][d] for z in normed) for d in docs} for q, docs in runs[0][lang].items()}
+    return out
 
 
 def main(argv: list[str]) -> int:

@@ -194,19 +194,9 @@ def train_lora_module(model, tokenizer, groups, args, out: Path, identity: str, 
 
 def modular_score_fn(model, tokenizer, folder: Path, args):
     """Scores through the served path: the base (zero head) + the saved module in a :class:`ModuleRegistry`."""
-    import torch
+    from training.multilingual.lang_ranking import language_score_fn
 
-    from pipeline.scorers.language_modules import ModuleRegistry, load_module
-    from pipeline.scorers.modular import ModularScorer
-
-    with torch.no_grad():  # the served base has a zero head; the module replaces it
-        model.head.weight.zero_()
-        model.head.bias.zero_()
-    registry = ModuleRegistry(model)
-    registry.add(load_module(folder, "ranking"))
-    scorer = ModularScorer(registry, tokenizer, {}, fallback=["ranking"], max_length=args.eval_length,
-                           batch_size=args.eval_batch)
-    return lambda qs, ds, lang: scorer.score_with_modules(qs, ds, ["ranking"])
+    return language_score_fn(model, tokenizer, folder, folder, [], args)  # the ranking module alone
 
 
 def language_modules_system(base, tokenizer, bundle: dict, trained: list[str], args, modules: Path, identity: str):

@@ -19,6 +19,8 @@ import logging
 import re
 from typing import Callable
 
+from pipeline.runtime.java import JVM_CALLS
+
 logger = logging.getLogger(__name__)
 
 WORD = re.compile(r"\w+", re.UNICODE)
@@ -35,12 +37,18 @@ def lucene_analyzer(language: str) -> Callable[[str], list[str]]:
     try:
         from pyserini.analysis import Analyzer, get_lucene_analyzer
 
-        analyzer = Analyzer(get_lucene_analyzer(language=language))
-        analyzer.analyze("test")
-        return analyzer.analyze
+        with JVM_CALLS:
+            analyzer = Analyzer(get_lucene_analyzer(language=language))
+            analyzer.analyze("test")
     except Exception as exc:  # noqa: BLE001 - highlighting degrades to exact words, the search still works
         logger.warning("no Lucene analyzer for %r (%s): highlighting exact words", language, exc)
         return lowercase
+
+    def analyze(text: str) -> list[str]:
+        with JVM_CALLS:  # pyjnius binds methods through shared state: one Java call at a time
+            return analyzer.analyze(text)
+
+    return analyze
 
 
 class Highlighter:

@@ -22,6 +22,17 @@ from typing import Sequence
 _lock = threading.Lock()
 _started = False
 
+JVM_CALLS = threading.RLock()
+"""Hold it around every call into Java that may run on several Python threads at once.
+
+pyjnius binds a Java method to an object by writing the object into the method's shared
+descriptor (``JavaMethod.__get__`` sets ``self.j_self``; kivy/pyjnius issues 287, 563, 588), so two
+threads calling the same method of two objects of one class can both run it on the same object:
+one request read another's ``HashMap`` of results, or a freed one (a ``NullPointerException``).
+The lock covers the call and the reading of what it returned; Lucene's own threads (a batch
+search's ``threads``) run inside one call and are not limited by it.
+"""
+
 
 def anserini_jar() -> str:
     """Path of the Anserini fat jar that ships inside the pyserini wheel."""

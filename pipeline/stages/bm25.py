@@ -19,7 +19,7 @@ from pipeline.core.config import StageConfig
 from pipeline.core.errors import IndexCorruptError, IndexMismatchError
 from pipeline.core.stage import Stage
 from pipeline.core.types import Hit, Query, Results
-from pipeline.runtime.java import mark_jvm_thread, start_jvm
+from pipeline.runtime.java import JVM_CALLS, mark_jvm_thread, start_jvm
 from pipeline.storage.index_store import LUCENE_DIR, Manifest, resolve
 
 
@@ -80,15 +80,16 @@ class BM25(Stage):
         texts = [q.text for q in queries]
         qids = [q.query_id for q in queries]
         mark_jvm_thread()  # this thread calls into the JVM: detach it when it ends
-        # Lucene's IndexSearcher is thread-safe: concurrent requests need no lock.
-        if len(queries) == 1:
-            raw = {qids[0]: self.searcher.search(texts[0], k=self.k)}
-        else:
-            raw = self.searcher.batch_search(texts, qids, k=self.k, threads=self.threads)
-        return {
-            qid: [Hit(qid, h.docid, float(h.score), {self.name: float(h.score)}) for h in raw.get(qid, [])]
-            for qid in qids
-        }
+        # Lucene's IndexSearcher is thread-safe, pyjnius is not (see JVM_CALLS): one call at a time.
+        with JVM_CALLS:
+            if len(queries) == 1:
+                raw = {qids[0]: self.searcher.search(texts[0], k=self.k)}
+            else:
+                raw = self.searcher.batch_search(texts, qids, k=self.k, threads=self.threads)
+            return {
+                qid: [Hit(qid, h.docid, float(h.score), {self.name: float(h.score)}) for h in raw.get(qid, [])]
+                for qid in qids
+            }
 
 
 def _build(cfg: BM25Config, ctx: BuildContext) -> BM25:

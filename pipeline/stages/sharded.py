@@ -1,7 +1,8 @@
 """Scatter-gather BM25 over an index published as shards (``build-distributed --layout shards``).
 
-Every shard is searched for the whole batch in parallel (one thread per shard,
-Lucene releases the GIL), and the per-shard top-k lists are merged by score,
+Every shard is searched for the whole batch in turn, each with ``threads`` Lucene threads (calls
+into Java from several Python threads are serialised anyway, see
+:data:`pipeline.runtime.java.JVM_CALLS`), and the per-shard top-k lists are merged by score,
 ties broken by doc id. Each shard scores with its own statistics (document
 count, document frequencies, average length), so scores are close to, but not
 equal to, those of one index over the whole collection; with hash sharding the
@@ -16,7 +17,7 @@ as a plain Lucene index. Config::
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -37,6 +38,7 @@ class ShardedBM25Config(StageConfig):
     k1: float = Field(default=0.9, gt=0, le=10)
     b: float = Field(default=0.4, ge=0, le=1)
     k: int = Field(default=1000, ge=1, le=10_000)
+    threads: int = Field(default=2, ge=1, le=64)
 
 
 class ShardedBM25(Stage):
@@ -50,7 +52,8 @@ class ShardedBM25(Stage):
 
     name = "sharded_bm25"
 
-    def __init__(self, folder: Path, manifest: Manifest, k1: float = 0.9, b: float = 0.4, k: int = 1000):
+    def __init__(self, folder: Path, manifest: Manifest, k1: float = 0.9, b: float = 0.4, k: int = 1000,
+                 threads: int = 2):
         if manifest.kind != SHARDED_KIND:
             raise IndexMismatchError(f"{folder} is a {manifest.kind!r} index, sharded_bm25 needs {SHARDED_KIND!r}")
         shards = manifest.params.get("shards") or []
@@ -61,9 +64,8 @@ class ShardedBM25(Stage):
             sub = Manifest(kind="lucene", collection=manifest.collection, doc_count=int(shard["doc_count"]),
                            source_checksum=manifest.source_checksum, params=manifest.params)
             shard_folder = Path(folder) / "shards" / check_name(shard["name"], "shard")
-            self.shards.append(BM25(shard_folder, sub, k1=k1, b=b, k=k, threads=1))
+            self.shards.append(BM25(shard_folder, sub, k1=k1, b=b, k=k, threads=threads))
         self.folder, self.manifest, self.k = Path(folder), manifest, k
-        self._pool = ThreadPoolExecutor(max_workers=len(self.shards), thread_name_prefix="shard")
 
     @classmethod
     def from_index(cls, folder: Path, **kwargs) -> "ShardedBM25":
@@ -75,7 +77,7 @@ class ShardedBM25(Stage):
     def transform(self, queries: Sequence[Query], candidates: Results | None = None) -> Results:
         if not queries:
             return {}
-        per_shard = list(self._pool.map(lambda shard: shard.transform(queries), self.shards))
+        per_shard = [shard.transform(queries) for shard in self.shards]
         out: Results = {}
         for q in queries:
             hits = [h for results in per_shard for h in results.get(q.query_id, [])]
@@ -86,7 +88,7 @@ class ShardedBM25(Stage):
 
 def _build(cfg: ShardedBM25Config, ctx: BuildContext) -> ShardedBM25:
     folder, manifest = resolve(ctx.index_root, ctx.collection, cfg.shards_index)
-    return ShardedBM25(folder, manifest, k1=cfg.k1, b=cfg.b, k=cfg.k)
+    return ShardedBM25(folder, manifest, k1=cfg.k1, b=cfg.b, k=cfg.k, threads=min(cfg.threads, os.cpu_count() or 1))
 
 
 register_stage("sharded_bm25", ShardedBM25Config, _build)

@@ -52,8 +52,30 @@ def windowed_texts(stage, query, doc_ids, length: int) -> dict[str, str]:
     return {i: query_window(query.text, docs[i].title, docs[i].text, words) if i in docs else "" for i in doc_ids}
 
 
+def _prunes(text: str) -> list[tuple[int, float, str]]:
+    """``LAYER:KEEP[:POOL]`` items, comma-separated (pool ``drop`` or ``frozen``; default ``drop``)."""
+    out = []
+    for item in filter(None, (x.strip() for x in text.split(","))):
+        parts = item.split(":")
+        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("drop", "frozen")):
+            raise argparse.ArgumentTypeError(f"{item!r}: expected LAYER:KEEP[:drop|frozen]")
+        layer, keep = int(parts[0]), float(parts[1])
+        if layer < 0 or not 0 < keep <= 1:
+            raise argparse.ArgumentTypeError(f"{item!r}: LAYER >= 0 and 0 < KEEP <= 1")
+        out.append((layer, keep, parts[2] if len(parts) == 3 else "drop"))
+    return out
+
+
+def set_pruning(stage, prune: tuple[int, float, str] | None) -> None:
+    """Token pruning of the stage's fast module (:func:`pipeline.scorers.fast_bert.prune_tokens`); None: off."""
+    module = stage.scorer.engine.model
+    if not hasattr(module, "prune_layer"):
+        raise SystemExit("--prune needs the fast BERT module (a BERT cross-encoder, precision other than int8)")
+    module.prune_layer, module.prune_keep, module.prune_pool = prune if prune else (None, 1.0, "drop")
+
+
 def score_cache(exp: Experiment, raw: dict, candidates: Results, length: int, path: Path, batch: int = 8,
-                window: bool = False) -> dict:
+                window: bool = False, prune: tuple[int, float, str] | None = None) -> dict:
     """``{qid: {"scores": [...], "seconds": s}}`` for every query's candidates at ``max_length=length``;
     read from ``path`` where present, the rest scored (timed per query) and appended as it goes."""
     done: dict = {}
@@ -68,6 +90,7 @@ def score_cache(exp: Experiment, raw: dict, candidates: Results, length: int, pa
     if not todo:
         return done
     stage = build_stage({**raw, "max_length": length, "time_budget_ms": None}, exp.ctx, f"tradeoff max_length={length}")
+    set_pruning(stage, prune)  # the engine is shared by every stage of this process: set for each pass
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as out:
         for i in range(0, len(todo), batch):
@@ -120,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lengths", type=_ints, default=[384, 256, 192])
     p.add_argument("--window-lengths", type=_ints, default=[],
                    help="also score query-aware passage windows sized for these max_length values")
+    p.add_argument("--prune", type=_prunes, default=[],
+                   help="also score with token pruning at the configured max_length: LAYER:KEEP[:drop|frozen],... "
+                        "(passage tokens kept from that layer on, by the query's attention)")
     p.add_argument("--max-queries", type=int, default=None)
     p.add_argument("--cache", type=Path, default=Path(".cache/tradeoff"))
     p.add_argument("--json", type=Path, default=None, help="also write the table here")
@@ -141,23 +167,29 @@ def main(argv: list[str] | None = None) -> int:
     folder = args.cache / f"{dataset_name(args.dataset)}-{args.split}-{args.max_queries or 'all'}"
     rows = []
     configured = (raw.get("top_n", 100), raw.get("max_length", 384))
-    grid = [(length, False) for length in args.lengths] + [(length, True) for length in args.window_lengths]
-    for length, window in grid:
-        name = f"{args.pipeline.replace('>', '')}-{'W' if window else 'L'}{length}.jsonl"
-        cache = score_cache(exp, raw, candidates, length, folder / name, window=window)
+    grid = ([(length, False, None) for length in args.lengths] + [(length, True, None) for length in args.window_lengths]
+            + [(configured[1], False, prune) for prune in args.prune])
+    for length, window, prune in grid:
+        tag = f"-P{prune[0]}-{prune[1]:g}-{prune[2]}" if prune else ""
+        name = f"{args.pipeline.replace('>', '')}-{'W' if window else 'L'}{length}{tag}.jsonl"
+        cache = score_cache(exp, raw, candidates, length, folder / name, window=window, prune=prune)
         for depth in args.depths:
             run = remove_self_hits(point(candidates, cache, depth, raw.get("interpolate"), raw.get("name", "ce")))
             metrics = evaluate(exp.qrels, {q: {h.doc_id: h.score for h in hits} for q, hits in run.items()})
-            rows.append({"depth": depth, "max_length": length, "window": window, **metrics,
+            rows.append({"depth": depth, "max_length": length, "window": window, "prune": list(prune) if prune else None,
+                         **metrics,
                          "cpu_s_per_query": seconds_at(cache, depth)})
-    base = next((r for r in rows if (r["depth"], r["max_length"]) == configured and not r["window"]), rows[0])
+    base = next((r for r in rows if (r["depth"], r["max_length"]) == configured and not r["window"] and not r["prune"]),
+                rows[0])
     print(f"{dataset_name(args.dataset)} {args.split} {args.pipeline}: {len(exp.queries)} queries; "
           f"baseline = depth {base['depth']}, max_length {base['max_length']} (the configured stage)")
-    print("depth  max_len  window  nDCG@10   delta    CPU s/query  speedup")
+    print("depth  max_len  window  prune            nDCG@10   delta    CPU s/query  speedup")
     for r in rows:
         r["speedup"] = base["cpu_s_per_query"] / r["cpu_s_per_query"] if r["cpu_s_per_query"] else None
         r["delta"] = r["nDCG@10"] - base["nDCG@10"]
-        print(f"{r['depth']:5d}  {r['max_length']:7d}  {'query' if r['window'] else 'first':>6}  {r['nDCG@10']:.4f}  {r['delta']:+.4f}  "
+        prune = ":".join(str(x) for x in r["prune"]) if r["prune"] else "-"
+        print(f"{r['depth']:5d}  {r['max_length']:7d}  {'query' if r['window'] else 'first':>6}  {prune:15s}  "
+              f"{r['nDCG@10']:.4f}  {r['delta']:+.4f}  "
               f"{r['cpu_s_per_query']:11.3f}  {r['speedup'] or 0:6.2f}x")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

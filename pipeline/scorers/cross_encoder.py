@@ -61,7 +61,7 @@ from pipeline.scorers.cross_encoder_folder import (
     write_module,
 )
 from pipeline.scorers.cross_encoder_options import CrossEncoderOptions
-from pipeline.scorers.fast_bert import fast_bert_scorer
+from pipeline.scorers.fast_bert import fast_bert_scorer, set_pruning
 from pipeline.scorers.fast_bert import supports as supports_fast
 from pipeline.scorers.packing import setup_packing
 from pipeline.scorers.token_cache import TokenCache
@@ -149,6 +149,7 @@ class CrossEncoderScorer(PairScorer):
         cache_size = o.passage_cache if o.passage_cache is not None else (0 if self.device == "cpu" else 100_000)
         self.token_cache = TokenCache(cache_size)
         fast_module = self.model if is_fast and precision != "int8" else None
+        self.pruning = set_pruning(fast_module, encoder.config, o.prune_layer, o.prune_keep)
         self.packed, self.packing_note = setup_packing(self, fast_module)
         if o.compile:
             self.model = torch.compile(self.model, dynamic=True, mode=o.compile_mode)
@@ -348,6 +349,8 @@ class CrossEncoderScorer(PairScorer):
         """How this engine runs, for ``GET /pipelines``: device, precision, packed or padded, the token cache."""
         out = {"device": self.device, "precision": self.precision, "packing": self.packed is not None,
                "compile": (self.options.compile_mode or True) if self.options.compile else False, "passage_cache": self.token_cache.capacity}
+        if self.pruning:
+            out["token_pruning"] = self.pruning if self.packed is None else "off: the packed path reads every token"
         if self.packed is not None:
             out["attention"] = self.packed.kind
             if self.packed.module.gelu_epilogue:

@@ -46,3 +46,8 @@ class CrossEncoderOptions:
     """Packed path: the FFN's bias + GELU inside the matrix product (cuBLASLt epilogue, tanh GELU); None: on a GPU."""
     passage_cache: int | None = None
     """Passages whose token ids are kept across calls (LRU); None: 100,000 on a GPU, 0 on a CPU."""
+    prune_layer: int | None = None
+    """Token pruning on the padded path (the CPU's): from this encoder layer on only the query segment and the
+    ``prune_keep`` share of the passage tokens that the query attends to most go on (pipeline/scorers/fast_bert.py
+    ``prune_tokens``); None: off."""
+    prune_keep: float = 1.0

@@ -68,6 +68,11 @@ def _classes():
             heads = encoder.config.num_attention_heads
             self.layers = torch.nn.ModuleList(FusedLayer(layer, heads) for layer in encoder.encoder.layer)
             self.head = head
+            # token pruning (off by default; see prune_tokens): from layer prune_layer on, only the query segment
+            # and the prune_keep share of the passage go on; "drop" pools the kept tokens, "frozen" every token
+            self.prune_layer: int | None = None
+            self.prune_keep = 1.0
+            self.prune_pool = "drop"
 
         def forward(self, input_ids, token_type_ids, attention_mask):
             t = input_ids.shape[1]
@@ -75,11 +80,76 @@ def _classes():
             x = self.word(input_ids) + self.token_type(token_type_ids) + self.position(positions)[None]
             x = self.emb_ln(x)
             key_mask = attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, keys): padding never attended
-            for layer in self.layers:
+            frozen = None
+            for i, layer in enumerate(self.layers):
+                if i == self.prune_layer and self.prune_keep < 1.0:
+                    x, kept_mask, frozen = prune_tokens(layer, x, token_type_ids, attention_mask, self.prune_keep)
+                    if self.prune_pool == "drop":
+                        frozen, attention_mask = None, kept_mask
+                    key_mask = kept_mask.bool()[:, None, None, :]
+                    kept = kept_mask
                 x = layer(x, key_mask)
-            return head_fp32(self.head, masked_mean(x.float(), attention_mask)).squeeze(-1)
+            if frozen is None:
+                return head_fp32(self.head, masked_mean(x.float(), attention_mask)).squeeze(-1)
+            total, count = frozen
+            pooled = ((x.float() * kept.unsqueeze(-1).float()).sum(1) + total) / count.clamp(min=1)
+            return head_fp32(self.head, pooled).squeeze(-1)
 
     return FastBertScorer
+
+
+def set_pruning(module, config, layer: int | None, keep: float) -> dict | None:
+    """Switch token pruning of a fast module on (``layer`` set and ``keep`` < 1; returns what is on) or off (None).
+
+    Raises ``ValueError`` when pruning is asked of a module that cannot prune (``module`` None: not the fast
+    BERT path, e.g. int8) or of a layer the encoder does not have."""
+    if layer is None or keep >= 1.0:
+        if module is not None:
+            module.prune_layer, module.prune_keep = None, 1.0
+        return None
+    if module is None:
+        raise ValueError("token pruning (prune_layer) needs the fast BERT path: a BERT cross-encoder, precision not int8")
+    layers = getattr(config, "num_hidden_layers", len(module.layers))
+    if not 0 <= layer < layers:
+        raise ValueError(f"prune_layer {layer}: the encoder has layers 0..{layers - 1}")
+    module.prune_layer, module.prune_keep, module.prune_pool = layer, keep, "drop"
+    return {"layer": layer, "keep": keep}
+
+
+def prune_tokens(layer, x, token_type_ids, attention_mask, keep: float):
+    """Keep the query segment and the ``keep`` fraction of passage tokens the query's tokens attend to most
+    (this layer's attention, averaged over heads and query tokens); the others leave the encoder here and
+    enter the mean pooling with their current vectors. Returns the kept vectors (order kept), their mask
+    and ``(sum of the dropped vectors, token count)`` for the pooling."""
+    import torch
+    import torch.nn.functional as F
+
+    b, t, h = x.shape
+    heads = layer.heads
+    d = h // heads
+    w, bias = layer.qkv.weight, layer.qkv.bias
+    k = F.linear(x, w[h : 2 * h], bias[h : 2 * h]).view(b, t, heads, d).transpose(1, 2)
+    valid = attention_mask.bool()
+    query_seg = (token_type_ids == 0) & valid
+    lead = int(query_seg.sum(1).max())  # the query segment ([CLS] query [SEP]) is a prefix of every row
+    q = F.linear(x[:, :lead], w[:h], bias[:h]).view(b, lead, heads, d).transpose(1, 2)
+    logits = (q @ k.transpose(-1, -2)).float() / d**0.5  # (b, heads, lead, t)
+    logits = logits.masked_fill(~valid[:, None, None, :], float("-inf"))
+    probs = logits.softmax(-1) * query_seg[:, None, :lead, None]
+    importance = probs.sum((1, 2))  # (b, t) attention received from the query segment
+    passage = (token_type_ids == 1) & valid
+    n_keep = (passage.sum(1).float() * keep).ceil().long()
+    importance = importance.masked_fill(~passage, float("-inf"))
+    order = importance.argsort(1, descending=True)
+    rank = order.argsort(1)
+    kept = query_seg | (passage & (rank < n_keep[:, None]))
+    width = int(kept.sum(1).max())
+    index = (kept.long() * (t - torch.arange(t, device=x.device))).argsort(1, descending=True)[:, :width]
+    index = index.sort(1).values
+    kept_mask = kept.gather(1, index)
+    x_kept = x.gather(1, index[..., None].expand(b, width, h))
+    dropped = (valid & ~kept).unsqueeze(-1).float()
+    return x_kept, kept_mask.to(attention_mask.dtype), ((x.float() * dropped).sum(1), valid.sum(1, keepdim=True).float())
 
 
 def head_fp32(head, pooled):

@@ -52,30 +52,36 @@ def windowed_texts(stage, query, doc_ids, length: int) -> dict[str, str]:
     return {i: query_window(query.text, docs[i].title, docs[i].text, words) if i in docs else "" for i in doc_ids}
 
 
-def _prunes(text: str) -> list[tuple[int, float, str]]:
-    """``LAYER:KEEP[:POOL]`` items, comma-separated (pool ``drop`` or ``frozen``; default ``drop``)."""
+def _prunes(text: str) -> list[tuple[int, float, int]]:
+    """``LAYER:KEEP[:MIN]`` items, comma-separated (MIN: passage tokens never pruned below; default 0)."""
     out = []
     for item in filter(None, (x.strip() for x in text.split(","))):
         parts = item.split(":")
-        if len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("drop", "frozen")):
-            raise argparse.ArgumentTypeError(f"{item!r}: expected LAYER:KEEP[:drop|frozen]")
-        layer, keep = int(parts[0]), float(parts[1])
-        if layer < 0 or not 0 < keep <= 1:
-            raise argparse.ArgumentTypeError(f"{item!r}: LAYER >= 0 and 0 < KEEP <= 1")
-        out.append((layer, keep, parts[2] if len(parts) == 3 else "drop"))
+        try:
+            layer, keep, minimum = int(parts[0]), float(parts[1]), int(parts[2]) if len(parts) == 3 else 0
+        except (ValueError, IndexError):
+            raise argparse.ArgumentTypeError(f"{item!r}: expected LAYER:KEEP[:MIN]") from None
+        if len(parts) > 3 or layer < 0 or not 0 < keep <= 1 or minimum < 0:
+            raise argparse.ArgumentTypeError(f"{item!r}: expected LAYER:KEEP[:MIN], LAYER >= 0, 0 < KEEP <= 1, MIN >= 0")
+        out.append((layer, keep, minimum))
     return out
 
 
-def set_pruning(stage, prune: tuple[int, float, str] | None) -> None:
-    """Token pruning of the stage's fast module (:func:`pipeline.scorers.fast_bert.prune_tokens`); None: off."""
-    module = stage.scorer.engine.model
-    if not hasattr(module, "prune_layer"):
-        raise SystemExit("--prune needs the fast BERT module (a BERT cross-encoder, precision other than int8)")
-    module.prune_layer, module.prune_keep, module.prune_pool = prune if prune else (None, 1.0, "drop")
+def set_pruning(stage, prune: tuple[int, float, int] | None) -> None:
+    """Token pruning of the stage's engine (:func:`pipeline.scorers.fast_bert.set_pruning`); None: off."""
+    from pipeline.scorers.fast_bert import set_pruning as set_module_pruning
+
+    engine = stage.scorer.engine
+    layer, keep, minimum = prune if prune else (None, 1.0, 0)
+    module = engine.model if hasattr(engine.model, "prune_layer") else None
+    try:
+        set_module_pruning(module, getattr(module, "config", None), layer, keep, minimum)
+    except ValueError as exc:
+        raise SystemExit(f"--prune: {exc}") from exc
 
 
 def score_cache(exp: Experiment, raw: dict, candidates: Results, length: int, path: Path, batch: int = 8,
-                window: bool = False, prune: tuple[int, float, str] | None = None) -> dict:
+                window: bool = False, prune: tuple[int, float, int] | None = None) -> dict:
     """``{qid: {"scores": [...], "seconds": s}}`` for every query's candidates at ``max_length=length``;
     read from ``path`` where present, the rest scored (timed per query) and appended as it goes."""
     done: dict = {}
@@ -144,8 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--window-lengths", type=_ints, default=[],
                    help="also score query-aware passage windows sized for these max_length values")
     p.add_argument("--prune", type=_prunes, default=[],
-                   help="also score with token pruning at the configured max_length: LAYER:KEEP[:drop|frozen],... "
-                        "(passage tokens kept from that layer on, by the query's attention)")
+                   help="also score with token pruning at the configured max_length: LAYER:KEEP[:MIN],... (the KEEP "
+                        "share of passage tokens, at least MIN, goes on from that layer, by the query's attention)")
     p.add_argument("--max-queries", type=int, default=None)
     p.add_argument("--cache", type=Path, default=Path(".cache/tradeoff"))
     p.add_argument("--json", type=Path, default=None, help="also write the table here")
@@ -170,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     grid = ([(length, False, None) for length in args.lengths] + [(length, True, None) for length in args.window_lengths]
             + [(configured[1], False, prune) for prune in args.prune])
     for length, window, prune in grid:
-        tag = f"-P{prune[0]}-{prune[1]:g}-{prune[2]}" if prune else ""
+        tag = f"-P{prune[0]}-{prune[1]:g}-drop{f'-min{prune[2]}' if prune[2] else ''}" if prune else ""
         name = f"{args.pipeline.replace('>', '')}-{'W' if window else 'L'}{length}{tag}.jsonl"
         cache = score_cache(exp, raw, candidates, length, folder / name, window=window, prune=prune)
         for depth in args.depths:

@@ -73,6 +73,10 @@ def test_the_query_segment_stays_and_the_kept_share_of_the_passage_is_rounded_up
         assert int(kept_mask[row].sum()) == q + 2 + -(-passage // 2)
         assert int(count[row]) == q + p + 3
         torch.testing.assert_close(kept_x[row, : q + 2], x[row, : q + 2])  # the query segment, first and in order
+    with torch.inference_mode():
+        _, kept_mask, _ = prune_tokens(module.layers[0], x, types, mask, 0.5, minimum=30)
+    for row, (q, p) in enumerate([(4, 40), (7, 25), (3, 60), (5, 9)]):  # at least 30 passage tokens, or all of them
+        assert int(kept_mask[row].sum()) == q + 2 + max(-(-(p + 1) // 2), min(p + 1, 30))
 
 
 
@@ -87,7 +91,7 @@ def test_the_engine_prunes_when_configured_and_says_so(tiny_model):  # noqa: F81
     plain = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64)
     pruned = CrossEncoderScorer(tiny_model, device="cpu", precision="fp32", max_length=64, prune_layer=1, prune_keep=0.4)
     assert "token_pruning" not in plain.fast_path()
-    assert pruned.fast_path()["token_pruning"] == {"layer": 1, "keep": 0.4}
+    assert pruned.fast_path()["token_pruning"] == {"layer": 1, "keep": 0.4, "min_tokens": 0}
     assert max(abs(a - b) for a, b in zip(plain.score_pairs(pairs), pruned.score_pairs(pairs), strict=True)) > 1e-5
 
 
@@ -105,6 +109,6 @@ def test_the_stage_config_bounds_the_pruning_settings():
     from pipeline.stages.cross_encoder import CrossEncoderConfig
 
     assert CrossEncoderConfig().prune_layer is None and CrossEncoderConfig().prune_keep == 1.0
-    for bad in ({"prune_keep": 0}, {"prune_keep": 1.5}, {"prune_layer": -1}, {"prune_layer": "two"}):
+    for bad in ({"prune_keep": 0}, {"prune_keep": 1.5}, {"prune_layer": -1}, {"prune_layer": "two"}, {"prune_min": -1}):
         with pytest.raises(ValueError):
             CrossEncoderConfig(**bad)

@@ -51,3 +51,5 @@ class CrossEncoderOptions:
     ``prune_keep`` share of the passage tokens that the query attends to most go on (pipeline/scorers/fast_bert.py
     ``prune_tokens``); None: off."""
     prune_keep: float = 1.0
+    prune_min: int = 0
+    """Passage tokens never pruned below this count (a short passage is read whole)."""

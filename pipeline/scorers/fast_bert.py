@@ -72,6 +72,7 @@ def _classes():
             # and the prune_keep share of the passage go on; "drop" pools the kept tokens, "frozen" every token
             self.prune_layer: int | None = None
             self.prune_keep = 1.0
+            self.prune_min = 0  # passage tokens never pruned below this count (short passages kept whole)
             self.prune_pool = "drop"
 
         def forward(self, input_ids, token_type_ids, attention_mask):
@@ -83,7 +84,8 @@ def _classes():
             frozen = None
             for i, layer in enumerate(self.layers):
                 if i == self.prune_layer and self.prune_keep < 1.0:
-                    x, kept_mask, frozen = prune_tokens(layer, x, token_type_ids, attention_mask, self.prune_keep)
+                    x, kept_mask, frozen = prune_tokens(layer, x, token_type_ids, attention_mask, self.prune_keep,
+                                                        self.prune_min)
                     if self.prune_pool == "drop":
                         frozen, attention_mask = None, kept_mask
                     key_mask = kept_mask.bool()[:, None, None, :]
@@ -98,7 +100,7 @@ def _classes():
     return FastBertScorer
 
 
-def set_pruning(module, config, layer: int | None, keep: float) -> dict | None:
+def set_pruning(module, config, layer: int | None, keep: float, minimum: int = 0) -> dict | None:
     """Switch token pruning of a fast module on (``layer`` set and ``keep`` < 1; returns what is on) or off (None).
 
     Raises ``ValueError`` when pruning is asked of a module that cannot prune (``module`` None: not the fast
@@ -112,12 +114,12 @@ def set_pruning(module, config, layer: int | None, keep: float) -> dict | None:
     layers = getattr(config, "num_hidden_layers", len(module.layers))
     if not 0 <= layer < layers:
         raise ValueError(f"prune_layer {layer}: the encoder has layers 0..{layers - 1}")
-    module.prune_layer, module.prune_keep, module.prune_pool = layer, keep, "drop"
-    return {"layer": layer, "keep": keep}
+    module.prune_layer, module.prune_keep, module.prune_min, module.prune_pool = layer, keep, minimum, "drop"
+    return {"layer": layer, "keep": keep, "min_tokens": minimum}
 
 
-def prune_tokens(layer, x, token_type_ids, attention_mask, keep: float):
-    """Keep the query segment and the ``keep`` fraction of passage tokens the query's tokens attend to most
+def prune_tokens(layer, x, token_type_ids, attention_mask, keep: float, minimum: int = 0):
+    """Keep the query segment and the ``keep`` fraction (at least ``minimum``) of passage tokens the query's tokens attend to most
     (this layer's attention, averaged over heads and query tokens); the others leave the encoder here and
     enter the mean pooling with their current vectors. Returns the kept vectors (order kept), their mask
     and ``(sum of the dropped vectors, token count)`` for the pooling."""
@@ -138,7 +140,8 @@ def prune_tokens(layer, x, token_type_ids, attention_mask, keep: float):
     probs = logits.softmax(-1) * query_seg[:, None, :lead, None]
     importance = probs.sum((1, 2))  # (b, t) attention received from the query segment
     passage = (token_type_ids == 1) & valid
-    n_keep = (passage.sum(1).float() * keep).ceil().long()
+    n_passage = passage.sum(1)
+    n_keep = torch.maximum((n_passage.float() * keep).ceil().long(), n_passage.clamp(max=minimum))
     importance = importance.masked_fill(~passage, float("-inf"))
     order = importance.argsort(1, descending=True)
     rank = order.argsort(1)

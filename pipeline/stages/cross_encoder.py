@@ -73,8 +73,10 @@ class CrossEncoderConfig(StageConfig):
     prune_layer: int | None = Field(default=None, ge=0, le=48)
     """Token pruning (padded path, i.e. the CPU): from this encoder layer on only the query segment and the
     ``prune_keep`` share of the passage tokens the query attends to most go on; the others leave the encoder.
-    None: off. results/2026-12-05-token-pruning measures it (layer 2, keep 0.5: no loss on SciFact dev, 1.5x)."""
+    None: off. results/2026-12-04-rerank-cost measures it ("Token pruning")."""
     prune_keep: float = Field(default=1.0, gt=0.0, le=1.0)
+    prune_min: int = Field(default=0, ge=0, le=512)
+    """Passage tokens never pruned below this count: a passage of at most ``prune_min`` tokens is read whole."""
     interpolate: float | None = Field(default=None, ge=0.0, le=1.0)
     """``alpha``: final = alpha * minmax(reranker) + (1 - alpha) * minmax(incoming score), per query over the
     reranked candidates (None: the reranker alone). Tune it on a dev split:
@@ -105,7 +107,7 @@ def _build(cfg: CrossEncoderConfig, ctx: BuildContext) -> RerankStage:
     device = cfg.device if cfg.device != "auto" else (ctx.device or "auto")
     key = ("cross_encoder", str(folder.resolve()), device, cfg.precision, cfg.max_length, cfg.query_max_tokens,
            cfg.batch_size, cfg.batch_tokens, cfg.compile, cfg.pad_multiple, cfg.packing, cfg.packed_tokens, cfg.passage_cache,
-           cfg.prune_layer, cfg.prune_keep)
+           cfg.prune_layer, cfg.prune_keep, cfg.prune_min)
 
     def load():
         engine = CrossEncoderScorer(folder, engine_options(cfg, device))

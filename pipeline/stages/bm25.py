@@ -49,14 +49,15 @@ class BM25(Stage):
         start_jvm()
         from pyserini.search.lucene import LuceneSearcher
 
-        try:
-            self.searcher = LuceneSearcher(str(Path(folder) / LUCENE_DIR))
-        except Exception as exc:  # jnius raises JavaException on a broken index
-            raise IndexCorruptError(f"Lucene could not open {folder}: {exc}") from exc
         self.language = manifest.params.get("language", "en")
-        if self.language != "en":
-            self.searcher.set_language(self.language)
-        self.searcher.set_bm25(k1, b)
+        with JVM_CALLS:  # a reload opens a searcher while requests search the old one
+            try:
+                self.searcher = LuceneSearcher(str(Path(folder) / LUCENE_DIR))
+            except Exception as exc:  # jnius raises JavaException on a broken index
+                raise IndexCorruptError(f"Lucene could not open {folder}: {exc}") from exc
+            if self.language != "en":
+                self.searcher.set_language(self.language)
+            self.searcher.set_bm25(k1, b)
         self.folder, self.manifest = Path(folder), manifest
         self.k, self.threads = k, threads
 

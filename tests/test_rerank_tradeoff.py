@@ -61,3 +61,14 @@ def test_candidates_beyond_the_depth_stay_below_in_their_order(alpha):
     assert min(h.score for h in out[:3]) > out[3].score > out[4].score > out[5].score
     if alpha is None:
         assert [h.doc_id for h in out[:3]] == ["d2", "d1", "d0"]
+
+
+def test_prune_settings_parse_and_bad_ones_are_usage_errors():
+    import argparse
+
+    from eval.rerank_tradeoff import _prunes
+
+    assert _prunes("2:0.5, 1:0.35:128") == [(2, 0.5, 0), (1, 0.35, 128)]
+    for bad in ("2", "2:x", "-1:0.5", "2:0", "2:1.5", "2:0.5:-3", "2:0.5:1:9"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            _prunes(bad)

@@ -71,11 +71,10 @@ def set_pruning(stage, prune: tuple[int, float, int] | None) -> None:
     """Token pruning of the stage's engine (:func:`pipeline.scorers.fast_bert.set_pruning`); None: off."""
     from pipeline.scorers.fast_bert import set_pruning as set_module_pruning
 
-    engine = stage.scorer.engine
+    model = stage.scorer.engine.model
     layer, keep, minimum = prune if prune else (None, 1.0, 0)
-    module = engine.model if hasattr(engine.model, "prune_layer") else None
     try:
-        set_module_pruning(module, getattr(module, "config", None), layer, keep, minimum)
+        set_module_pruning(model if hasattr(model, "prune_layer") else None, layer, keep, minimum)
     except ValueError as exc:
         raise SystemExit(f"--prune: {exc}") from exc
 

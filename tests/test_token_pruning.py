@@ -35,28 +35,26 @@ def batch(pairs):
     return ids, types, mask
 
 
-def score(module, pairs, layer=None, keep=1.0, pool="drop"):
-    module.prune_layer, module.prune_keep, module.prune_pool = layer, keep, pool
+def score(module, pairs, layer=None, keep=1.0):
+    module.prune_layer, module.prune_keep = layer, keep
     try:
         with torch.inference_mode():
             return module(*batch(pairs))
     finally:
-        module.prune_layer, module.prune_keep, module.prune_pool = None, 1.0, "drop"
+        module.prune_layer, module.prune_keep = None, 1.0
 
 
 PAIRS = [pair(4, 40, 1), pair(7, 25, 2), pair(3, 60, 3), pair(5, 9, 4)]
 
 
-@pytest.mark.parametrize("pool", ["drop", "frozen"])
-def test_keeping_every_token_scores_as_the_unpruned_module(module, pool):
+def test_keeping_every_token_scores_as_the_unpruned_module(module):
     want = score(module, PAIRS)
-    torch.testing.assert_close(score(module, PAIRS, layer=1, keep=0.9999, pool=pool), want, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(score(module, PAIRS, layer=1, keep=0.9999), want, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("pool", ["drop", "frozen"])
-def test_a_pruned_pair_scores_the_same_alone_and_padded_in_a_batch(module, pool):
-    together = score(module, PAIRS, layer=1, keep=0.5, pool=pool)
-    alone = torch.cat([score(module, [p], layer=1, keep=0.5, pool=pool) for p in PAIRS])
+def test_a_pruned_pair_scores_the_same_alone_and_padded_in_a_batch(module):
+    together = score(module, PAIRS, layer=1, keep=0.5)
+    alone = torch.cat([score(module, [p], layer=1, keep=0.5) for p in PAIRS])
     torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
     assert (together - score(module, PAIRS)).abs().max() > 1e-4  # pruning changed the scores: the test has teeth
 
@@ -67,14 +65,13 @@ def test_the_query_segment_stays_and_the_kept_share_of_the_passage_is_rounded_up
     ids, types, mask = batch(PAIRS)
     with torch.inference_mode():
         x = module.emb_ln(module.word(ids) + module.token_type(types) + module.position(torch.arange(ids.shape[1]))[None])
-        kept_x, kept_mask, (dropped_sum, count) = prune_tokens(module.layers[0], x, types, mask, 0.5)
+        kept_x, kept_mask = prune_tokens(module.layers[0], x, types, mask, 0.5)
     for row, (q, p) in enumerate([(4, 40), (7, 25), (3, 60), (5, 9)]):
         passage = p + 1  # with the final [SEP]
         assert int(kept_mask[row].sum()) == q + 2 + -(-passage // 2)
-        assert int(count[row]) == q + p + 3
         torch.testing.assert_close(kept_x[row, : q + 2], x[row, : q + 2])  # the query segment, first and in order
     with torch.inference_mode():
-        _, kept_mask, _ = prune_tokens(module.layers[0], x, types, mask, 0.5, minimum=30)
+        _, kept_mask = prune_tokens(module.layers[0], x, types, mask, 0.5, minimum=30)
     for row, (q, p) in enumerate([(4, 40), (7, 25), (3, 60), (5, 9)]):  # at least 30 passage tokens, or all of them
         assert int(kept_mask[row].sum()) == q + 2 + max(-(-(p + 1) // 2), min(p + 1, 30))
 

@@ -149,7 +149,7 @@ class CrossEncoderScorer(PairScorer):
         cache_size = o.passage_cache if o.passage_cache is not None else (0 if self.device == "cpu" else 100_000)
         self.token_cache = TokenCache(cache_size)
         fast_module = self.model if is_fast and precision != "int8" else None
-        self.pruning = set_pruning(fast_module, encoder.config, o.prune_layer, o.prune_keep, o.prune_min)
+        self.pruning = set_pruning(fast_module, o.prune_layer, o.prune_keep, o.prune_min)
         self.packed, self.packing_note = setup_packing(self, fast_module)
         if o.compile:
             self.model = torch.compile(self.model, dynamic=True, mode=o.compile_mode)

@@ -68,12 +68,11 @@ def _classes():
             heads = encoder.config.num_attention_heads
             self.layers = torch.nn.ModuleList(FusedLayer(layer, heads) for layer in encoder.encoder.layer)
             self.head = head
-            # token pruning (off by default; see prune_tokens): from layer prune_layer on, only the query segment
-            # and the prune_keep share of the passage go on; "drop" pools the kept tokens, "frozen" every token
+            # token pruning (off by default; see prune_tokens and set_pruning): from layer prune_layer on, only the
+            # query segment and the prune_keep share (at least prune_min) of the passage go on and are pooled
             self.prune_layer: int | None = None
             self.prune_keep = 1.0
-            self.prune_min = 0  # passage tokens never pruned below this count (short passages kept whole)
-            self.prune_pool = "drop"
+            self.prune_min = 0
 
         def forward(self, input_ids, token_type_ids, attention_mask):
             t = input_ids.shape[1]
@@ -81,26 +80,18 @@ def _classes():
             x = self.word(input_ids) + self.token_type(token_type_ids) + self.position(positions)[None]
             x = self.emb_ln(x)
             key_mask = attention_mask.bool()[:, None, None, :]  # (batch, 1, 1, keys): padding never attended
-            frozen = None
             for i, layer in enumerate(self.layers):
                 if i == self.prune_layer and self.prune_keep < 1.0:
-                    x, kept_mask, frozen = prune_tokens(layer, x, token_type_ids, attention_mask, self.prune_keep,
-                                                        self.prune_min)
-                    if self.prune_pool == "drop":
-                        frozen, attention_mask = None, kept_mask
-                    key_mask = kept_mask.bool()[:, None, None, :]
-                    kept = kept_mask
+                    x, attention_mask = prune_tokens(layer, x, token_type_ids, attention_mask, self.prune_keep,
+                                                     self.prune_min)
+                    key_mask = attention_mask.bool()[:, None, None, :]
                 x = layer(x, key_mask)
-            if frozen is None:
-                return head_fp32(self.head, masked_mean(x.float(), attention_mask)).squeeze(-1)
-            total, count = frozen
-            pooled = ((x.float() * kept.unsqueeze(-1).float()).sum(1) + total) / count.clamp(min=1)
-            return head_fp32(self.head, pooled).squeeze(-1)
+            return head_fp32(self.head, masked_mean(x.float(), attention_mask)).squeeze(-1)
 
     return FastBertScorer
 
 
-def set_pruning(module, config, layer: int | None, keep: float, minimum: int = 0) -> dict | None:
+def set_pruning(module, layer: int | None, keep: float, minimum: int = 0) -> dict | None:
     """Switch token pruning of a fast module on (``layer`` set and ``keep`` < 1; returns what is on) or off (None).
 
     Raises ``ValueError`` when pruning is asked of a module that cannot prune (``module`` None: not the fast
@@ -111,18 +102,16 @@ def set_pruning(module, config, layer: int | None, keep: float, minimum: int = 0
         return None
     if module is None:
         raise ValueError("token pruning (prune_layer) needs the fast BERT path: a BERT cross-encoder, precision not int8")
-    layers = getattr(config, "num_hidden_layers", len(module.layers))
-    if not 0 <= layer < layers:
-        raise ValueError(f"prune_layer {layer}: the encoder has layers 0..{layers - 1}")
-    module.prune_layer, module.prune_keep, module.prune_min, module.prune_pool = layer, keep, minimum, "drop"
+    if not 0 <= layer < len(module.layers):
+        raise ValueError(f"prune_layer {layer}: the encoder has layers 0..{len(module.layers) - 1}")
+    module.prune_layer, module.prune_keep, module.prune_min = layer, keep, minimum
     return {"layer": layer, "keep": keep, "min_tokens": minimum}
 
 
 def prune_tokens(layer, x, token_type_ids, attention_mask, keep: float, minimum: int = 0):
     """Keep the query segment and the ``keep`` fraction (at least ``minimum``) of passage tokens the query's tokens attend to most
-    (this layer's attention, averaged over heads and query tokens); the others leave the encoder here and
-    enter the mean pooling with their current vectors. Returns the kept vectors (order kept), their mask
-    and ``(sum of the dropped vectors, token count)`` for the pooling."""
+    (this layer's attention, averaged over heads and query tokens); the others leave the encoder here and the
+    mean pooling. Returns the kept vectors (in their order) and their mask."""
     import torch
     import torch.nn.functional as F
 
@@ -149,10 +138,8 @@ def prune_tokens(layer, x, token_type_ids, attention_mask, keep: float, minimum:
     width = int(kept.sum(1).max())
     index = (kept.long() * (t - torch.arange(t, device=x.device))).argsort(1, descending=True)[:, :width]
     index = index.sort(1).values
-    kept_mask = kept.gather(1, index)
     x_kept = x.gather(1, index[..., None].expand(b, width, h))
-    dropped = (valid & ~kept).unsqueeze(-1).float()
-    return x_kept, kept_mask.to(attention_mask.dtype), ((x.float() * dropped).sum(1), valid.sum(1, keepdim=True).float())
+    return x_kept, kept.gather(1, index).to(attention_mask.dtype)
 
 
 def head_fp32(head, pooled):
